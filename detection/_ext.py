@@ -1,0 +1,42 @@
+"""Loading of the compiled ops library `detection._C`.
+
+The library registers the `torch.ops.detection.*` operators with the dispatcher. `import
+detection` works without it; using an op then raises one error saying how to build it.
+"""
+
+import glob
+import os
+
+import torch
+
+BUILD_HINT = (
+    "detection's compiled ops (detection._C) are not built or failed to load{detail}. Build them "
+    "from the repository root with `pip install --no-build-isolation -e .` (or `make build`; "
+    "add FORCE_CUDA=1 to compile the CUDA kernels without a visible GPU)."
+)
+
+
+def _load():
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = sorted(glob.glob(os.path.join(here, "_C*.so")) + glob.glob(os.path.join(here, "_C*.pyd")))
+    if not candidates:
+        return False, ""
+    try:
+        torch.ops.load_library(candidates[0])
+    except OSError as exc:  # e.g. built against another torch
+        return False, f": {exc}"
+    return True, ""
+
+
+HAS_OPS, _LOAD_ERROR = _load()
+
+
+def require_ops() -> None:
+    """Raise a RuntimeError with build instructions when the compiled ops are missing."""
+    if not HAS_OPS:
+        raise RuntimeError(BUILD_HINT.format(detail=_LOAD_ERROR))
+
+
+def cuda_compiled() -> bool:
+    """Whether the library was compiled with its CUDA kernels."""
+    return HAS_OPS and torch.ops.detection._cuda_version() > 0

@@ -1,0 +1,102 @@
+"""Build `detection` and its compiled ops library `detection._C`.
+
+The C++ CPU kernels are always compiled. The CUDA kernels are compiled when a CUDA toolkit is
+found and either a GPU is visible or `FORCE_CUDA=1` is set; `TORCH_CUDA_ARCH_LIST` picks the
+architectures (default below). Install with `pip install --no-build-isolation -e .` so that the
+build uses the torch already installed instead of pulling another one.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+# torch finds the CUDA toolkit from `nvcc` on PATH; where that is a wrapper script outside the
+# toolkit (as on our machines), point it at the standard location before torch looks.
+if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
+
+
+def _want_cuda() -> bool:
+    force = os.environ.get("FORCE_CUDA", "0") == "1"
+    if CUDA_HOME is None:
+        if force:
+            sys.exit("FORCE_CUDA=1 but no CUDA toolkit was found: install nvcc or set CUDA_HOME.")
+        return False
+    if torch.version.cuda is None:
+        if force:
+            sys.exit("FORCE_CUDA=1 but this torch is a CPU-only build: install the CUDA-enabled torch.")
+        return False
+    return force or torch.cuda.is_available()
+
+
+def _nvidia_pip_include_dirs() -> list:
+    """Headers of the pip `nvidia-*` packages (cuBLAS, cuSPARSE, ... that torch's CUDA headers
+    include); a system CUDA toolkit may lack them."""
+    try:
+        import nvidia  # namespace package installed with the CUDA-enabled torch
+    except ImportError:
+        return []
+    dirs = []
+    for base in nvidia.__path__:
+        dirs += glob.glob(os.path.join(base, "*", "include"))
+    return sorted(d for d in dirs if os.path.isdir(d))
+
+
+def _extension():
+    csrc = os.path.join(ROOT, "csrc")
+    cpp = sorted(glob.glob(os.path.join(csrc, "**", "*.cpp"), recursive=True))
+    cu = sorted(glob.glob(os.path.join(csrc, "**", "*.cu"), recursive=True))
+    cxx_flags = ["-O3", "-fopenmp"]
+    # at::parallel_for is inlined from ATen/ParallelOpenMP.h: without -fopenmp it runs serially.
+    # The OpenMP runtime resolves to the libgomp.so.1 torch has already loaded.
+    link_flags = ["-fopenmp"]
+    kwargs = dict(
+        include_dirs=[csrc],
+        extra_link_args=link_flags,
+    )
+    sources = [os.path.relpath(p, ROOT) for p in cpp]
+    if _want_cuda():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+        sources += [os.path.relpath(p, ROOT) for p in cu]
+        kwargs["include_dirs"] += _nvidia_pip_include_dirs()
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags += ["--threads", os.environ.get("NVCC_THREADS", "2")]
+        print(
+            f"detection: building CPU and CUDA kernels ({len(cu)} .cu files) for "
+            f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']} with CUDA_HOME={CUDA_HOME}"
+        )
+        return CUDAExtension(
+            "detection._C",
+            sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            **kwargs,
+        )
+    print("detection: building CPU kernels only (set FORCE_CUDA=1 to compile the CUDA kernels)")
+    return CppExtension("detection._C", sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
+
+
+setup(
+    name="detection",
+    version="0.1.0",
+    description="Mask R-CNN with Deformable ConvNets v2: ops, model, training and evaluation",
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "benchmarks")),
+    python_requires=">=3.10",
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    zip_safe=False,
+)
