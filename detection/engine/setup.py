@@ -1,0 +1,127 @@
+"""Start-up shared by tools/train.py, test.py, infer.py and demo.py: config loading, device
+selection, process group, logging and seeding, and evaluation over DATASETS.TEST."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from detection.engine.inference import inference
+from detection.engine.trainer import resolve_amp_dtype
+from detection.utils import comm
+from detection.utils.collect_env import collect_env_info
+from detection.utils.logger import setup_logger
+from detection.utils.seed import seed_all
+
+
+def load_config(config_file: str | None, opts: Sequence[str] = ()):
+    """Defaults, then `config_file` (YAML), then trailing `KEY VALUE` pairs; returns a frozen cfg.
+
+    Uses `detection.config.load_config` when the config package provides one.
+    """
+    import detection.config as config_pkg
+
+    if len(opts) % 2:
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    if hasattr(config_pkg, "load_config"):
+        cfg = config_pkg.load_config(config_file, list(opts))
+    else:
+        cfg = config_pkg.cfg.clone()
+        if config_file:
+            if not os.path.isfile(config_file):
+                raise FileNotFoundError(f"--config: no such file {config_file}")
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def select_device(requested: str, logger: logging.Logger | None = None) -> torch.device:
+    """MODEL.DEVICE as a torch.device; "cuda" falls back to CPU (with a log line) without a GPU.
+
+    Under torchrun each process takes GPU `LOCAL_RANK`.
+    """
+    device = torch.device(requested)
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"MODEL.DEVICE must be 'cuda' or 'cpu', got {requested!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if logger is not None:
+            logger.info("MODEL.DEVICE is %r but CUDA is not available: running on CPU", requested)
+        return torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", comm.get_local_rank())
+    return device
+
+
+def setup_runtime(cfg, name: str, log_dir: str | None = None) -> tuple[torch.device, bool, logging.Logger]:
+    """Device, process group (under torchrun), logger (rank 0 also to `log_dir/log.txt`), seed.
+
+    Returns (device, distributed, logger). Each rank is seeded with `cfg.SEED + rank`.
+    """
+    logger = setup_logger("detection", save_dir="", distributed_rank=0)
+    device = select_device(cfg.MODEL.DEVICE, logger if int(os.environ.get("RANK", "0")) == 0 else None)
+    distributed = comm.init_distributed(device)
+    rank = comm.get_rank()
+    logger = setup_logger("detection", save_dir=log_dir or "", distributed_rank=rank)
+    logger.info("%s: %d process(es), device %s", name, comm.get_world_size(), device)
+    if rank == 0:
+        logger.info("Environment:\n%s", collect_env_info())
+    seed_all(cfg.SEED + rank, deterministic=cfg.DETERMINISTIC)
+    return device, distributed, logger
+
+
+def build_test_loaders(cfg, distributed: bool) -> list[tuple[str, object]]:
+    """(dataset name, loader) for each of DATASETS.TEST."""
+    from detection.data import make_data_loader
+
+    if not cfg.DATASETS.TEST:
+        raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+    loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    if not isinstance(loaders, (list, tuple)):
+        loaders = [loaders]
+    if len(loaders) != len(cfg.DATASETS.TEST):
+        raise RuntimeError(f"make_data_loader gave {len(loaders)} loaders for DATASETS.TEST={cfg.DATASETS.TEST}")
+    return list(zip(cfg.DATASETS.TEST, loaders))
+
+
+def iou_types_for(cfg) -> tuple[str, ...]:
+    """("bbox",) plus "segm" when MODEL.MASK_ON."""
+    return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+
+
+def run_evaluation(
+    cfg,
+    model: nn.Module,
+    device: torch.device,
+    distributed: bool,
+    logger: logging.Logger,
+    progress: bool = True,
+    output_root: str | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Inference + COCO evaluation on each of DATASETS.TEST; results under
+    `output_root or WORKSPACE/inference`/<dataset>/. Returns {dataset: metrics} on rank 0, {}
+    elsewhere."""
+    output_root = output_root or os.path.join(cfg.WORKSPACE, "inference")
+    amp_dtype = resolve_amp_dtype(cfg, device)
+    results = {}
+    for name, loader in build_test_loaders(cfg, distributed):
+        metrics = inference(
+            model,
+            loader,
+            dataset_name=name,
+            device=device,
+            iou_types=iou_types_for(cfg),
+            output_folder=os.path.join(output_root, name),
+            amp_dtype=amp_dtype,
+            mask_threshold=cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD,
+            progress=progress,
+            logger=logger,
+        )
+        comm.synchronize()
+        if metrics is not None:
+            results[name] = metrics
+    return results

@@ -1,0 +1,98 @@
+"""Optimizer and scheduler from the config (the only place SOLVER keys are read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from detection.solver.lr_scheduler import WarmupMultiStepLR
+
+# Substrings naming the offset/modulation predictors of deformable convs and RoI pooling.
+OFFSET_PARAM_KEYS = ("conv_offset", "offset_fc", "mask_fc")
+_NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm2d,
+    nn.LocalResponseNorm,
+)
+
+
+def _is_norm_module(module: nn.Module) -> bool:
+    # FrozenBatchNorm-like modules hold buffers, not parameters, so they never reach here;
+    # any other module whose class name says "Norm" is treated as a normalisation layer.
+    return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
+
+
+def get_param_groups(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    bias_lr_factor: float = 1.0,
+    weight_decay_bias: float = 0.0,
+    weight_decay_norm: float = 0.0,
+    offset_lr_factor: float = 1.0,
+) -> list[dict[str, Any]]:
+    """One parameter group per trainable parameter, with its own lr and weight decay.
+
+    Rules, in order: parameters of normalisation layers get `weight_decay_norm`; biases get
+    `base_lr * bias_lr_factor` and `weight_decay_bias`; parameters whose qualified name contains
+    one of OFFSET_PARAM_KEYS additionally have their lr multiplied by `offset_lr_factor`. Frozen
+    (requires_grad=False) and shared (seen twice) parameters are skipped. Each group records the
+    parameter's qualified name under "name".
+    """
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        is_norm = _is_norm_module(module)
+        for pname, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            full = f"{module_name}.{pname}" if module_name else pname
+            lr, wd = base_lr, weight_decay
+            if is_norm:
+                wd = weight_decay_norm
+            elif pname == "bias":
+                lr, wd = base_lr * bias_lr_factor, weight_decay_bias
+            if any(key in full for key in OFFSET_PARAM_KEYS):
+                lr *= offset_lr_factor
+            groups.append({"params": [param], "lr": lr, "weight_decay": wd, "name": full})
+    return groups
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
+    """SGD with momentum over `get_param_groups` from SOLVER.* (BASE_LR for IMS_PER_BATCH images)."""
+    s = cfg.SOLVER
+    if s.BASE_LR <= 0:
+        raise ValueError(f"SOLVER.BASE_LR must be > 0, got {s.BASE_LR}")
+    groups = get_param_groups(
+        model,
+        base_lr=s.BASE_LR,
+        weight_decay=s.WEIGHT_DECAY,
+        bias_lr_factor=s.BIAS_LR_FACTOR,
+        weight_decay_bias=s.WEIGHT_DECAY_BIAS,
+        weight_decay_norm=s.WEIGHT_DECAY_NORM,
+        offset_lr_factor=s.OFFSET_LR_FACTOR,
+    )
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR:
+    """WarmupMultiStepLR from SOLVER.STEPS/GAMMA/WARMUP_*; steps beyond MAX_ITER are allowed."""
+    s = cfg.SOLVER
+    return WarmupMultiStepLR(
+        optimizer,
+        milestones=s.STEPS,
+        gamma=s.GAMMA,
+        warmup_factor=s.WARMUP_FACTOR,
+        warmup_iters=s.WARMUP_ITERS,
+        warmup_method=s.WARMUP_METHOD,
+    )

@@ -1,0 +1,151 @@
+"""Optimizer parameter groups and the warmup multi-step schedule."""
+
+import pytest
+import torch
+from torch import nn
+
+from detection.config import cfg as _defaults
+from detection.solver import build_lr_scheduler, build_optimizer, get_param_groups, warmup_multistep_factor
+
+
+class _Net(nn.Module):
+    """Conv + GroupNorm + a deformable-style offset predictor and RoI-pool fc branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=True)
+        self.gn = nn.GroupNorm(2, 4)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv_offset = nn.Conv2d(4, 18, 3)
+        self.pool = nn.Module()
+        self.pool.offset_fc = nn.Linear(4, 4)
+        self.pool.mask_fc = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 2)
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def _cfg(**solver):
+    c = _defaults.clone()
+    for k, v in solver.items():
+        c.SOLVER[k] = v
+    return c
+
+
+def _groups_by_name(opt):
+    return {g["name"]: g for g in opt.param_groups}
+
+
+def test_param_group_rules():
+    base_lr, wd = 0.02, 1e-4
+    c = _cfg(BASE_LR=base_lr, WEIGHT_DECAY=wd, BIAS_LR_FACTOR=2.0, WEIGHT_DECAY_BIAS=0.0, WEIGHT_DECAY_NORM=0.0,
+             OFFSET_LR_FACTOR=0.1)
+    net = _Net()
+    groups = _groups_by_name(build_optimizer(c, net))
+    expected = {
+        "conv.weight": (base_lr, wd),
+        "conv.bias": (base_lr * 2.0, 0.0),
+        "gn.weight": (base_lr, 0.0),
+        "gn.bias": (base_lr, 0.0),
+        "bn.weight": (base_lr, 0.0),
+        "bn.bias": (base_lr, 0.0),
+        "conv_offset.weight": (base_lr * 0.1, wd),
+        "conv_offset.bias": (base_lr * 2.0 * 0.1, 0.0),
+        "pool.offset_fc.weight": (base_lr * 0.1, wd),
+        "pool.offset_fc.bias": (base_lr * 2.0 * 0.1, 0.0),
+        "pool.mask_fc.weight": (base_lr * 0.1, wd),
+        "pool.mask_fc.bias": (base_lr * 2.0 * 0.1, 0.0),
+        "fc.weight": (base_lr, wd),
+        "fc.bias": (base_lr * 2.0, 0.0),
+    }
+    assert set(groups) == set(expected), "frozen parameters must be left out, all trainable ones kept"
+    for name, (lr, decay) in expected.items():
+        assert groups[name]["lr"] == pytest.approx(lr), name
+        assert groups[name]["weight_decay"] == pytest.approx(decay), name
+
+
+def test_norm_and_bias_decay_configurable():
+    c = _cfg(WEIGHT_DECAY=1e-4, WEIGHT_DECAY_NORM=3e-5, WEIGHT_DECAY_BIAS=7e-5)
+    groups = _groups_by_name(build_optimizer(c, _Net()))
+    assert groups["gn.weight"]["weight_decay"] == pytest.approx(3e-5)
+    assert groups["bn.bias"]["weight_decay"] == pytest.approx(3e-5)
+    assert groups["fc.bias"]["weight_decay"] == pytest.approx(7e-5)
+    assert groups["fc.weight"]["weight_decay"] == pytest.approx(1e-4)
+
+
+def test_shared_parameter_counted_once():
+    net = nn.Sequential(nn.Linear(2, 2))
+    net.add_module("again", net[0])
+    groups = get_param_groups(net, base_lr=0.1, weight_decay=0.0)
+    assert len(groups) == 2
+
+
+def test_optimizer_is_sgd_with_momentum_and_steps():
+    c = _cfg(BASE_LR=0.5, MOMENTUM=0.9, WEIGHT_DECAY=0.0, BIAS_LR_FACTOR=1.0)
+    lin = nn.Linear(1, 1, bias=False)
+    lin.weight.data.fill_(1.0)
+    opt = build_optimizer(c, lin)
+    assert isinstance(opt, torch.optim.SGD)
+    for _ in range(2):  # d(loss)/dw = 1: v1 = 1, v2 = 0.9 + 1
+        opt.zero_grad()
+        lin.weight.sum().backward()
+        opt.step()
+    assert lin.weight.item() == pytest.approx(1.0 - 0.5 * 1.0 - 0.5 * 1.9)
+
+
+def test_bad_base_lr_names_key():
+    with pytest.raises(ValueError, match="SOLVER.BASE_LR"):
+        build_optimizer(_cfg(BASE_LR=0.0), _Net())
+
+
+def _lrs(c, n):
+    net = nn.Linear(1, 1, bias=False)
+    opt = build_optimizer(c, net)
+    sched = build_lr_scheduler(c, opt)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_linear_warmup_then_steps():
+    base, f, w = 0.1, 0.25, 4
+    c = _cfg(BASE_LR=base, WARMUP_FACTOR=f, WARMUP_ITERS=w, WARMUP_METHOD="linear", STEPS=(6, 8), GAMMA=0.1)
+    lrs = _lrs(c, 10)
+    expected = [base * (f + (1 - f) * i / w) for i in range(w)] + [base] * 2 + [base * 0.1] * 2 + [base * 0.01] * 2
+    assert lrs == pytest.approx(expected)
+
+
+def test_constant_warmup():
+    c = _cfg(BASE_LR=0.1, WARMUP_FACTOR=0.5, WARMUP_ITERS=3, WARMUP_METHOD="constant", STEPS=(4,), GAMMA=0.5)
+    assert _lrs(c, 6) == pytest.approx([0.05, 0.05, 0.05, 0.1, 0.05, 0.05])
+
+
+def test_scheduler_state_dict_resumes_schedule():
+    c = _cfg(BASE_LR=0.1, WARMUP_ITERS=5, STEPS=(7,))
+    net = nn.Linear(1, 1)
+    opt = build_optimizer(c, net)
+    sched = build_lr_scheduler(c, opt)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    state, opt_state = sched.state_dict(), opt.state_dict()
+    net2 = nn.Linear(1, 1)
+    opt2 = build_optimizer(c, net2)
+    sched2 = build_lr_scheduler(c, opt2)
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(state)
+    for _ in range(3):
+        assert [g["lr"] for g in opt2.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])
+        opt.step(), sched.step(), opt2.step(), sched2.step()
+
+
+def test_factor_function_and_errors():
+    assert warmup_multistep_factor(0, (2,), 0.1, 0.3, 0, "linear") == 1.0  # no warmup
+    assert warmup_multistep_factor(2, (2,), 0.1, 0.3, 0, "linear") == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="SOLVER.WARMUP_METHOD"):
+        _lrs(_cfg(WARMUP_METHOD="cosine"), 1)
+    with pytest.raises(ValueError, match="SOLVER.STEPS"):
+        _lrs(_cfg(STEPS=(8, 6)), 1)
