@@ -1,0 +1,1 @@
+"""Small experiments around the deformable ops (Scaled-MNIST, sampling-location pictures)."""

@@ -1,0 +1,1 @@
+"""Scaled-MNIST: digit classification under scale changes, with and without deformable convs."""
