@@ -1,0 +1,64 @@
+"""Thin wrappers of `nn.Conv2d`, `nn.ConvTranspose2d` and `nn.Linear` that accept empty batches.
+
+Current PyTorch handles `N = 0` for most of these already; the wrappers make the guarantee explicit
+(and cover `Linear` on `Tensor[0, C]` and transposed convs on `Tensor[0, C, H, W]`) so RoI heads
+can run on images without proposals. Each returns a tensor of the correct output shape that is
+still connected to the module's parameters, so backward works and DDP sees every parameter used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _connected_empty(shape, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """`x.new_empty(shape)` plus `0 * sum(params)` so the result stays in the autograd graph."""
+    out = x.new_zeros(shape)
+    for p in module.parameters():
+        out = out + 0.0 * p.sum()
+    return out
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` that maps `Tensor[0, C, H, W]` to `Tensor[0, Cout, Ho, Wo]`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() > 0:
+            return super().forward(x)
+        out_hw = [
+            (i + 2 * p - (d * (k - 1) + 1)) // s + 1
+            for i, p, d, k, s in zip(
+                x.shape[-2:], self.padding, self.dilation, self.kernel_size, self.stride
+            )
+        ]
+        return _connected_empty([x.shape[0], self.out_channels] + out_hw, x, self)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """`nn.ConvTranspose2d` that maps `Tensor[0, C, H, W]` to `Tensor[0, Cout, Ho, Wo]`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.numel() > 0:
+            return super().forward(x)
+        out_hw = [
+            (i - 1) * s - 2 * p + (d * (k - 1) + 1) + op
+            for i, p, d, k, s, op in zip(
+                x.shape[-2:],
+                self.padding,
+                self.dilation,
+                self.kernel_size,
+                self.stride,
+                self.output_padding,
+            )
+        ]
+        return _connected_empty([x.shape[0], self.out_channels] + out_hw, x, self)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` that maps `Tensor[0, in]` to `Tensor[0, out]` (connected to the weights)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() > 0:
+            return super().forward(x)
+        return _connected_empty(list(x.shape[:-1]) + [self.out_features], x, self)

@@ -1,0 +1,32 @@
+"""Normalisation factory: "FrozenBN", "BN" or "GN" by name."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from detection.layers.batch_norm import FrozenBatchNorm2d
+
+NORMS = ("FrozenBN", "BN", "GN")
+
+
+def get_norm(norm: str, num_channels: int, num_groups: int = 32, eps: float = 1e-5) -> nn.Module:
+    """A normalisation layer over `num_channels` channels of a `Tensor[N, C, H, W]`.
+
+    Args:
+        norm: "FrozenBN" (fixed statistics, `FrozenBatchNorm2d`), "BN" (`nn.BatchNorm2d`) or
+            "GN" (`nn.GroupNorm` with `num_groups` groups).
+        num_groups: GroupNorm groups; must divide `num_channels`.
+        eps: epsilon of the normalisation.
+    """
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(num_channels, eps=eps)
+    if norm == "BN":
+        return nn.BatchNorm2d(num_channels, eps=eps)
+    if norm == "GN":
+        if num_groups <= 0 or num_channels % num_groups != 0:
+            raise ValueError(
+                f"GroupNorm: num_groups={num_groups} must be positive and divide "
+                f"num_channels={num_channels}"
+            )
+        return nn.GroupNorm(num_groups, num_channels, eps=eps)
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

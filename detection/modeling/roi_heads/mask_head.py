@@ -1,0 +1,181 @@
+"""Mask head on the reduced C5 map: pooling 14x14, 3x3 convs, 2x deconv, per-class 28x28 logits.
+
+Training runs on the positive sampled RoIs (loss_mask = mean BCE of the GT-class channel against
+`SegmentationMask.crop_and_resize(proposal boxes, 28)`); inference on the detections, adding the
+field "mask" = `Tensor[N, 1, 28, 28]` sigmoid probabilities of the predicted label's channel.
+`paste_masks_in_image` turns those into full-image binary masks.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from detection.layers.misc import Conv2d, ConvTranspose2d
+from detection.modeling.roi_heads.poolers import Pooler, boxes_to_rois, build_pooler
+from detection.modeling.utils import zero_connected
+from detection.structures.bounding_box import BoxList
+
+
+class MaskHead(nn.Module):
+    """`forward(reduced Tensor[N, C, H, W], rois Tensor[R, 5]) -> Tensor[R, num_classes, 2P, 2P]`
+    logits: pooling to P x P, `conv_layers` 3x3 convs + ReLU, 2x2 stride-2 deconv + ReLU,
+    1x1 conv to one logit map per class."""
+
+    def __init__(self, *, in_channels: int, pooler: Pooler, conv_layers: Sequence[int],
+                 num_classes: int) -> None:
+        super().__init__()
+        self.pooler = pooler
+        ch = in_channels
+        self.convs = nn.ModuleList()
+        for width in conv_layers:
+            conv = Conv2d(ch, width, 3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            self.convs.append(conv)
+            ch = width
+        self.deconv = ConvTranspose2d(ch, ch, 2, stride=2)
+        self.logits = Conv2d(ch, num_classes, 1)
+        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.deconv.bias)
+        nn.init.normal_(self.logits.weight, std=0.001)
+        nn.init.zeros_(self.logits.bias)
+
+    def forward(self, reduced: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        x = self.pooler(reduced, rois)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.logits(F.relu(self.deconv(x)))
+
+
+def mask_targets(positives: List[BoxList], targets: List[BoxList], resolution: int) -> torch.Tensor:
+    """`Tensor[R, M, M]` in {0, 1}: each positive RoI's matched GT mask cropped to the RoI."""
+    out = []
+    for roi, tgt in zip(positives, targets):
+        if len(roi) == 0:
+            continue
+        masks = tgt.get_field("masks")[roi.get_field("matched_idxs")]
+        out.append(masks.crop_and_resize(roi.convert("xyxy").bbox, resolution).to(roi.bbox))
+    if not out:
+        return torch.zeros(0, resolution, resolution)
+    return torch.cat(out, 0)
+
+
+class ROIMaskHead(nn.Module):
+    """`forward(reduced, rois, targets)` -> (rois, losses).
+
+    Training: `rois` are the sampled RoIs (fields "labels", "matched_idxs"); the positives are
+    used; loss `loss_mask` (0, connected to the head, when there is no positive).
+    Inference: `rois` are detections ("labels"); each gets the field "mask".
+    """
+
+    def __init__(self, *, head: MaskHead, resolution: int) -> None:
+        super().__init__()
+        self.head = head
+        self.resolution = resolution
+
+    def forward(
+        self, reduced: torch.Tensor, rois: List[BoxList], targets: Optional[List[BoxList]] = None
+    ) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
+        if self.training:
+            positives = [r[r.get_field("labels") > 0] for r in rois]
+            num = sum(len(p) for p in positives)
+            if num == 0:
+                return positives, {"loss_mask": zero_connected(self.head)}
+            logits = self.head(reduced, boxes_to_rois(positives).to(reduced.device))
+            labels = torch.cat([p.get_field("labels") for p in positives])
+            tgt = mask_targets(positives, targets, self.resolution).to(logits)
+            if tgt.shape[-1] != logits.shape[-1]:
+                raise ValueError(
+                    f"MODEL.ROI_MASK_HEAD.RESOLUTION ({self.resolution}) must be twice "
+                    f"POOLER_RESOLUTION (mask logits are {logits.shape[-1]} wide)"
+                )
+            sel = logits[torch.arange(num, device=logits.device), labels]
+            loss = F.binary_cross_entropy_with_logits(sel, tgt)
+            return positives, {"loss_mask": loss}
+        num = sum(len(r) for r in rois)
+        if num == 0:
+            for r in rois:
+                r.add_field("mask", reduced.new_zeros(0, 1, self.resolution, self.resolution))
+            return rois, {}
+        logits = self.head(reduced, boxes_to_rois(rois).to(reduced.device))
+        labels = torch.cat([r.get_field("labels") for r in rois])
+        probs = logits[torch.arange(num, device=logits.device), labels].sigmoid()[:, None]
+        for r, p in zip(rois, probs.split([len(r) for r in rois])):
+            r.add_field("mask", p)
+        return rois, {}
+
+
+def build_roi_mask_head(cfg, *, in_channels: int, spatial_scale: float) -> ROIMaskHead:
+    """The mask head of `cfg.MODEL.ROI_MASK_HEAD` on the reduced C5 map (`in_channels`)."""
+    mh = cfg.MODEL.ROI_MASK_HEAD
+    if mh.RESOLUTION != 2 * mh.POOLER_RESOLUTION:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.RESOLUTION ({mh.RESOLUTION}) must be twice "
+            f"MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION ({mh.POOLER_RESOLUTION}) (one 2x deconv)"
+        )
+    if any(c <= 0 for c in mh.CONV_LAYERS):
+        raise ValueError(f"MODEL.ROI_MASK_HEAD.CONV_LAYERS must be positive, got {mh.CONV_LAYERS}")
+    pooler = build_pooler(mh, "MODEL.ROI_MASK_HEAD", spatial_scale=spatial_scale,
+                          in_channels=in_channels)
+    head = MaskHead(in_channels=in_channels, pooler=pooler, conv_layers=tuple(mh.CONV_LAYERS),
+                    num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    return ROIMaskHead(head=head, resolution=mh.RESOLUTION)
+
+
+def paste_masks_in_image(
+    masks: torch.Tensor,
+    boxes: torch.Tensor,
+    image_size: Tuple[int, int],
+    threshold: float = 0.5,
+    padding: int = 1,
+) -> torch.Tensor:
+    """Paste `M x M` mask probabilities into the image: `Tensor[N, 1, h, w]` bool.
+
+    Args:
+        masks: `Tensor[N, 1, M, M]` probabilities, mask i covering `boxes[i]`.
+        boxes: `Tensor[N, 4]` (x1, y1, x2, y2) in pixels of the `image_size = (h, w)` image.
+        threshold: pixels whose pasted (bilinearly resampled) probability is `> threshold`
+            are True.
+        padding: the mask is zero-padded by this many cells on each side and the box enlarged
+            accordingly (scale `(M + 2p) / M` about its centre), so the bilinear resampling
+            fades to 0 at the box border instead of being cut off.
+
+    Pixel (y, x) covers `[x, x+1) x [y, y+1)` and is sampled at its centre `(x + 0.5, y + 0.5)`;
+    mask cell j of the padded mask covers `[x1' + j * bw, x1' + (j+1) * bw)` of the enlarged box.
+    """
+    if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[2] != masks.shape[3]:
+        raise ValueError(f"masks must be Tensor[N, 1, M, M], got {tuple(masks.shape)}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != masks.shape[0]:
+        raise ValueError(f"boxes must be Tensor[N, 4] matching masks, got {tuple(boxes.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    h, w = int(image_size[0]), int(image_size[1])
+    n, m = masks.shape[0], masks.shape[-1]
+    if n == 0:
+        return torch.zeros(0, 1, h, w, dtype=torch.bool, device=masks.device)
+    masks = F.pad(masks.float(), (padding,) * 4)
+    scale = (m + 2 * padding) / m
+    boxes = boxes.float()
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    hw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6) * 0.5 * scale
+    hh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6) * 0.5 * scale
+    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
+    out = torch.zeros(n, 1, h, w, dtype=torch.bool, device=masks.device)
+    chunk = max(1, int(2**24 // max(h * w, 1)))
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        gx = (xs[None, :] - cx[s:e, None]) / hw[s:e, None]  # [-1, 1] over the enlarged box
+        gy = (ys[None, :] - cy[s:e, None]) / hh[s:e, None]
+        grid = torch.stack(
+            (gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)), dim=-1
+        )
+        pasted = F.grid_sample(masks[s:e], grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        out[s:e] = pasted > threshold
+    return out
