@@ -58,6 +58,7 @@ _C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # same, inference
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of the proposal NMS
 _C.MODEL.RPN.MIN_SIZE = 0  # proposals smaller than this (input pixels) are dropped
 _C.MODEL.RPN.HEAD_CHANNELS = 512  # channels of the RPN's 3x3 conv
+_C.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9  # smooth L1 beta of loss_rpn_box_reg
 
 _C.MODEL.ROI_HEADS = CN()
 _C.MODEL.ROI_HEADS.FG_IOU_THRESHOLD = 0.5  # proposal IoU >= this: foreground
