@@ -12,6 +12,7 @@ _C = CN()
 _C.WORKSPACE = "work_space"  # where model/, log/, final/, save/ and inference/ go
 _C.SEED = 0  # global seed for python, numpy and torch (each rank adds its rank)
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + deterministic data order
+_C.DDP_FIND_UNUSED_PARAMETERS = False  # DDP tolerates parameters without gradient (slower; rarely needed)
 
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
