@@ -125,3 +125,29 @@ def run_evaluation(
         if metrics is not None:
             results[name] = metrics
     return results
+
+
+def _is_torchvision_resnet(state_dict: dict) -> bool:
+    return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
+
+
+def load_initial_weights(model: nn.Module, path: str, logger: logging.Logger) -> None:
+    """MODEL.WEIGHT: a checkpoint or bare state dict of this architecture (loaded strictly; a
+    mismatch raises naming the keys), or a torchvision ResNet state dict (loaded into the backbone
+    only). No optimizer state is taken."""
+    from detection.engine.checkpointer import Checkpointer, unwrap_model
+
+    data = torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
+    if isinstance(data, dict) and _is_torchvision_resnet(data):
+        from detection.modeling.backbone import load_torchvision_resnet
+
+        missing, skipped = load_torchvision_resnet(unwrap_model(model).backbone, data)
+        logger.info(
+            "Loaded torchvision ResNet weights %s into the backbone (%d keys left at init: %s; %d unused)",
+            path,
+            len(missing),
+            ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""),
+            len(skipped),
+        )
+        return
+    Checkpointer(model, logger=logger).load(path, resume=False)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Evaluate a trained detector on DATASETS.TEST (COCO bbox and segm AP).
+
+    python tools/test.py --config FILE [--ckpt PATH] [KEY VALUE ...]
+    torchrun --nproc_per_node=N tools/test.py --config FILE --ckpt PATH
+
+Writes bbox.json, segm.json (COCO results) and metrics.json under WORKSPACE/inference/<dataset>/.
+--ckpt defaults to WORKSPACE/final/model_final.pth, else the last checkpoint in WORKSPACE/model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import _path  # noqa: F401  (repository root on sys.path)
+import torch
+
+from detection.engine.checkpointer import Checkpointer
+from detection.engine.setup import load_config, run_evaluation, setup_runtime
+from detection.utils import comm
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--ckpt", default="", help="checkpoint or state dict to evaluate")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser.parse_args(argv)
+
+
+def resolve_checkpoint(cfg, ckpt: str) -> str:
+    """--ckpt, or WORKSPACE/final/model_final.pth, or WORKSPACE/model/last_checkpoint's target."""
+    if ckpt:
+        if not os.path.isfile(ckpt):
+            raise FileNotFoundError(f"--ckpt: no such file {ckpt}")
+        return ckpt
+    final = os.path.join(cfg.WORKSPACE, "final", "model_final.pth")
+    if os.path.isfile(final):
+        return final
+    last = Checkpointer(torch.nn.Module(), save_dir=os.path.join(cfg.WORKSPACE, "model")).get_checkpoint_file()
+    if last is None:
+        raise FileNotFoundError(f"no --ckpt given and no checkpoint found under {cfg.WORKSPACE}")
+    return last
+
+
+def evaluate(cfg, ckpt: str = "", progress: bool = True) -> dict:
+    """Load the weights and evaluate on each of DATASETS.TEST; returns {dataset: metrics} (rank 0)."""
+    from detection.modeling.detector import build_detection_model
+
+    device, distributed, logger = setup_runtime(cfg, "test", log_dir=os.path.join(cfg.WORKSPACE, "inference"))
+    path = resolve_checkpoint(cfg, ckpt)
+    model = build_detection_model(cfg).to(device)
+    Checkpointer(model, logger=logger).load(path)
+    results = run_evaluation(cfg, model, device, distributed, logger, progress=progress)
+    if comm.is_main_process():
+        for name, metrics in results.items():
+            out = os.path.join(cfg.WORKSPACE, "inference", name)
+            logger.info("%s: %s (written to %s)", name, json.dumps(metrics), out)
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+    try:
+        evaluate(cfg, args.ckpt, progress=not args.no_progress)
+    finally:
+        if comm.is_dist_avail_and_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

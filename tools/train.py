@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Train a detector.
+
+    python tools/train.py --config FILE [--resume] [KEY VALUE ...]
+    torchrun --nproc_per_node=N tools/train.py --config FILE [KEY VALUE ...]
+
+Trailing KEY VALUE pairs override the config. Outputs under WORKSPACE: model/ (periodic
+checkpoints, rotated, with a last_checkpoint pointer), save/ (milestone checkpoints), final/
+(model_final.pth), log/ (log.txt, TensorBoard events, metrics.jsonl), inference/ (evaluations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import _path  # noqa: F401  (repository root on sys.path)
+import torch
+
+from detection.engine.checkpointer import Checkpointer
+from detection.engine.setup import load_config, load_initial_weights, run_evaluation, setup_runtime
+from detection.engine.trainer import TrainOptions, do_train
+from detection.solver import build_lr_scheduler, build_optimizer
+from detection.utils import comm
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--resume", action="store_true", help="continue from WORKSPACE/model/last_checkpoint")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser.parse_args(argv)
+
+
+def _resume_state(checkpointer: Checkpointer, logger) -> tuple[int, dict | None]:
+    path = checkpointer.get_checkpoint_file()
+    if path is None:
+        logger.info("--resume: no checkpoint in %s, starting from scratch", checkpointer.save_dir)
+        return 0, None
+    rest = checkpointer.load(path, resume=True)
+    rng_all = rest.get("rng_all_ranks")
+    if rng_all is not None and len(rng_all) == comm.get_world_size():
+        rng = rng_all[comm.get_rank()]
+    else:
+        if rng_all is not None:
+            logger.warning("checkpoint was written by %d processes, now %d: RNG streams differ", len(rng_all),
+                           comm.get_world_size())
+        rng = rest.get("rng")
+    logger.info("Resuming from %s at iteration %d", path, rest["iteration"])
+    return int(rest["iteration"]), rng
+
+
+def train(cfg, resume: bool = False) -> torch.nn.Module:
+    """Build everything from `cfg` and train; returns the (unwrapped) model."""
+    from detection.data import make_data_loader
+    from detection.modeling.detector import build_detection_model
+
+    device, distributed, logger = setup_runtime(cfg, "train", log_dir=os.path.join(cfg.WORKSPACE, "log"))
+    if comm.is_main_process():
+        for sub in ("model", "log", "final", "save"):
+            os.makedirs(os.path.join(cfg.WORKSPACE, sub), exist_ok=True)
+        logger.info("Running with config:\n%s", cfg.dump())
+    options = TrainOptions.from_config(cfg, device, logger)
+    model = build_detection_model(cfg).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    checkpointer = Checkpointer(
+        model,
+        optimizer,
+        scheduler,
+        save_dir=os.path.join(cfg.WORKSPACE, "model"),
+        keep=cfg.SOLVER.CHECKPOINT_KEEP,
+        save_to_disk=comm.is_main_process(),
+        logger=logger,
+    )
+    start_iter, rng_state = _resume_state(checkpointer, logger) if resume else (0, None)
+    if start_iter == 0 and cfg.MODEL.WEIGHT:
+        load_initial_weights(model, cfg.MODEL.WEIGHT, logger)
+    if start_iter >= cfg.SOLVER.MAX_ITER:
+        logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER: nothing to train", start_iter)
+        return model
+
+    train_model = model
+    if distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.DDP_FIND_UNUSED_PARAMETERS,
+        )
+    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=start_iter)
+
+    test_fn = None
+    if cfg.SOLVER.TEST_PERIOD > 0 and cfg.DATASETS.TEST:
+
+        def test_fn(_m, iteration):
+            results = run_evaluation(cfg, model, device, distributed, logger, progress=False)
+            return {f"{name}/{iou}": v for name, metrics in results.items() for iou, v in metrics.items()}
+
+    do_train(
+        train_model,
+        data_loader,
+        optimizer,
+        scheduler,
+        checkpointer,
+        device,
+        options,
+        start_iter=start_iter,
+        rng_state=rng_state,
+        test_fn=test_fn,
+        logger=logger,
+    )
+    if comm.is_main_process():
+        logger.info("Final model: %s", os.path.join(cfg.WORKSPACE, "final", "model_final.pth"))
+    return model
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+    try:
+        train(cfg, resume=args.resume)
+    finally:
+        if comm.is_dist_avail_and_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
