@@ -16,9 +16,10 @@ import glob
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 import time
 
-import _path  # noqa: F401  (repository root on sys.path)
 import cv2
 
 from detection.engine.checkpointer import Checkpointer

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 
-import _path  # noqa: F401  (repository root on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
+
 
 
 def read_metrics(path: str) -> tuple[list[dict], list[dict]]:

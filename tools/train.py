@@ -15,7 +15,8 @@ import argparse
 import os
 import sys
 
-import _path  # noqa: F401  (repository root on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
+
 import torch
 
 from detection.engine.checkpointer import Checkpointer
