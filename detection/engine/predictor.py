@@ -3,7 +3,7 @@ coordinates with pasted masks, drawing, and COCO-style records."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -13,24 +13,14 @@ from torch import nn
 from detection.engine.coco_eval import encode_masks
 
 
-def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """(h, w) after scaling the shorter side to `min_size`, unless the longer side would then
-    exceed `max_size`, in which case the longer side becomes `max_size` (aspect kept)."""
-    short, long = min(height, width), max(height, width)
-    scale = min_size / short
-    if max_size > 0 and long * scale > max_size:
-        scale = max_size / long
-    return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
-
-
 class Predictor:
     """Runs `model` on BGR uint8 images (as read by OpenCV).
 
     Args:
-        model: a detector in eval mode returning BoxLists with "scores", "labels", "mask".
-        min_size, max_size: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST.
-        pixel_mean, pixel_std: INPUT.PIXEL_MEAN / PIXEL_STD (BGR, 0-255).
-        to_bgr255: INPUT.TO_BGR255 (False: the model takes RGB in 0-1).
+        model: a detector returning BoxLists with "scores", "labels" and "mask" (put in eval mode).
+        device: where the model runs.
+        transform: `(image uint8[H, W, 3] BGR, None) -> (Tensor[3, h, w], None)`, the test-time
+            resize and normalisation (`detection.data.transforms.build_transforms(cfg, False)`).
         size_divisible: DATALOADER.SIZE_DIVISIBILITY.
         mask_threshold: MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD.
     """
@@ -39,33 +29,24 @@ class Predictor:
         self,
         model: nn.Module,
         device: torch.device,
-        min_size: int,
-        max_size: int,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        to_bgr255: bool = True,
+        transform: Callable,
         size_divisible: int = 0,
         mask_threshold: float = 0.5,
     ) -> None:
         self.model = model.eval()
         self.device = device
-        self.min_size, self.max_size = int(min_size), int(max_size)
-        self.mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
-        self.to_bgr255 = to_bgr255
+        self.transform = transform
         self.size_divisible = size_divisible
         self.mask_threshold = mask_threshold
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module, device: torch.device) -> "Predictor":
+        from detection.data.transforms import build_transforms
+
         return cls(
             model,
             device,
-            min_size=cfg.INPUT.MIN_SIZE_TEST,
-            max_size=cfg.INPUT.MAX_SIZE_TEST,
-            pixel_mean=cfg.INPUT.PIXEL_MEAN,
-            pixel_std=cfg.INPUT.PIXEL_STD,
-            to_bgr255=cfg.INPUT.TO_BGR255,
+            transform=build_transforms(cfg, is_train=False),
             size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
             mask_threshold=cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD,
         )
@@ -74,12 +55,8 @@ class Predictor:
         """`uint8[H, W, 3]` BGR -> normalised `Tensor[3, h, w]` at the test size."""
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
             raise ValueError(f"image must be HxWx3 BGR, got shape {image_bgr.shape}")
-        h, w = resized_shape(image_bgr.shape[0], image_bgr.shape[1], self.min_size, self.max_size)
-        resized = cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
-        if not self.to_bgr255:
-            x = x[[2, 1, 0]] / 255.0
-        return (x - self.mean) / self.std
+        x, _ = self.transform(image_bgr, None)
+        return x
 
     @torch.no_grad()
     def __call__(self, image_bgr: np.ndarray):

@@ -6,14 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from detection.engine.predictor import Predictor, detections_to_coco, draw_detections, resized_shape
+from detection.engine.predictor import Predictor, detections_to_coco, draw_detections
 from detection.structures.bounding_box import BoxList
-
-
-def test_resized_shape():
-    assert resized_shape(100, 200, 50, 1000) == (50, 100)  # shorter side -> min_size
-    assert resized_shape(100, 400, 50, 150) == (38, 150)  # longer side capped at max_size
-    assert resized_shape(300, 300, 192, 256) == (192, 192)
 
 
 class _Boxes(nn.Module):
@@ -30,18 +24,25 @@ class _Boxes(nn.Module):
         return out
 
 
+def _half_size(image, target):
+    """Stand-in test transform: half size, BGR minus 1."""
+    x = torch.from_numpy(image[::2, ::2].copy()).permute(2, 0, 1).float() - 1.0
+    return x, target
+
+
 def test_predictor_returns_original_coordinates_and_pasted_masks():
-    pred = Predictor(_Boxes(), torch.device("cpu"), min_size=50, max_size=1000, pixel_mean=(1.0, 2.0, 3.0),
-                     pixel_std=(1.0, 1.0, 1.0), size_divisible=16)
+    pred = Predictor(_Boxes(), torch.device("cpu"), transform=_half_size, size_divisible=16)
     image = np.full((80, 120, 3), 7, np.uint8)
     x = pred.preprocess(image)
-    assert x.shape == (3, 50, 75) and torch.allclose(x[:, 0, 0], torch.tensor([6.0, 5.0, 4.0]))
+    assert x.shape == (3, 40, 60) and torch.all(x == 6.0)
     p = pred(image)
     assert p.size == (120, 80)
     assert p.bbox[0].tolist() == pytest.approx([30.0, 20.0, 90.0, 60.0], abs=1e-4)
     masks = p.get_field("mask")
     assert masks.shape == (2, 1, 80, 120) and masks.dtype == torch.bool
     assert masks[0, 0, 40, 60] and not masks[0, 0, 5, 5]
+    with pytest.raises(ValueError, match="HxWx3"):
+        pred(np.zeros((8, 8), np.uint8))
 
 
 def test_draw_and_records():
