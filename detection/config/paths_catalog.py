@@ -1,0 +1,104 @@
+"""Dataset names -> files. Every path is relative to `DATASETS.ROOT` (default "datasets").
+
+Built-in names: coco_2017_{train,val}, coco_2014_{train,val,minival,valminusminival} (the usual
+`ROOT/coco/{annotations,train2017,val2017,train2014,val2014}` layout, see datasets/README.md) and
+shapes_{train,val} (`ROOT/shapes`, generated with DATASETS.SHAPES.* when missing). More
+COCO-format sets come from DATASETS.EXTRA = ((name, annotation file, image folder), ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Dict, Tuple
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetCatalog:
+    """`DatasetCatalog.get(name, cfg)` -> {"factory": "COCODataset", "args": {root, ann_file}}."""
+
+    # name -> (image folder, annotation file), relative to DATASETS.ROOT
+    DATASETS: Dict[str, Tuple[str, str]] = {
+        "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
+        "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+        "coco_2014_train": ("coco/train2014", "coco/annotations/instances_train2014.json"),
+        "coco_2014_val": ("coco/val2014", "coco/annotations/instances_val2014.json"),
+        "coco_2014_minival": ("coco/val2014", "coco/annotations/instances_minival2014.json"),
+        "coco_2014_valminusminival": (
+            "coco/val2014",
+            "coco/annotations/instances_valminusminival2014.json",
+        ),
+        "shapes_train": ("shapes/train", "shapes/annotations/instances_train.json"),
+        "shapes_val": ("shapes/val", "shapes/annotations/instances_val.json"),
+    }
+
+    @staticmethod
+    def names(cfg) -> Dict[str, Tuple[str, str]]:
+        """All known names (built-ins and DATASETS.EXTRA) -> (image folder, annotation file)."""
+        out = dict(DatasetCatalog.DATASETS)
+        for entry in cfg.DATASETS.EXTRA:
+            if len(entry) != 3:
+                raise ValueError(
+                    f"DATASETS.EXTRA entries are (name, ann_file, img_dir), got {tuple(entry)!r}"
+                )
+            name, ann_file, img_dir = entry
+            out[str(name)] = (str(img_dir), str(ann_file))
+        return out
+
+    @staticmethod
+    def get(name: str, cfg) -> Dict:
+        """Resolve `name` under DATASETS.ROOT; generates the shapes set when it is missing."""
+        known = DatasetCatalog.names(cfg)
+        if name not in known:
+            raise KeyError(
+                f"unknown dataset {name!r} (DATASETS.TRAIN/TEST); known: {sorted(known)}; "
+                "register others with DATASETS.EXTRA"
+            )
+        root = cfg.DATASETS.ROOT
+        img_dir, ann_file = (os.path.join(root, p) for p in known[name])
+        if name.startswith("shapes_") and not os.path.isdir(os.path.join(root, "shapes")):
+            _generate_shapes(cfg)
+        _check_exists(name, root, img_dir, ann_file)
+        return {"factory": "COCODataset", "args": {"root": img_dir, "ann_file": ann_file}}
+
+
+def _check_exists(name: str, root: str, img_dir: str, ann_file: str) -> None:
+    missing = [p for p in (img_dir, ann_file) if not os.path.exists(p)]
+    if not missing:
+        return
+    msg = f"dataset {name!r} is missing {' and '.join(repr(p) for p in missing)} (DATASETS.ROOT = {root!r})."
+    if name.startswith("coco_"):
+        msg += (
+            f" Link your COCO copy: `ln -s /path/to/coco {os.path.join(root, 'coco')}` with "
+            "annotations/instances_*.json and train2017/, val2017/, train2014/, val2014/ inside "
+            "(see datasets/README.md)."
+        )
+    elif name.startswith("shapes_"):
+        msg += (
+            f" Delete the incomplete {os.path.join(root, 'shapes')} to regenerate it, or run "
+            f"`python tools/make_shapes.py --out {os.path.join(root, 'shapes')}`."
+        )
+    else:
+        msg += " Check its DATASETS.EXTRA entry (paths are relative to DATASETS.ROOT)."
+    raise FileNotFoundError(msg)
+
+
+def _generate_shapes(cfg) -> None:
+    """Write ROOT/shapes from DATASETS.SHAPES.* (into a temporary folder, then renamed, so
+    concurrent ranks never see a half-written set)."""
+    from detection.data.datasets.shapes import generate_shapes_dataset
+
+    s = cfg.DATASETS.SHAPES
+    final = os.path.join(cfg.DATASETS.ROOT, "shapes")
+    tmp = f"{final}.tmp{os.getpid()}"
+    logger.info(
+        "%s is missing: generating the shapes dataset (%d train / %d val images, sides %d-%d, seed %d)",
+        final, s.NUM_TRAIN, s.NUM_VAL, s.MIN_SIZE, s.MAX_SIZE, s.SEED,
+    )
+    generate_shapes_dataset(tmp, s.NUM_TRAIN, s.NUM_VAL, s.SEED, s.MIN_SIZE, s.MAX_SIZE)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished first: its copy is identical (same seed)
+        shutil.rmtree(tmp, ignore_errors=True)
