@@ -1,0 +1,105 @@
+"""The paths catalog (missing data, EXTRA, shapes generation) and make_data_loader end to end."""
+
+import logging
+import os
+
+import pytest
+import torch
+
+from detection.config import cfg as default_cfg
+from detection.config.paths_catalog import DatasetCatalog
+from detection.data import make_data_loader
+from detection.structures.bounding_box import BoxList
+from detection.structures.image_list import ImageList
+from detection.structures.segmentation_mask import SegmentationMask
+
+
+def _cfg(root):
+    cfg = default_cfg.clone()
+    cfg.DATASETS.ROOT = str(root)
+    cfg.DATASETS.SHAPES.NUM_TRAIN = 12
+    cfg.DATASETS.SHAPES.NUM_VAL = 5
+    cfg.DATASETS.SHAPES.MIN_SIZE = 48
+    cfg.DATASETS.SHAPES.MAX_SIZE = 80
+    cfg.DATASETS.TRAIN = ("shapes_train",)
+    cfg.DATASETS.TEST = ("shapes_val",)
+    cfg.INPUT.MIN_SIZE_TRAIN = (64, 72)
+    cfg.INPUT.MAX_SIZE_TRAIN = 128
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 128
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATALOADER.SIZE_DIVISIBILITY = 32
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.SOLVER.MAX_ITER = 7
+    cfg.TEST.IMS_PER_BATCH = 2
+    return cfg
+
+
+def test_missing_coco_message(tmp_path):
+    cfg = _cfg(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        DatasetCatalog.get("coco_2017_val", cfg)
+    msg = str(err.value)
+    assert "coco/val2017" in msg and "instances_val2017.json" in msg
+    assert f"ln -s /path/to/coco {os.path.join(str(tmp_path), 'coco')}" in msg
+    with pytest.raises(KeyError, match="DATASETS.EXTRA"):
+        DatasetCatalog.get("no_such_set", cfg)
+
+
+def test_extra_datasets(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.DATASETS.EXTRA = (("mine", "mine/ann.json", "mine/img"),)
+    with pytest.raises(FileNotFoundError, match="DATASETS.EXTRA"):
+        DatasetCatalog.get("mine", cfg)
+    (tmp_path / "mine/img").mkdir(parents=True)
+    (tmp_path / "mine/ann.json").write_text("{}")
+    got = DatasetCatalog.get("mine", cfg)
+    assert got == {"factory": "COCODataset", "args": {
+        "root": os.path.join(str(tmp_path), "mine/img"),
+        "ann_file": os.path.join(str(tmp_path), "mine/ann.json")}}
+    cfg.DATASETS.EXTRA = (("bad", "x.json"),)
+    with pytest.raises(ValueError, match="DATASETS.EXTRA"):
+        DatasetCatalog.get("mine", cfg)
+
+
+def test_make_data_loader_on_generated_shapes(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    with caplog.at_level(logging.INFO):
+        loader = make_data_loader(cfg, is_train=True)
+    assert "generating the shapes dataset" in caplog.text  # ROOT/shapes was missing
+    assert os.path.isfile(tmp_path / "shapes/annotations/instances_train.json")
+    assert len(loader) == 7
+    seen = []
+    for images, targets, indices in loader:
+        assert isinstance(images, ImageList) and len(targets) == len(indices) <= 4
+        assert images.tensors.shape[2] % 32 == 0 and images.tensors.shape[3] % 32 == 0
+        for (h, w), t in zip(images.image_sizes, targets):
+            assert isinstance(t, BoxList) and t.size == (w, h) and min(h, w) in (64, 72)
+            labels = t.get_field("labels")
+            assert labels.dtype == torch.int64 and len(labels) >= 1
+            assert ((labels >= 1) & (labels <= 3)).all()
+            assert isinstance(t.get_field("masks"), SegmentationMask)
+            assert len(t.get_field("masks")) == len(t)
+        seen.append(indices)
+    assert len(seen) == 7
+    resumed = [idx for _, _, idx in make_data_loader(cfg, is_train=True, start_iter=4)]
+    assert resumed == seen[4:]  # exactly the remaining batches of the uninterrupted run
+    tests = make_data_loader(cfg, is_train=False)
+    assert isinstance(tests, list) and len(tests) == 1
+    order = [i for _, _, idx in tests[0] for i in idx]
+    assert order == list(range(5))  # every validation image once, in order
+    cfg.SOLVER.IMS_PER_BATCH = 0
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH"):
+        make_data_loader(cfg, is_train=True)
+
+
+def test_make_data_loader_with_workers(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.DATALOADER.NUM_WORKERS = 1
+    cfg.SOLVER.MAX_ITER = 2
+    cfg.DATASETS.TRAIN = ()
+    with pytest.raises(ValueError, match="DATASETS.TRAIN"):
+        make_data_loader(cfg, is_train=True)
+    cfg.DATASETS.TRAIN = ("shapes_train",)
+    batches = list(make_data_loader(cfg, is_train=True))
+    assert len(batches) == 2 and all(b[0].tensors.shape[1] == 3 for b in batches)
