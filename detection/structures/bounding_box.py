@@ -27,8 +27,13 @@ class BoxList:
     """
 
     def __init__(self, bbox: Any, image_size: Sequence[int], mode: str = "xyxy") -> None:
-        device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
-        bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
+        """bbox: `Tensor[N, 4]` (floating tensors keep their dtype; anything else becomes
+        float32), image_size: `(w, h)`, mode: "xyxy" or "xywh"."""
+        if isinstance(bbox, torch.Tensor) and bbox.is_floating_point():
+            pass  # keep dtype (e.g. half under autocast), device and autograd graph
+        else:
+            device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
+            bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
         if bbox.numel() == 0:
             bbox = bbox.reshape(0, 4)
         if bbox.ndim != 2 or bbox.size(-1) != 4:
