@@ -163,8 +163,16 @@ def run(args: argparse.Namespace) -> dict:
     """Train and evaluate as described in the module docstring; returns
     {"log": [row dicts], "scale_accuracy": {scale: accuracy}, "out": dir}."""
     check_args(args)
+    threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     os.makedirs(args.out, exist_ok=True)

@@ -1,0 +1,114 @@
+"""Tracing of deformable sampling points, input gradients, and the visualisation/plot tools."""
+
+import os
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import detection.layers as L
+from detection._ext import HAS_OPS
+from detection.experiments import visualize as V
+
+needs_dcn = pytest.mark.skipif(
+    not (HAS_OPS and hasattr(L, "DeformConv2d")),
+    reason="needs detection.layers.DeformConv2d and the compiled ops",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _layer(hw, offset=None, mask=None):
+    return V.DeformSampling(
+        offset=torch.zeros(18, *hw) if offset is None else offset, mask=mask, in_hw=hw, out_hw=hw,
+        stride=(1, 1), padding=(1, 1), dilation=(1, 1), kernel_size=(3, 3))
+
+
+def test_fixed_grid_geometry():
+    # Two 3x3 layers on a 7x7 map of a 28x28 image (stride 4: map pixel u is image pixel 4u + 1.5).
+    layers = [_layer((7, 7)), _layer((7, 7))]
+    unit, levels = V.trace_sampling_points(layers, None, (28, 28))
+    assert unit == (3, 3)
+    pts, w = levels[0]
+    assert pts.shape == (9, 2) and np.all(w == 1)
+    expected = [4 * u + 1.5 for u in (2, 3, 4)]
+    assert sorted(set(pts[:, 0])) == expected and sorted(set(pts[:, 1])) == expected
+    pts2, _ = levels[1]
+    assert pts2.shape == (81, 2)
+    assert sorted(set(pts2[:, 0])) == [4 * u + 1.5 for u in range(1, 6)]
+    # a position given in image pixels picks the nearest unit
+    unit, _ = V.trace_sampling_points(layers, (5.0, 22.0), (28, 28))
+    assert unit == (1, 5)
+
+
+def test_offsets_and_masks_move_and_weight_points():
+    off = torch.zeros(18, 7, 7)
+    off[0::2] = 0.5  # every kernel point moves half a map pixel down (= 2 image pixels)
+    mask = torch.full((9, 7, 7), 0.5)
+    layers = [_layer((14, 14)), _layer((7, 7), off, mask)]
+    _, fixed = V.trace_sampling_points(layers, None, (28, 28), zero_offsets=True)
+    _, moved = V.trace_sampling_points(layers, None, (28, 28))
+    np.testing.assert_allclose(moved[0][0][:, 0], fixed[0][0][:, 0] + 2.0)
+    np.testing.assert_allclose(moved[0][0][:, 1], fixed[0][0][:, 1])
+    np.testing.assert_allclose(moved[0][1], 0.5)
+    # depth 2 runs through a 2x pool: the 14x14 map has stride 2 (pixel u -> 2u + 0.5)
+    assert moved[1][0].shape == (81, 2) and np.all(moved[1][1] == 0.5)
+    # each depth-1 point y1 (a 7x7 pixel centre = the middle of a 2x2 block of 14x14 pixels) is
+    # surrounded by a 3x3 grid with the 14x14 map's spacing of 2 image pixels
+    y1 = sorted(set(fixed[0][0][:, 0]))
+    assert sorted(set(fixed[1][0][:, 0])) == sorted({y + 2 * d for y in y1 for d in (-1, 0, 1)})
+    with pytest.raises(ValueError, match="no deformable layers"):
+        V.trace_sampling_points([], None, (28, 28))
+
+
+@needs_dcn
+def test_capture_matches_predictor_and_gradients():
+    from detection.experiments.scaled_mnist.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("MNISTClassifier", deform=True, modulation=True).eval()
+    for _, m in model.named_modules():
+        if hasattr(m, "conv_offset"):
+            torch.nn.init.normal_(m.conv_offset.weight, std=0.1)
+    x = torch.randn(1, 1, 28, 28)
+    layers = V.capture_sampling(model, x)
+    assert len(layers) == 2 and layers[0].offset.shape == (18, 7, 7) and layers[0].mask.shape == (9, 7, 7)
+    # the captured offsets are the Pack convention applied to the predictor's output
+    feats = {}
+    hook = model.convs()[3].register_forward_hook(lambda m, i, o: feats.setdefault("in", i[0]))
+    model(x)
+    hook.remove()
+    off, mask = V._from_predictor(model.convs()[3], feats["in"])
+    torch.testing.assert_close(layers[0].offset, off[0].detach())
+    torch.testing.assert_close(layers[0].mask, mask[0].detach())
+    assert layers[0].offset.abs().max() > 0
+    grads = V.input_gradients(model, x)
+    assert grads["unit"].shape == (28, 28) and grads["logit"].shape == (28, 28)
+    assert grads["unit"].max() > 0 and 0 <= int(grads["pred"]) <= 9
+
+
+@needs_dcn
+def test_tools_write_pngs(tmp_path, monkeypatch):
+    from detection.experiments.scaled_mnist import train as T
+
+    common = ["--epochs", "1", "--train-size", "64", "--test-size", "16", "--quiet",
+              "--arch", "MNISTClassifier", "--data-root", str(tmp_path / "data"), "--threads", "1"]
+    T.main(common + ["--deform", "True", "--out", str(tmp_path / "dcn")])
+    T.main(common + ["--deform", "False", "--out", str(tmp_path / "reg")])
+    out = tmp_path / "vis"
+    monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "dcn"), "--compare-run",
+                                      str(tmp_path / "reg"), "--image", "3", "--scale", "0.6", "1.2",
+                                      "--out", str(out)])
+    runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
+    for name in ("sampling_locations.png", "gradients.png"):
+        assert (out / name).stat().st_size > 2000
+    png = tmp_path / "plot.png"
+    monkeypatch.setattr(sys, "argv", ["plot_scaled_mnist.py", str(tmp_path / "reg"), str(tmp_path / "dcn"),
+                                      "--out", str(png)])
+    runpy.run_path(os.path.join(ROOT, "tools", "plot_scaled_mnist.py"), run_name="__main__")
+    assert png.stat().st_size > 2000
+    with pytest.raises(SystemExit, match="deformable"):
+        monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "reg"),
+                                          "--out", str(out)])
+        runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
