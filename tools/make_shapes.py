@@ -17,7 +17,9 @@ from detection.data.datasets.shapes import generate_shapes_dataset  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="datasets/shapes", help="output folder")
     p.add_argument("--num-train", type=int, default=2000, help="training images")
     p.add_argument("--num-val", type=int, default=200, help="validation images")
@@ -30,8 +32,9 @@ def main(argv=None) -> int:
     if not 16 <= args.min_size <= args.max_size:
         p.error("need 16 <= --min-size <= --max-size")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = generate_shapes_dataset(args.out, args.num_train, args.num_val, args.seed,
-                                  args.min_size, args.max_size)
+    out = generate_shapes_dataset(
+        args.out, args.num_train, args.num_val, args.seed, args.min_size, args.max_size
+    )
     for split, path in out.items():
         print(f"{split}: {path}")
     return 0

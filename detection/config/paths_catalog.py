@@ -68,7 +68,8 @@ def _check_exists(name: str, root: str, img_dir: str, ann_file: str) -> None:
     missing = [p for p in (img_dir, ann_file) if not os.path.exists(p)]
     if not missing:
         return
-    msg = f"dataset {name!r} is missing {' and '.join(repr(p) for p in missing)} (DATASETS.ROOT = {root!r})."
+    what = " and ".join(repr(p) for p in missing)
+    msg = f"dataset {name!r} is missing {what} (DATASETS.ROOT = {root!r})."
     if name.startswith("coco_"):
         msg += (
             f" Link your COCO copy: `ln -s /path/to/coco {os.path.join(root, 'coco')}` with "
@@ -94,8 +95,14 @@ def _generate_shapes(cfg) -> None:
     final = os.path.join(cfg.DATASETS.ROOT, "shapes")
     tmp = f"{final}.tmp{os.getpid()}"
     logger.info(
-        "%s is missing: generating the shapes dataset (%d train / %d val images, sides %d-%d, seed %d)",
-        final, s.NUM_TRAIN, s.NUM_VAL, s.MIN_SIZE, s.MAX_SIZE, s.SEED,
+        "%s is missing: generating the shapes dataset "
+        "(%d train / %d val images, sides %d-%d, seed %d)",
+        final,
+        s.NUM_TRAIN,
+        s.NUM_VAL,
+        s.MIN_SIZE,
+        s.MAX_SIZE,
+        s.SEED,
     )
     generate_shapes_dataset(tmp, s.NUM_TRAIN, s.NUM_VAL, s.SEED, s.MIN_SIZE, s.MAX_SIZE)
     try:

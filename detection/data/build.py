@@ -35,8 +35,14 @@ def build_dataset(cfg, names: Sequence[str], transforms, is_train: bool) -> List
     for name in names:
         entry = DatasetCatalog.get(name, cfg)
         factory = _FACTORIES[entry["factory"]]
-        out.append(factory(remove_images_without_annotations=is_train, transforms=transforms,
-                           skip_bad_images=cfg.DATASETS.SKIP_BAD_IMAGES, **entry["args"]))
+        out.append(
+            factory(
+                remove_images_without_annotations=is_train,
+                transforms=transforms,
+                skip_bad_images=cfg.DATASETS.SKIP_BAD_IMAGES,
+                **entry["args"],
+            )
+        )
     return out
 
 
@@ -76,8 +82,9 @@ def _loader(cfg, dataset, batch_sampler, seed: int) -> DataLoader:
     )
 
 
-def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False,
-                     start_iter: int = 0) -> Union[DataLoader, List[DataLoader]]:
+def make_data_loader(
+    cfg, is_train: bool = True, is_distributed: bool = False, start_iter: int = 0
+) -> Union[DataLoader, List[DataLoader]]:
     """Training: one DataLoader of SOLVER.MAX_ITER batches of SOLVER.IMS_PER_BATCH // world size
     images (iterations `start_iter`..MAX_ITER-1 of the same sequence an uninterrupted run sees).
     Inference: a list with one DataLoader per DATASETS.TEST name, TEST.IMS_PER_BATCH // world
@@ -88,7 +95,9 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False,
     key = "SOLVER.IMS_PER_BATCH" if is_train else "TEST.IMS_PER_BATCH"
     total = cfg.SOLVER.IMS_PER_BATCH if is_train else cfg.TEST.IMS_PER_BATCH
     if total <= 0 or total % world:
-        raise ValueError(f"{key} ({total}) must be a positive multiple of the number of processes ({world})")
+        raise ValueError(
+            f"{key} ({total}) must be a positive multiple of the number of processes ({world})"
+        )
     per_rank = total // world
     if cfg.DATALOADER.NUM_WORKERS < 0:
         raise ValueError(f"DATALOADER.NUM_WORKERS must be >= 0, got {cfg.DATALOADER.NUM_WORKERS}")
@@ -100,10 +109,14 @@ def make_data_loader(cfg, is_train: bool = True, is_distributed: bool = False,
         if len(dataset) == 0:
             raise ValueError(f"DATASETS.TRAIN {tuple(names)} has no image with annotations")
         if start_iter < 0 or start_iter > cfg.SOLVER.MAX_ITER:
-            raise ValueError(f"start_iter {start_iter} outside [0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}]")
+            raise ValueError(
+                f"start_iter {start_iter} outside [0, SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}]"
+            )
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.SEED)
         if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-            batches = GroupedBatchSampler(sampler, _aspect_groups(dataset), per_rank, drop_uneven=False)
+            batches = GroupedBatchSampler(
+                sampler, _aspect_groups(dataset), per_rank, drop_uneven=False
+            )
         else:
             batches = torch.utils.data.BatchSampler(sampler, per_rank, drop_last=False)
         batches = IterationBasedBatchSampler(batches, cfg.SOLVER.MAX_ITER, start_iter)

@@ -66,7 +66,9 @@ class BoxList:
         for k, v in other.extra_fields.items():
             self.extra_fields[k] = v
 
-    def copy_with_fields(self, fields: Union[str, Sequence[str]], skip_missing: bool = False) -> "BoxList":
+    def copy_with_fields(
+        self, fields: Union[str, Sequence[str]], skip_missing: bool = False
+    ) -> "BoxList":
         """A new BoxList with the same boxes and only the given fields."""
         out = BoxList(self.bbox, self.size, self.mode)
         if isinstance(fields, str):

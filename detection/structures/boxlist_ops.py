@@ -15,7 +15,9 @@ def boxlist_iou(boxlist1: BoxList, boxlist2: BoxList) -> torch.Tensor:
     Boxes with zero area give IoU 0 (never NaN).
     """
     if boxlist1.size != boxlist2.size:
-        raise ValueError(f"boxlists must share an image size, got {boxlist1.size} and {boxlist2.size}")
+        raise ValueError(
+            f"boxlists must share an image size, got {boxlist1.size} and {boxlist2.size}"
+        )
     b1 = boxlist1.convert("xyxy").bbox
     b2 = boxlist2.convert("xyxy").bbox
     area1 = boxlist1.convert("xyxy").area()

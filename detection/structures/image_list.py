@@ -13,7 +13,7 @@ import torch
 
 
 class ImageList:
-    """Padded batch `tensors: Tensor[B, C, H, W]` and the true sizes `image_sizes: list of (h, w)`."""
+    """Padded batch `tensors: Tensor[B, C, H, W]`; `image_sizes`: list of (h, w) before padding."""
 
     def __init__(self, tensors: torch.Tensor, image_sizes: Sequence[Tuple[int, int]]) -> None:
         if not isinstance(tensors, torch.Tensor) or tensors.ndim != 4:
@@ -56,7 +56,9 @@ def to_image_list(
             raise ValueError(f"tensors must be 3-D or 4-D, got shape {tuple(tensors.shape)}")
         tensors = list(tensors.unbind(0))
     if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:
-        raise ValueError("tensors must be a Tensor, a non-empty list of Tensor[C, H, W] or an ImageList")
+        raise ValueError(
+            "tensors must be a Tensor, a non-empty list of Tensor[C, H, W] or an ImageList"
+        )
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.ndim != 3:
             raise ValueError("every image in tensors must be a Tensor[C, H, W]")

@@ -26,7 +26,9 @@ _MODES = ("poly", "mask")
 def _as_polygon(p: Any) -> torch.Tensor:
     t = torch.as_tensor(p, dtype=torch.float32).reshape(-1)
     if t.numel() < 6 or t.numel() % 2:
-        raise ValueError(f"a polygon needs >= 3 (x, y) points as a flat list, got {t.numel()} values")
+        raise ValueError(
+            f"a polygon needs >= 3 (x, y) points as a flat list, got {t.numel()} values"
+        )
     return t
 
 
@@ -91,8 +93,10 @@ class SegmentationMask:
                 items.append(torch.as_tensor(np.asarray(inst)))
             masks = torch.stack(items) if items else torch.zeros((0, h, w), dtype=torch.uint8)
         if masks.ndim != 3 or tuple(masks.shape[1:]) != (h, w):
-            raise ValueError(f"masks must be Tensor[N, {h}, {w}] for size (w={w}, h={h}), "
-                             f"got shape {tuple(masks.shape)}")
+            raise ValueError(
+                f"masks must be Tensor[N, {h}, {w}] for size (w={w}, h={h}), "
+                f"got shape {tuple(masks.shape)}"
+            )
         return (masks != 0).to(torch.uint8)
 
     # ------------------------------------------------------------------ geometry
@@ -120,8 +124,11 @@ class SegmentationMask:
         new_w, new_h = int(size[0]), int(size[1])
         if self.mode == "mask":
             if len(self) == 0:
-                return SegmentationMask(torch.zeros((0, new_h, new_w), dtype=torch.uint8,
-                                                    device=self.masks.device), size, "mask")
+                return SegmentationMask(
+                    torch.zeros((0, new_h, new_w), dtype=torch.uint8, device=self.masks.device),
+                    size,
+                    "mask",
+                )
             m = F.interpolate(self.masks[None].float(), size=(new_h, new_w), mode="nearest")[0]
             return SegmentationMask(m, size, "mask")
         rw, rh = new_w / self.size[0], new_h / self.size[1]
@@ -172,7 +179,9 @@ class SegmentationMask:
         w, h = self.size
         if len(self) == 0:
             return torch.zeros((0, h, w), dtype=torch.uint8)
-        return torch.stack([torch.from_numpy(_rasterise_polygons(inst, h, w)) for inst in self.polygons])
+        return torch.stack(
+            [torch.from_numpy(_rasterise_polygons(inst, h, w)) for inst in self.polygons]
+        )
 
     def convert(self, mode: str) -> "SegmentationMask":
         """Polygons -> binary masks (mode "mask"); masks cannot be turned back into polygons."""
@@ -245,5 +254,7 @@ class SegmentationMask:
         return self
 
     def __repr__(self) -> str:
-        return (f"SegmentationMask(num_instances={len(self)}, image_width={self.size[0]}, "
-                f"image_height={self.size[1]}, mode={self.mode})")
+        return (
+            f"SegmentationMask(num_instances={len(self)}, image_width={self.size[0]}, "
+            f"image_height={self.size[1]}, mode={self.mode})"
+        )

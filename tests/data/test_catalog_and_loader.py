@@ -54,9 +54,13 @@ def test_extra_datasets(tmp_path):
     (tmp_path / "mine/img").mkdir(parents=True)
     (tmp_path / "mine/ann.json").write_text("{}")
     got = DatasetCatalog.get("mine", cfg)
-    assert got == {"factory": "COCODataset", "args": {
-        "root": os.path.join(str(tmp_path), "mine/img"),
-        "ann_file": os.path.join(str(tmp_path), "mine/ann.json")}}
+    assert got == {
+        "factory": "COCODataset",
+        "args": {
+            "root": os.path.join(str(tmp_path), "mine/img"),
+            "ann_file": os.path.join(str(tmp_path), "mine/ann.json"),
+        },
+    }
     cfg.DATASETS.EXTRA = (("bad", "x.json"),)
     with pytest.raises(ValueError, match="DATASETS.EXTRA"):
         DatasetCatalog.get("mine", cfg)

@@ -35,24 +35,80 @@ def coco_files(tmp_path):
     crowd[0:5, 0:40] = 1
     anns = [
         # image 1: a polygon, a crowd RLE, two invalid ones
-        dict(id=1, image_id=1, category_id=7, iscrowd=0, area=80.0, bbox=[2, 3, 10, 8],
-             segmentation=[[2, 3, 12, 3, 12, 11, 2, 11]]),
-        dict(id=2, image_id=1, category_id=3, iscrowd=1, area=200.0, bbox=[0, 0, 40, 5],
-             segmentation=_rle_json(crowd)),
-        dict(id=3, image_id=1, category_id=3, iscrowd=0, area=1.0, bbox=[5, 5, 1, 1],
-             segmentation=[[5, 5, 6, 5, 6, 6]]),
-        dict(id=4, image_id=1, category_id=3, iscrowd=0, area=0.0, bbox=[5, 5, 4, 4],
-             segmentation=[[]]),
+        dict(
+            id=1,
+            image_id=1,
+            category_id=7,
+            iscrowd=0,
+            area=80.0,
+            bbox=[2, 3, 10, 8],
+            segmentation=[[2, 3, 12, 3, 12, 11, 2, 11]],
+        ),
+        dict(
+            id=2,
+            image_id=1,
+            category_id=3,
+            iscrowd=1,
+            area=200.0,
+            bbox=[0, 0, 40, 5],
+            segmentation=_rle_json(crowd),
+        ),
+        dict(
+            id=3,
+            image_id=1,
+            category_id=3,
+            iscrowd=0,
+            area=1.0,
+            bbox=[5, 5, 1, 1],
+            segmentation=[[5, 5, 6, 5, 6, 6]],
+        ),
+        dict(
+            id=4,
+            image_id=1,
+            category_id=3,
+            iscrowd=0,
+            area=0.0,
+            bbox=[5, 5, 4, 4],
+            segmentation=[[]],
+        ),
         # image 2: an RLE (non-crowd) and a polygon -> binary masks
-        dict(id=5, image_id=2, category_id=3, iscrowd=0, area=300.0, bbox=[5, 10, 15, 20],
-             segmentation=_rle_json(blob)),
-        dict(id=6, image_id=2, category_id=7, iscrowd=0, area=16.0, bbox=[20, 40, 4, 4],
-             segmentation=[[20, 40, 24, 40, 24, 44, 20, 44]]),
+        dict(
+            id=5,
+            image_id=2,
+            category_id=3,
+            iscrowd=0,
+            area=300.0,
+            bbox=[5, 10, 15, 20],
+            segmentation=_rle_json(blob),
+        ),
+        dict(
+            id=6,
+            image_id=2,
+            category_id=7,
+            iscrowd=0,
+            area=16.0,
+            bbox=[20, 40, 4, 4],
+            segmentation=[[20, 40, 24, 40, 24, 44, 20, 44]],
+        ),
         # image 3: none; image 4 (corrupt): one valid box; a box outside image 4
-        dict(id=7, image_id=4, category_id=3, iscrowd=0, area=16.0, bbox=[1, 1, 4, 4],
-             segmentation=[[1, 1, 5, 1, 5, 5, 1, 5]]),
-        dict(id=8, image_id=4, category_id=3, iscrowd=0, area=16.0, bbox=[30, 30, 4, 4],
-             segmentation=[[30, 30, 34, 30, 34, 34, 30, 34]]),
+        dict(
+            id=7,
+            image_id=4,
+            category_id=3,
+            iscrowd=0,
+            area=16.0,
+            bbox=[1, 1, 4, 4],
+            segmentation=[[1, 1, 5, 1, 5, 5, 1, 5]],
+        ),
+        dict(
+            id=8,
+            image_id=4,
+            category_id=3,
+            iscrowd=0,
+            area=16.0,
+            bbox=[30, 30, 4, 4],
+            segmentation=[[30, 30, 34, 30, 34, 34, 30, 34]],
+        ),
     ]
     cats = [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}]
     ann_file = tmp_path / "instances.json"
@@ -109,7 +165,9 @@ def test_corrupt_image_skipped_or_raised(coco_files, caplog):
         img, target, idx = ds[2]  # 4.png is corrupt: the next readable image (index 0) instead
     assert idx == 0 and ds.num_bad_images == 1 and "4.png" in caplog.text
     assert img.shape == (30, 40, 3)
-    strict = COCODataset(ann_file, root, remove_images_without_annotations=True, skip_bad_images=False)
+    strict = COCODataset(
+        ann_file, root, remove_images_without_annotations=True, skip_bad_images=False
+    )
     with pytest.raises(OSError, match="4.png"):
         strict[2]
 

@@ -66,8 +66,10 @@ def test_test_shards_disjoint_and_covering(n, world):
     flat = [i for s in shards for i in s]
     assert sorted(flat) == list(range(n)) and len(flat) == n  # disjoint, covering
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert all(len(DistributedSampler(range(n), world, r, shuffle=False)) == len(shards[r])
-               for r in range(world))
+    assert all(
+        len(DistributedSampler(range(n), world, r, shuffle=False)) == len(shards[r])
+        for r in range(world)
+    )
 
 
 def test_train_shards_disjoint_per_epoch():

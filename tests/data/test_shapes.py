@@ -29,8 +29,11 @@ def test_same_seed_same_files(tmp_path):
     assert files == _files(b) and len(files) == 2 + 6 + 2
     for f in files:
         assert filecmp.cmp(a / f, b / f, shallow=False), f
-    assert not filecmp.cmp(a / "annotations/instances_train.json",
-                           c / "annotations/instances_train.json", shallow=False)
+    assert not filecmp.cmp(
+        a / "annotations/instances_train.json",
+        c / "annotations/instances_train.json",
+        shallow=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,9 @@ def test_valid_coco(shapes, capsys):
             assert ann["area"] == pytest.approx(float(m.sum()))  # area is the visible area
             x, y, w, h = ann["bbox"]
             ys, xs = np.nonzero(m)
-            assert xs.min() >= x and xs.max() + 1 <= x + w and ys.min() >= y and ys.max() + 1 <= y + h
+            assert (
+                xs.min() >= x and xs.max() + 1 <= x + w and ys.min() >= y and ys.max() + 1 <= y + h
+            )
             assert ann["iscrowd"] == 0 and ann["area"] > 0
             union += m
             sides.append(np.sqrt(ann["area"]))
@@ -81,7 +86,9 @@ def test_masks_match_pixels(shapes):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_shapes", os.path.join(ROOT, "tools/make_shapes.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_shapes", os.path.join(ROOT, "tools/make_shapes.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,8 +97,20 @@ def _load_tool():
 def test_cli(tmp_path, capsys):
     tool = _load_tool()
     out = tmp_path / "cli"
-    argv = ["--out", str(out), "--num-train", "3", "--num-val", "1", "--seed", "2",
-            "--min-size", "64", "--max-size", "64"]
+    argv = [
+        "--out",
+        str(out),
+        "--num-train",
+        "3",
+        "--num-val",
+        "1",
+        "--seed",
+        "2",
+        "--min-size",
+        "64",
+        "--max-size",
+        "64",
+    ]
     assert tool.main(argv) == 0
     data = json.loads((out / "annotations/instances_val.json").read_text())
     assert len(data["images"]) == 1 and data["images"][0]["width"] == 64

@@ -56,16 +56,22 @@ def test_transpose_resize_crop_clip():
     bb = BoxList(torch.tensor([[-3.0, -1.0, 4.0, 30.0], [12.0, 1.0, 15.0, 3.0]]), (10, 20))
     bb.add_field("labels", torch.tensor([1, 2]))
     clipped = bb.clip_to_image(remove_empty=True)
-    assert clipped.bbox.tolist() == [[0.0, 0.0, 4.0, 20.0]]  # the second box collapsed: x1 = x2 = 10
+    assert clipped.bbox.tolist() == [
+        [0.0, 0.0, 4.0, 20.0]
+    ]  # the second box collapsed: x1 = x2 = 10
     assert clipped.get_field("labels").tolist() == [1]
     # xywh boxes keep their mode through the operations
     w = b.convert("xywh")
     assert w.transpose(FLIP_LEFT_RIGHT).mode == "xywh"
-    assert torch.allclose(w.transpose(FLIP_LEFT_RIGHT).convert("xyxy").bbox, torch.tensor([[5.0, 2.0, 9.0, 9.0]]))
+    assert torch.allclose(
+        w.transpose(FLIP_LEFT_RIGHT).convert("xyxy").bbox, torch.tensor([[5.0, 2.0, 9.0, 9.0]])
+    )
 
 
 def test_fields_follow_indexing_and_geometry():
-    b = BoxList(torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 6.0], [1.0, 1.0, 3.0, 9.0]]), (10, 10))
+    b = BoxList(
+        torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 6.0], [1.0, 1.0, 3.0, 9.0]]), (10, 10)
+    )
     b.add_field("labels", torch.tensor([3, 4, 5]))
     polys = [[[0, 0, 4, 0, 4, 4, 0, 4]], [[2, 2, 8, 2, 8, 6, 2, 6]], [[1, 1, 3, 1, 3, 9, 1, 9]]]
     b.add_field("masks", SegmentationMask(polys, (10, 10)))

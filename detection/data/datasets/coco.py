@@ -61,8 +61,14 @@ class COCODataset(torch.utils.data.Dataset):
             readable one (True) or raise an OSError (False).
     """
 
-    def __init__(self, ann_file: str, root: str, remove_images_without_annotations: bool,
-                 transforms: Optional[Callable] = None, skip_bad_images: bool = True) -> None:
+    def __init__(
+        self,
+        ann_file: str,
+        root: str,
+        remove_images_without_annotations: bool,
+        transforms: Optional[Callable] = None,
+        skip_bad_images: bool = True,
+    ) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             self.coco = COCO(ann_file)
         self.ann_file = ann_file
@@ -102,8 +108,12 @@ class COCODataset(torch.utils.data.Dataset):
             out[img_id] = keep
         count = sum(problems.values())
         if count:
-            logger.warning("%s: skipped %d invalid annotations (%s)", self.ann_file, count,
-                           ", ".join(f"{k}: {v}" for k, v in sorted(problems.items())))
+            logger.warning(
+                "%s: skipped %d invalid annotations (%s)",
+                self.ann_file,
+                count,
+                ", ".join(f"{k}: {v}" for k, v in sorted(problems.items())),
+            )
         return out, count
 
     def __len__(self) -> int:
@@ -118,10 +128,15 @@ class COCODataset(torch.utils.data.Dataset):
         img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if img is None:
             if not self.skip_bad_images:
-                raise OSError(f"cannot read image {path} (set DATASETS.SKIP_BAD_IMAGES True to skip)")
+                raise OSError(
+                    f"cannot read image {path} (set DATASETS.SKIP_BAD_IMAGES True to skip)"
+                )
             self.num_bad_images += 1
-            logger.warning("cannot read image %s, skipped (%d unreadable so far in this process)",
-                           path, self.num_bad_images)
+            logger.warning(
+                "cannot read image %s, skipped (%d unreadable so far in this process)",
+                path,
+                self.num_bad_images,
+            )
         return img
 
     def __getitem__(self, index: int) -> Tuple[Any, BoxList, int]:

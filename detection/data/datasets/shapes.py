@@ -8,7 +8,8 @@ a mask never leaves its box. Placements that would hide more than half of an ear
 cut a hole into it are re-drawn, so every object stays recognisable.
 
 Layout written under `out_dir`: `annotations/instances_{train,val}.json`, `train/*.jpg`,
-`val/*.jpg` (JPEG, quality 95). Generation is deterministic for a seed (each image has its own seeded generator).
+`val/*.jpg` (JPEG, quality 95). Generation is deterministic for a seed (each image has its own
+seeded generator).
 """
 
 from __future__ import annotations
@@ -150,20 +151,30 @@ def _annotations(objects: List[Dict], h: int, w: int, image_id: int, next_id: in
         if area <= 0:
             continue
         x, y, bw, bh = [float(v) for v in mask_utils.toBbox(rle)]
-        anns.append({
-            "id": next_id + len(anns), "image_id": image_id, "category_id": o["kind"],
-            "segmentation": polys, "area": area, "bbox": [x, y, bw, bh], "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "id": next_id + len(anns),
+                "image_id": image_id,
+                "category_id": o["kind"],
+                "segmentation": polys,
+                "area": area,
+                "bbox": [x, y, bw, bh],
+                "iscrowd": 0,
+            }
+        )
     return anns
 
 
-def generate_split(out_dir: str, split: str, num_images: int, seed: int, min_size: int = 128,
-                   max_size: int = 256) -> str:
+def generate_split(
+    out_dir: str, split: str, num_images: int, seed: int, min_size: int = 128, max_size: int = 256
+) -> str:
     """Write `num_images` images of `split` ("train"/"val") and their COCO JSON; return its path."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
     if not 16 <= min_size <= max_size:
-        raise ValueError(f"need 16 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+        raise ValueError(
+            f"need 16 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}"
+        )
     img_dir = os.path.join(out_dir, split)
     ann_dir = os.path.join(out_dir, "annotations")
     os.makedirs(img_dir, exist_ok=True)
@@ -179,22 +190,38 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int, min_siz
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
         annotations += _annotations(objects, h, w, image_id, len(annotations) + 1)
     ann_file = os.path.join(ann_dir, f"instances_{split}.json")
-    data = {"info": {"description": f"synthetic shapes, seed {seed}"}, "images": images,
-            "annotations": annotations, "categories": CATEGORIES}
+    data = {
+        "info": {"description": f"synthetic shapes, seed {seed}"},
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
     with open(ann_file, "w") as f:
         json.dump(data, f)
     return ann_file
 
 
-def generate_shapes_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, seed: int = 0,
-                            min_size: int = 128, max_size: int = 256,
-                            log: Optional[logging.Logger] = None) -> Dict[str, str]:
+def generate_shapes_dataset(
+    out_dir: str,
+    num_train: int = 2000,
+    num_val: int = 200,
+    seed: int = 0,
+    min_size: int = 128,
+    max_size: int = 256,
+    log: Optional[logging.Logger] = None,
+) -> Dict[str, str]:
     """Generate both splits under `out_dir`; returns {"train": json path, "val": json path}."""
     log = log or logger
     start = time.time()
     out = {}
     for split, n in (("train", num_train), ("val", num_val)):
         out[split] = generate_split(out_dir, split, n, seed, min_size, max_size)
-    log.info("generated the shapes dataset in %s (%d train / %d val images, seed %d) in %.1f s",
-             out_dir, num_train, num_val, seed, time.time() - start)
+    log.info(
+        "generated the shapes dataset in %s (%d train / %d val images, seed %d) in %.1f s",
+        out_dir,
+        num_train,
+        num_val,
+        seed,
+        time.time() - start,
+    )
     return out

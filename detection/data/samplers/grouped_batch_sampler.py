@@ -21,8 +21,9 @@ class GroupedBatchSampler(BatchSampler):
         drop_uneven: drop the incomplete batches of the end of a pass.
     """
 
-    def __init__(self, sampler: Sampler, group_ids: Sequence[int], batch_size: int,
-                 drop_uneven: bool = False) -> None:
+    def __init__(
+        self, sampler: Sampler, group_ids: Sequence[int], batch_size: int, drop_uneven: bool = False
+    ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.sampler = sampler

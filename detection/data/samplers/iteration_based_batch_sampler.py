@@ -17,9 +17,13 @@ class IterationBasedBatchSampler(BatchSampler):
     maskrcnn-benchmark); `num_iterations - start_iter` batches are yielded.
     """
 
-    def __init__(self, batch_sampler: BatchSampler, num_iterations: int, start_iter: int = 0) -> None:
+    def __init__(
+        self, batch_sampler: BatchSampler, num_iterations: int, start_iter: int = 0
+    ) -> None:
         if num_iterations < 0 or not 0 <= start_iter:
-            raise ValueError(f"need num_iterations >= 0 and start_iter >= 0, got {num_iterations}, {start_iter}")
+            raise ValueError(
+                f"need num_iterations >= 0 and start_iter >= 0, got {num_iterations}, {start_iter}"
+            )
         self.batch_sampler = batch_sampler
         self.num_iterations = num_iterations
         self.start_iter = start_iter

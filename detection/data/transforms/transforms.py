@@ -46,7 +46,9 @@ class Resize:
         if isinstance(min_size, int):
             min_size = (min_size,)
         if len(min_size) == 0 or min(min_size) <= 0 or max_size <= 0:
-            raise ValueError(f"Resize needs positive min_size and max_size, got {min_size}, {max_size}")
+            raise ValueError(
+                f"Resize needs positive min_size and max_size, got {min_size}, {max_size}"
+            )
         self.min_size = tuple(int(s) for s in min_size)
         self.max_size = int(max_size)
 
@@ -106,15 +108,29 @@ class ColorJitter:
     s <= 0.5); the four are applied in random order.
     """
 
-    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-                 hue: float = 0.0) -> None:
-        for name, v in (("brightness", brightness), ("contrast", contrast),
-                        ("saturation", saturation), ("hue", hue)):
+    def __init__(
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+    ) -> None:
+        for name, v in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+            ("hue", hue),
+        ):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if hue > 0.5:
             raise ValueError(f"hue must be <= 0.5, got {hue}")
-        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        self.brightness, self.contrast, self.saturation, self.hue = (
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        )
 
     def __call__(self, image, target: Optional[BoxList] = None):
         if isinstance(image, torch.Tensor):
@@ -155,8 +171,10 @@ class ColorJitter:
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(np.float32)
 
     def __repr__(self) -> str:
-        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
-                f"saturation={self.saturation}, hue={self.hue})")
+        return (
+            f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+            f"saturation={self.saturation}, hue={self.hue})"
+        )
 
 
 class ToTensor:
@@ -192,4 +210,5 @@ class Normalize:
         return (image - self.mean) / self.std, target
 
     def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}, to_bgr255={self.to_bgr255})"
+        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        return f"Normalize(mean={mean}, std={std}, to_bgr255={self.to_bgr255})"
