@@ -130,6 +130,11 @@ def test_categories_and_filtering(coco_files, caplog):
     assert train.get_img_info(1) == {"id": 2, "file_name": "2.png", "width": 32, "height": 48}
     test = COCODataset(ann_file, root, remove_images_without_annotations=False)
     assert len(test) == 4 and test.id_to_img_map[2] == 3
+    img, target, idx = test[2]  # kept for evaluation, with an empty target
+    assert idx == 2 and len(target) == 0 and target.size == (20, 20)
+    assert len(target.get_field("masks")) == 0 and target.get_field("labels").dtype == torch.int64
+    flipped = target.resize((40, 40)).transpose(0)
+    assert len(flipped) == 0 and flipped.get_field("masks").size == (40, 40)
 
 
 def test_polygon_target_without_crowd(coco_files):
