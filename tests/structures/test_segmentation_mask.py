@@ -123,3 +123,20 @@ def test_rle_and_index_modes():
         SegmentationMask(torch.zeros(2, 5, 5), (30, 20), mode="mask")
     with pytest.raises(ValueError, match="polygon"):
         SegmentationMask([[[0, 0, 1, 1]]], (30, 20))
+
+
+@pytest.mark.cuda
+def test_cuda_devices_follow():
+    from detection.structures.bounding_box import BoxList
+
+    polys = [[[4, 4, 20, 4, 20, 12, 4, 12]]]
+    boxes = torch.tensor([[4.0, 4.0, 20.0, 12.0]])
+    b = BoxList(boxes, (32, 32))
+    b.add_field("masks", SegmentationMask(polys, (32, 32)).convert("mask"))
+    g = b.to("cuda")
+    assert g.bbox.is_cuda and g.get_field("masks").masks.is_cuda
+    sub = g[torch.tensor([True], device="cuda")]
+    t = sub.get_field("masks").crop_and_resize(sub.bbox, 8)
+    assert t.is_cuda and t.all()
+    poly = SegmentationMask(polys, (32, 32))
+    assert torch.equal(poly.crop_and_resize(boxes.cuda(), 8).cpu(), t.cpu())
