@@ -36,7 +36,9 @@ class Matcher:
         num_gt, num_pred = match_quality_matrix.shape
         if num_gt == 0:
             return torch.full(
-                (num_pred,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64,
+                (num_pred,),
+                self.BELOW_LOW_THRESHOLD,
+                dtype=torch.int64,
                 device=match_quality_matrix.device,
             )
         matched_vals, matches = match_quality_matrix.max(dim=0)

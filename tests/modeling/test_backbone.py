@@ -125,7 +125,11 @@ def test_paper_backbone_dcn_placement_gn_and_parameter_count():
         for block in getattr(net, stage):
             assert isinstance(block.conv2, L.ModulatedDeformConv2dPack) == dcn, stage
             assert isinstance(block.conv1, nn.Conv2d) and isinstance(block.conv3, nn.Conv2d)
-    norms = [m for n, m in net.named_modules() if n.endswith(("norm1", "norm2", "norm3")) or n.endswith("downsample.1")]
+    norms = [
+        m
+        for n, m in net.named_modules()
+        if n.endswith(("norm1", "norm2", "norm3")) or n.endswith("downsample.1")
+    ]
     assert norms and all(isinstance(m, nn.GroupNorm) and m.num_groups == 32 for m in norms)
     for n, p in net.named_parameters():
         if "conv_offset" in n:
@@ -142,7 +146,9 @@ def test_paper_backbone_dcn_placement_gn_and_parameter_count():
 def test_dcnv1_backbone_uses_unmodulated_deform_conv():
     cfg = _cfg.clone()
     cfg.merge_from_file("configs/e2e_dcnv1_mask_rcnn_R_50_C5_1x.yaml")
-    cfg.merge_from_list(["MODEL.BACKBONE.CONV_BODY", "R-18-C5", "MODEL.RESNETS.RES2_OUT_CHANNELS", 64])
+    cfg.merge_from_list(
+        ["MODEL.BACKBONE.CONV_BODY", "R-18-C5", "MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
+    )
     import detection.layers as L
 
     net = build_backbone(cfg)

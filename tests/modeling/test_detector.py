@@ -18,6 +18,7 @@ CONFIGS = sorted(glob.glob("configs/**/*.yaml", recursive=True))
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
 MIMIC_LOSSES = {"loss_mimic_cos", "loss_mimic_cls"}
 
+
 def test_all_shipped_configs_present():
     names = {c.split("configs/")[-1] for c in CONFIGS}
     assert {
@@ -42,10 +43,15 @@ def test_config_builds_at_full_size_on_meta(config_file):
     assert (model.roi_mask_head is not None) == cfg.MODEL.MASK_ON
     import detection.layers as L
 
-    expected = {"ModulatedDeformRoIPool": "ModulatedDeformRoIPoolPack",
-                "DeformRoIPool": "DeformRoIPoolPack", "RoIAlign": "RoIAlign"}
-    for pooler, key in ((model.roi_box_head.feature_extractor.pooler, "ROI_BOX_HEAD"),
-                        (model.roi_mask_head.head.pooler, "ROI_MASK_HEAD")):
+    expected = {
+        "ModulatedDeformRoIPool": "ModulatedDeformRoIPoolPack",
+        "DeformRoIPool": "DeformRoIPoolPack",
+        "RoIAlign": "RoIAlign",
+    }
+    for pooler, key in (
+        (model.roi_box_head.feature_extractor.pooler, "ROI_BOX_HEAD"),
+        (model.roi_mask_head.head.pooler, "ROI_MASK_HEAD"),
+    ):
         assert isinstance(pooler.pool, getattr(L, expected[cfg.MODEL[key].POOLER]))
     assert model.roi_box_head.ohem_per_image == (
         cfg.MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE if cfg.MODEL.ROI_HEADS.OHEM else 0
@@ -64,10 +70,13 @@ def test_paper_config_components():
     for stage in ("res3", "res4", "res5"):
         for block in getattr(bb, stage):
             assert isinstance(block.conv2, L.ModulatedDeformConv2dPack)
-    assert not any(isinstance(m, (L.ModulatedDeformConv2dPack, L.DeformConv2d))
-                   for m in bb.res2.modules())
+    assert not any(
+        isinstance(m, (L.ModulatedDeformConv2dPack, L.DeformConv2d)) for m in bb.res2.modules()
+    )
     assert all(isinstance(getattr(b, f"norm{i}"), nn.GroupNorm) for b in bb.res4 for i in (1, 2, 3))
-    assert isinstance(model.roi_box_head.feature_extractor.pooler.pool, L.ModulatedDeformRoIPoolPack)
+    assert isinstance(
+        model.roi_box_head.feature_extractor.pooler.pool, L.ModulatedDeformRoIPoolPack
+    )
     assert isinstance(model.roi_mask_head.head.pooler.pool, L.ModulatedDeformRoIPoolPack)
     assert model.roi_box_head.ohem_per_image == 256 and model.mimic is not None
     assert model.roi_box_head.feature_extractor.reduce_conv.out_channels == 256
@@ -177,13 +186,18 @@ def test_frozen_stages_get_no_gradient():
 @pytest.mark.parametrize(
     "overrides, key",
     [
-        (["MODEL.RPN_ONLY", True, "MODEL.MASK_ON", False, "MODEL.MIMIC_ON", True], "MODEL.MIMIC_ON"),
+        (
+            ["MODEL.RPN_ONLY", True, "MODEL.MASK_ON", False, "MODEL.MIMIC_ON", True],
+            "MODEL.MIMIC_ON",
+        ),
         (["MODEL.RPN_ONLY", True], "MODEL.MASK_ON"),
         (["MODEL.ROI_BOX_HEAD.POOLER", "PSRoIPool"], "MODEL.ROI_BOX_HEAD.POOLER"),
         (["MODEL.ROI_MASK_HEAD.POOLER", "RoIPool"], "MODEL.ROI_MASK_HEAD.POOLER"),
         (["MODEL.ROI_MASK_HEAD.RESOLUTION", 32], "MODEL.ROI_MASK_HEAD.RESOLUTION"),
-        (["MODEL.ROI_HEADS.OHEM", True, "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE", 0],
-         "OHEM_BATCH_SIZE_PER_IMAGE"),
+        (
+            ["MODEL.ROI_HEADS.OHEM", True, "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE", 0],
+            "OHEM_BATCH_SIZE_PER_IMAGE",
+        ),
         (["MODEL.RPN.ANCHOR_STRIDE", 32], "MODEL.RPN.ANCHOR_STRIDE"),
         (["MODEL.MIMIC_ON", True, "MODEL.MIMIC.CROP_SIZE", 8], "MODEL.MIMIC.CROP_SIZE"),
         (["MODEL.META_ARCHITECTURE", "RetinaNet"], "MODEL.META_ARCHITECTURE"),
@@ -192,9 +206,36 @@ def test_frozen_stages_get_no_gradient():
 def test_invalid_combinations_name_the_key(overrides, key):
     cfg = tiny_cfg()
     # a plain backbone so these checks run without the compiled ops
-    cfg.merge_from_list(["MODEL.RESNETS.STAGE_WITH_DCN", (False, False, False, False),
-                         "MODEL.ROI_BOX_HEAD.POOLER", "RoIAlign", "MODEL.ROI_MASK_HEAD.POOLER",
-                         "RoIAlign"])
+    cfg.merge_from_list(
+        [
+            "MODEL.RESNETS.STAGE_WITH_DCN",
+            (False, False, False, False),
+            "MODEL.ROI_BOX_HEAD.POOLER",
+            "RoIAlign",
+            "MODEL.ROI_MASK_HEAD.POOLER",
+            "RoIAlign",
+        ]
+    )
     cfg.merge_from_list(overrides)
     with pytest.raises(ValueError, match=re.escape(key)):
         build_detection_model(cfg)
+
+
+@needs_ops
+def test_autocast_bfloat16_step_keeps_float32_losses_and_boxes():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).train()
+    images, targets = tiny_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    for k, v in losses.items():
+        assert v.dtype == torch.float32 and bool(torch.isfinite(v)), k
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images)
+    for det in out:
+        assert det.bbox.dtype == torch.float32
+        assert det.get_field("scores").dtype == torch.float32
+        assert det.get_field("mask").dtype == torch.float32

@@ -76,21 +76,36 @@ def test_mimic_losses_match_their_definition():
     torch.manual_seed(0)
     backbone = nn.Conv2d(3, 4, 3, stride=16, padding=1)
     ext = _Extractor()
-    mimic = FeatureMimic(feature_dim=6, num_classes=3, num_per_image=4, min_crop_size=4,
-                         crop_size=32, weight_cos=0.5, weight_cls=0.25)
+    mimic = FeatureMimic(
+        feature_dim=6,
+        num_classes=3,
+        num_per_image=4,
+        min_crop_size=4,
+        crop_size=32,
+        weight_cos=0.5,
+        weight_cls=0.25,
+    )
     images = torch.randn(2, 3, 64, 64)
-    rois = [_rois([[0, 0, 40, 40], [5, 5, 30, 50]], [1, 0], (64, 64)),
-            _rois([[10, 10, 60, 40]], [2], (64, 64))]
+    rois = [
+        _rois([[0, 0, 40, 40], [5, 5, 30, 50]], [1, 0], (64, 64)),
+        _rois([[10, 10, 60, 40]], [2], (64, 64)),
+    ]
     fast = torch.randn(3, 6, requires_grad=True)
     losses = mimic(images, rois, fast, backbone, ext)
     # recompute by hand: RoIs 0 (image 0) and 2 (image 1) are the positives
-    crops = torch.stack([
-        F.interpolate(images[0:1, :, 0:40, 0:40], size=(32, 32), mode="bilinear")[0],
-        crop_and_resize_images(images, torch.tensor([[10.0, 10, 60, 40]]), torch.tensor([1]), 32)[0],
-    ])
+    crops = torch.stack(
+        [
+            F.interpolate(images[0:1, :, 0:40, 0:40], size=(32, 32), mode="bilinear")[0],
+            crop_and_resize_images(
+                images, torch.tensor([[10.0, 10, 60, 40]]), torch.tensor([1]), 32
+            )[0],
+        ]
+    )
     f = ext(ext.reduce(backbone(crops)), None)
     cos = F.cosine_similarity(f, fast[[0, 2]], dim=1)
-    torch.testing.assert_close(losses["loss_mimic_cos"], 0.5 * (1 - cos).sum(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        losses["loss_mimic_cos"], 0.5 * (1 - cos).sum(), rtol=1e-4, atol=1e-5
+    )
     logits = mimic.cls_score(f)
     ce = F.cross_entropy(logits, torch.tensor([1, 2]))
     torch.testing.assert_close(losses["loss_mimic_cls"], 0.25 * ce, rtol=1e-4, atol=1e-5)
@@ -100,8 +115,15 @@ def test_mimic_losses_match_their_definition():
 
 
 def test_full_crop_roi_is_passed_to_pooling():
-    mimic = FeatureMimic(feature_dim=6, num_classes=3, num_per_image=4, min_crop_size=4,
-                         crop_size=32, weight_cos=1.0, weight_cls=1.0)
+    mimic = FeatureMimic(
+        feature_dim=6,
+        num_classes=3,
+        num_per_image=4,
+        min_crop_size=4,
+        crop_size=32,
+        weight_cos=1.0,
+        weight_cls=1.0,
+    )
     ext = _Extractor()
     rois = [_rois([[0, 0, 40, 40]], [1], (64, 64))]
     mimic(torch.randn(1, 3, 64, 64), rois, torch.randn(1, 6), nn.Conv2d(3, 4, 1), ext)
@@ -109,8 +131,15 @@ def test_full_crop_roi_is_passed_to_pooling():
 
 
 def test_no_positive_gives_connected_zeros():
-    mimic = FeatureMimic(feature_dim=6, num_classes=3, num_per_image=4, min_crop_size=16,
-                         crop_size=32, weight_cos=1.0, weight_cls=1.0)
+    mimic = FeatureMimic(
+        feature_dim=6,
+        num_classes=3,
+        num_per_image=4,
+        min_crop_size=16,
+        crop_size=32,
+        weight_cos=1.0,
+        weight_cls=1.0,
+    )
     fast = torch.randn(2, 6, requires_grad=True)
     rois = [_rois([[0, 0, 40, 40], [0, 0, 10, 10]], [0, 1], (64, 64))]
     losses = mimic(torch.randn(1, 3, 64, 64), rois, fast, nn.Conv2d(3, 4, 1), _Extractor())

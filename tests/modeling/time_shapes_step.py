@@ -67,9 +67,11 @@ def main() -> None:
         if i >= 2:
             times.append(time.perf_counter() - t)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.config}: {n_params / 1e6:.2f} M parameters, batch {args.batch}, "
-          f"{args.threads} thread(s): {sum(times) / len(times):.3f} s/iter "
-          f"(min {min(times):.3f}, max {max(times):.3f})")
+    print(
+        f"{args.config}: {n_params / 1e6:.2f} M parameters, batch {args.batch}, "
+        f"{args.threads} thread(s): {sum(times) / len(times):.3f} s/iter "
+        f"(min {min(times):.3f}, max {max(times):.3f})"
+    )
 
 
 if __name__ == "__main__":

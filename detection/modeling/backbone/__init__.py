@@ -13,5 +13,10 @@ def build_backbone(cfg) -> ResNet:
     return build_resnet_backbone(cfg)
 
 
-__all__ = ["ResNet", "build_backbone", "build_resnet_backbone", "load_torchvision_resnet",
-           "torchvision_to_ours"]
+__all__ = [
+    "ResNet",
+    "build_backbone",
+    "build_resnet_backbone",
+    "load_torchvision_resnet",
+    "torchvision_to_ours",
+]

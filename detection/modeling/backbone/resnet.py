@@ -45,19 +45,40 @@ def make_conv3x3(
     """A bias-free 3x3 conv (padding = dilation): plain, DCNv1 or modulated DCNv2."""
     if not dcn:
         return nn.Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
-            groups=groups, bias=False,
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=groups,
+            bias=False,
         )
     import detection.layers as L  # the op modules (land with the compiled library)
 
     if modulated:
         return L.ModulatedDeformConv2dPack(
-            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
-            groups=groups, deform_groups=deformable_groups, bias=False,
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=dilation,
+            dilation=dilation,
+            groups=groups,
+            deform_groups=deformable_groups,
+            bias=False,
         )
     return L.DeformConv2d(
-        in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
-        groups=groups, bias=False, modulation=False, deform_groups=deformable_groups,
+        in_channels,
+        out_channels,
+        3,
+        stride=stride,
+        padding=dilation,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+        modulation=False,
+        deform_groups=deformable_groups,
     )
 
 
@@ -74,16 +95,28 @@ class _Block(nn.Module):
 class BasicBlock(_Block):
     """Two 3x3 convs (the first strided) + identity/projection shortcut."""
 
-    def __init__(self, in_channels, bottleneck_channels, out_channels, *, stride, dilation,
-                 groups, norm_fn, conv3x3_kwargs):
+    def __init__(
+        self,
+        in_channels,
+        bottleneck_channels,
+        out_channels,
+        *,
+        stride,
+        dilation,
+        groups,
+        norm_fn,
+        conv3x3_kwargs,
+    ):
         super().__init__()
         if groups != 1:
             raise ValueError("MODEL.RESNETS.NUM_GROUPS must be 1 for BasicBlock depths (18/34)")
-        self.conv1 = make_conv3x3(in_channels, out_channels, stride=stride, dilation=dilation,
-                                  groups=1, **conv3x3_kwargs)
+        self.conv1 = make_conv3x3(
+            in_channels, out_channels, stride=stride, dilation=dilation, groups=1, **conv3x3_kwargs
+        )
         self.norm1 = norm_fn(out_channels)
-        self.conv2 = make_conv3x3(out_channels, out_channels, stride=1, dilation=dilation,
-                                  groups=1, **conv3x3_kwargs)
+        self.conv2 = make_conv3x3(
+            out_channels, out_channels, stride=1, dilation=dilation, groups=1, **conv3x3_kwargs
+        )
         self.norm2 = norm_fn(out_channels)
         self.downsample = self._make_downsample(in_channels, out_channels, stride, norm_fn)
 
@@ -97,14 +130,31 @@ class BasicBlock(_Block):
 class Bottleneck(_Block):
     """1x1 - 3x3 - 1x1 convs + shortcut; the stride sits on the 3x3 (or on the 1x1 if asked)."""
 
-    def __init__(self, in_channels, bottleneck_channels, out_channels, *, stride, dilation,
-                 groups, norm_fn, conv3x3_kwargs, stride_in_1x1=False):
+    def __init__(
+        self,
+        in_channels,
+        bottleneck_channels,
+        out_channels,
+        *,
+        stride,
+        dilation,
+        groups,
+        norm_fn,
+        conv3x3_kwargs,
+        stride_in_1x1=False,
+    ):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_channels, bottleneck_channels, 1, stride=s1, bias=False)
         self.norm1 = norm_fn(bottleneck_channels)
-        self.conv2 = make_conv3x3(bottleneck_channels, bottleneck_channels, stride=s3,
-                                  dilation=dilation, groups=groups, **conv3x3_kwargs)
+        self.conv2 = make_conv3x3(
+            bottleneck_channels,
+            bottleneck_channels,
+            stride=s3,
+            dilation=dilation,
+            groups=groups,
+            **conv3x3_kwargs,
+        )
         self.norm2 = norm_fn(bottleneck_channels)
         self.conv3 = nn.Conv2d(bottleneck_channels, out_channels, 1, bias=False)
         self.norm3 = norm_fn(out_channels)
@@ -185,20 +235,35 @@ class ResNet(nn.Module):
             if name == "res5" and res5_dilation == 2:
                 stride, dilation = 1, 2
             conv3x3_kwargs = dict(
-                dcn=bool(stage_with_dcn[i]), modulated=with_modulated_dcn,
+                dcn=bool(stage_with_dcn[i]),
+                modulated=with_modulated_dcn,
                 deformable_groups=deformable_groups,
             )
             layers = []
             for b in range(n):
                 if kind == "basic":
-                    block = BasicBlock(in_ch, out_ch, out_ch, stride=stride if b == 0 else 1,
-                                       dilation=dilation, groups=num_groups, norm_fn=norm_fn,
-                                       conv3x3_kwargs=conv3x3_kwargs)
+                    block = BasicBlock(
+                        in_ch,
+                        out_ch,
+                        out_ch,
+                        stride=stride if b == 0 else 1,
+                        dilation=dilation,
+                        groups=num_groups,
+                        norm_fn=norm_fn,
+                        conv3x3_kwargs=conv3x3_kwargs,
+                    )
                 else:
-                    block = Bottleneck(in_ch, bott_ch, out_ch, stride=stride if b == 0 else 1,
-                                       dilation=dilation, groups=num_groups, norm_fn=norm_fn,
-                                       conv3x3_kwargs=conv3x3_kwargs,
-                                       stride_in_1x1=stride_in_1x1)
+                    block = Bottleneck(
+                        in_ch,
+                        bott_ch,
+                        out_ch,
+                        stride=stride if b == 0 else 1,
+                        dilation=dilation,
+                        groups=num_groups,
+                        norm_fn=norm_fn,
+                        conv3x3_kwargs=conv3x3_kwargs,
+                        stride_in_1x1=stride_in_1x1,
+                    )
                 layers.append(block)
                 in_ch = out_ch
             self.add_module(name, nn.Sequential(*layers))
@@ -240,11 +305,11 @@ def torchvision_to_ours(name: str) -> str:
     if name.startswith("conv1."):
         return "stem." + name
     if name.startswith("bn1."):
-        return "stem.norm1." + name[len("bn1."):]
+        return "stem.norm1." + name[len("bn1.") :]
     m = _TV_LAYER.match(name)
     if m is None:
         raise KeyError(f"not a torchvision ResNet parameter name: {name!r}")
-    name = f"res{int(m.group(1)) + 1}." + name[m.end():]
+    name = f"res{int(m.group(1)) + 1}." + name[m.end() :]
     return re.sub(r"\.bn(\d)\.", r".norm\1.", name)
 
 

@@ -41,8 +41,14 @@ def build_detection_model(cfg) -> GeneralizedRCNN:
             mask_head = build_roi_mask_head(cfg, in_channels=reduced, spatial_scale=scale)
         if m.MIMIC_ON:
             mimic = build_mimic(cfg, feature_dim=m.ROI_BOX_HEAD.MLP_HEAD_DIM)
-    return GeneralizedRCNN(backbone=backbone, rpn=rpn, box_head=box_head, mask_head=mask_head,
-                           mimic=mimic, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
+    return GeneralizedRCNN(
+        backbone=backbone,
+        rpn=rpn,
+        box_head=box_head,
+        mask_head=mask_head,
+        mimic=mimic,
+        size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
+    )
 
 
 __all__ = ["build_detection_model"]

@@ -29,9 +29,16 @@ class GeneralizedRCNN(nn.Module):
     with `rpn_only` the proposals (field "objectness").
     """
 
-    def __init__(self, *, backbone: ResNet, rpn: RPN, box_head: Optional[ROIBoxHead] = None,
-                 mask_head: Optional[ROIMaskHead] = None, mimic: Optional[FeatureMimic] = None,
-                 size_divisible: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: ResNet,
+        rpn: RPN,
+        box_head: Optional[ROIBoxHead] = None,
+        mask_head: Optional[ROIMaskHead] = None,
+        mimic: Optional[FeatureMimic] = None,
+        size_divisible: int = 0,
+    ) -> None:
         super().__init__()
         if box_head is None and (mask_head is not None or mimic is not None):
             raise ValueError("mask_head and mimic need a box_head")

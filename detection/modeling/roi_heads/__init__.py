@@ -8,5 +8,12 @@ from detection.modeling.roi_heads.mask_head import (
 )
 from detection.modeling.roi_heads.mimic import FeatureMimic, build_mimic
 
-__all__ = ["FeatureMimic", "ROIBoxHead", "ROIMaskHead", "build_mimic", "build_roi_box_head",
-           "build_roi_mask_head", "paste_masks_in_image"]
+__all__ = [
+    "FeatureMimic",
+    "ROIBoxHead",
+    "ROIMaskHead",
+    "build_mimic",
+    "build_roi_box_head",
+    "build_roi_mask_head",
+    "paste_masks_in_image",
+]

@@ -31,8 +31,9 @@ class BoxHeadFeatureExtractor(nn.Module):
     `P x P`, flatten, fc6 + ReLU, fc7 + ReLU.
     """
 
-    def __init__(self, *, in_channels: int, reduce_channels: int, pooler: Pooler,
-                 mlp_dim: int) -> None:
+    def __init__(
+        self, *, in_channels: int, reduce_channels: int, pooler: Pooler, mlp_dim: int
+    ) -> None:
         super().__init__()
         if reduce_channels > 0:
             self.reduce_conv = Conv2d(in_channels, reduce_channels, 1)
@@ -145,8 +146,14 @@ def fastrcnn_losses(
     (their rows are multiplied by 0), so their gradients are zero. Both losses stay connected
     to the graph when nothing is kept.
     """
-    cls, box = per_roi_losses(class_logits, box_regression, labels, regression_targets,
-                              cls_agnostic=cls_agnostic, beta=beta)
+    cls, box = per_roi_losses(
+        class_logits,
+        box_regression,
+        labels,
+        regression_targets,
+        cls_agnostic=cls_agnostic,
+        beta=beta,
+    )
     if ohem_per_image > 0:
         keep = select_hardest((cls + box).detach(), rois_per_image, ohem_per_image)
     else:
@@ -169,8 +176,9 @@ class RoISampler:
     the image's targets, -1 for background).
     """
 
-    def __init__(self, *, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
-                 box_coder: BoxCoder) -> None:
+    def __init__(
+        self, *, matcher: Matcher, sampler: BalancedPositiveNegativeSampler, box_coder: BoxCoder
+    ) -> None:
         self.matcher = matcher
         self.sampler = sampler
         self.box_coder = box_coder
@@ -222,19 +230,28 @@ class BoxPostProcessor:
     Output BoxLists (xyxy) with "scores" (float) and "labels" (int64, 1..C).
     """
 
-    def __init__(self, *, score_thresh: float, nms_thresh: float, detections_per_img: int,
-                 box_coder: BoxCoder, cls_agnostic: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+        box_coder: BoxCoder,
+        cls_agnostic: bool = False,
+    ) -> None:
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.box_coder = box_coder
         self.cls_agnostic = cls_agnostic
 
-    def __call__(self, class_logits: torch.Tensor, box_regression: torch.Tensor,
-                 proposals: List[BoxList]) -> List[BoxList]:
+    def __call__(
+        self, class_logits: torch.Tensor, box_regression: torch.Tensor, proposals: List[BoxList]
+    ) -> List[BoxList]:
         from detection.layers import batched_nms
 
-        probs = F.softmax(class_logits, dim=-1)
+        probs = F.softmax(class_logits.float(), dim=-1)
+        box_regression = box_regression.float()
         num_classes = probs.shape[1]
         ref = torch.cat([p.convert("xyxy").bbox for p in proposals], 0)
         if self.cls_agnostic:
@@ -249,8 +266,13 @@ class BoxPostProcessor:
             s = probs[start : start + n, 1:]
             start += n
             b = torch.stack(
-                (b[..., 0].clamp(0, w), b[..., 1].clamp(0, h), b[..., 2].clamp(0, w),
-                 b[..., 3].clamp(0, h)), dim=-1,
+                (
+                    b[..., 0].clamp(0, w),
+                    b[..., 1].clamp(0, h),
+                    b[..., 2].clamp(0, w),
+                    b[..., 3].clamp(0, h),
+                ),
+                dim=-1,
             )
             labels = torch.arange(1, num_classes, device=b.device).expand_as(s)
             keep = s > self.score_thresh
@@ -271,9 +293,18 @@ class ROIBoxHead(nn.Module):
     `loss_box_reg`. Inference: RoIs are the detections (`BoxPostProcessor`), no losses.
     """
 
-    def __init__(self, *, feature_extractor: BoxHeadFeatureExtractor, predictor: BoxPredictor,
-                 sampler: RoISampler, post_processor: BoxPostProcessor, ohem_per_image: int,
-                 cls_agnostic: bool, smooth_l1_beta: float, box_loss_weight: float) -> None:
+    def __init__(
+        self,
+        *,
+        feature_extractor: BoxHeadFeatureExtractor,
+        predictor: BoxPredictor,
+        sampler: RoISampler,
+        post_processor: BoxPostProcessor,
+        ohem_per_image: int,
+        cls_agnostic: bool,
+        smooth_l1_beta: float,
+        box_loss_weight: float,
+    ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
         self.predictor = predictor
@@ -285,7 +316,9 @@ class ROIBoxHead(nn.Module):
         self.box_loss_weight = box_loss_weight
 
     def forward(
-        self, reduced: torch.Tensor, proposals: List[BoxList],
+        self,
+        reduced: torch.Tensor,
+        proposals: List[BoxList],
         targets: Optional[List[BoxList]] = None,
     ) -> Tuple[torch.Tensor, List[BoxList], Dict[str, torch.Tensor]]:
         if self.training:
@@ -295,14 +328,21 @@ class ROIBoxHead(nn.Module):
                 proposals = self.sampler(proposals, targets)
         x = self.feature_extractor(reduced, boxes_to_rois(proposals).to(reduced.device))
         class_logits, box_regression = self.predictor(x)
+        class_logits, box_regression = class_logits.float(), box_regression.float()
         if not self.training:
             return x, self.post_processor(class_logits, box_regression, proposals), {}
         labels = torch.cat([p.get_field("labels") for p in proposals])
         reg = torch.cat([p.get_field("regression_targets") for p in proposals])
         loss_cls, loss_box, _ = fastrcnn_losses(
-            class_logits, box_regression, labels, reg, [len(p) for p in proposals],
-            ohem_per_image=self.ohem_per_image, cls_agnostic=self.cls_agnostic,
-            beta=self.smooth_l1_beta, box_loss_weight=self.box_loss_weight,
+            class_logits,
+            box_regression,
+            labels,
+            reg,
+            [len(p) for p in proposals],
+            ohem_per_image=self.ohem_per_image,
+            cls_agnostic=self.cls_agnostic,
+            beta=self.smooth_l1_beta,
+            box_loss_weight=self.box_loss_weight,
         )
         return x, proposals, {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
@@ -311,21 +351,33 @@ def build_roi_box_head(cfg, *, in_channels: int, spatial_scale: float) -> ROIBox
     """The box head of `cfg.MODEL.ROI_HEADS` / `cfg.MODEL.ROI_BOX_HEAD` on C5."""
     rh, bh = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
     if rh.NUM_CLASSES < 2:
-        raise ValueError(f"MODEL.ROI_HEADS.NUM_CLASSES (classes + background) must be >= 2, "
-                         f"got {rh.NUM_CLASSES}")
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES (classes + background) must be >= 2, "
+            f"got {rh.NUM_CLASSES}"
+        )
     if bh.REDUCE_CHANNELS < 0:
-        raise ValueError(f"MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS must be >= 0, got {bh.REDUCE_CHANNELS}")
+        raise ValueError(
+            f"MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS must be >= 0, got {bh.REDUCE_CHANNELS}"
+        )
     if rh.OHEM and rh.OHEM_BATCH_SIZE_PER_IMAGE <= 0:
-        raise ValueError("MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE must be positive with "
-                         "MODEL.ROI_HEADS.OHEM")
+        raise ValueError(
+            "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE must be positive with "
+            "MODEL.ROI_HEADS.OHEM"
+        )
     if rh.DETECTIONS_PER_IMG <= 0:
-        raise ValueError(f"MODEL.ROI_HEADS.DETECTIONS_PER_IMG must be positive, got "
-                         f"{rh.DETECTIONS_PER_IMG}")
+        raise ValueError(
+            f"MODEL.ROI_HEADS.DETECTIONS_PER_IMG must be positive, got " f"{rh.DETECTIONS_PER_IMG}"
+        )
     reduce_ch = bh.REDUCE_CHANNELS
-    pooler = build_pooler(bh, "MODEL.ROI_BOX_HEAD", spatial_scale=spatial_scale,
-                          in_channels=reduce_ch if reduce_ch > 0 else in_channels)
-    extractor = BoxHeadFeatureExtractor(in_channels=in_channels, reduce_channels=reduce_ch,
-                                        pooler=pooler, mlp_dim=bh.MLP_HEAD_DIM)
+    pooler = build_pooler(
+        bh,
+        "MODEL.ROI_BOX_HEAD",
+        spatial_scale=spatial_scale,
+        in_channels=reduce_ch if reduce_ch > 0 else in_channels,
+    )
+    extractor = BoxHeadFeatureExtractor(
+        in_channels=in_channels, reduce_channels=reduce_ch, pooler=pooler, mlp_dim=bh.MLP_HEAD_DIM
+    )
     coder = BoxCoder(rh.BBOX_REG_WEIGHTS)
     return ROIBoxHead(
         feature_extractor=extractor,
@@ -336,8 +388,10 @@ def build_roi_box_head(cfg, *, in_channels: int, spatial_scale: float) -> ROIBox
             box_coder=coder,
         ),
         post_processor=BoxPostProcessor(
-            score_thresh=rh.SCORE_THRESH, nms_thresh=rh.NMS,
-            detections_per_img=rh.DETECTIONS_PER_IMG, box_coder=coder,
+            score_thresh=rh.SCORE_THRESH,
+            nms_thresh=rh.NMS,
+            detections_per_img=rh.DETECTIONS_PER_IMG,
+            box_coder=coder,
             cls_agnostic=bh.CLS_AGNOSTIC_BBOX_REG,
         ),
         ohem_per_image=rh.OHEM_BATCH_SIZE_PER_IMAGE if rh.OHEM else 0,

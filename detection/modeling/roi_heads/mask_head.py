@@ -25,8 +25,9 @@ class MaskHead(nn.Module):
     logits: pooling to P x P, `conv_layers` 3x3 convs + ReLU, 2x2 stride-2 deconv + ReLU,
     1x1 conv to one logit map per class."""
 
-    def __init__(self, *, in_channels: int, pooler: Pooler, conv_layers: Sequence[int],
-                 num_classes: int) -> None:
+    def __init__(
+        self, *, in_channels: int, pooler: Pooler, conv_layers: Sequence[int], num_classes: int
+    ) -> None:
         super().__init__()
         self.pooler = pooler
         ch = in_channels
@@ -93,7 +94,7 @@ class ROIMaskHead(nn.Module):
                     f"MODEL.ROI_MASK_HEAD.RESOLUTION ({self.resolution}) must be twice "
                     f"POOLER_RESOLUTION (mask logits are {logits.shape[-1]} wide)"
                 )
-            sel = logits[torch.arange(num, device=logits.device), labels]
+            sel = logits[torch.arange(num, device=logits.device), labels].float()
             loss = F.binary_cross_entropy_with_logits(sel, tgt)
             return positives, {"loss_mask": loss}
         num = sum(len(r) for r in rois)
@@ -103,7 +104,7 @@ class ROIMaskHead(nn.Module):
             return rois, {}
         logits = self.head(reduced, boxes_to_rois(rois).to(reduced.device))
         labels = torch.cat([r.get_field("labels") for r in rois])
-        probs = logits[torch.arange(num, device=logits.device), labels].sigmoid()[:, None]
+        probs = logits[torch.arange(num, device=logits.device), labels].float().sigmoid()[:, None]
         for r, p in zip(rois, probs.split([len(r) for r in rois])):
             r.add_field("mask", p)
         return rois, {}
@@ -119,10 +120,15 @@ def build_roi_mask_head(cfg, *, in_channels: int, spatial_scale: float) -> ROIMa
         )
     if any(c <= 0 for c in mh.CONV_LAYERS):
         raise ValueError(f"MODEL.ROI_MASK_HEAD.CONV_LAYERS must be positive, got {mh.CONV_LAYERS}")
-    pooler = build_pooler(mh, "MODEL.ROI_MASK_HEAD", spatial_scale=spatial_scale,
-                          in_channels=in_channels)
-    head = MaskHead(in_channels=in_channels, pooler=pooler, conv_layers=tuple(mh.CONV_LAYERS),
-                    num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    pooler = build_pooler(
+        mh, "MODEL.ROI_MASK_HEAD", spatial_scale=spatial_scale, in_channels=in_channels
+    )
+    head = MaskHead(
+        in_channels=in_channels,
+        pooler=pooler,
+        conv_layers=tuple(mh.CONV_LAYERS),
+        num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+    )
     return ROIMaskHead(head=head, resolution=mh.RESOLUTION)
 
 
@@ -175,7 +181,8 @@ def paste_masks_in_image(
         grid = torch.stack(
             (gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)), dim=-1
         )
-        pasted = F.grid_sample(masks[s:e], grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
+        pasted = F.grid_sample(
+            masks[s:e], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         out[s:e] = pasted > threshold
     return out

@@ -54,8 +54,9 @@ def crop_and_resize_images(
         grid = torch.stack(
             (gx[:, None, :].expand(r, size, size), gy[:, :, None].expand(r, size, size)), dim=-1
         ).reshape(1, r * size, size, 2)
-        crops = F.grid_sample(images[b : b + 1], grid, mode="bilinear", padding_mode="zeros",
-                              align_corners=False)
+        crops = F.grid_sample(
+            images[b : b + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         out[sel] = crops.view(c, r, size, size).permute(1, 0, 2, 3)
     return out
 
@@ -68,8 +69,10 @@ def select_mimic_rois(
     out = []
     for r in rois:
         b = r.convert("xyxy").bbox
-        ok = (r.get_field("labels") > 0) & (b[:, 2] - b[:, 0] > min_crop_size) & (
-            b[:, 3] - b[:, 1] > min_crop_size
+        ok = (
+            (r.get_field("labels") > 0)
+            & (b[:, 2] - b[:, 0] > min_crop_size)
+            & (b[:, 3] - b[:, 1] > min_crop_size)
         )
         idx = torch.nonzero(ok).squeeze(1)
         idx = idx[torch.randperm(idx.numel(), device=idx.device)[:num_per_image]]
@@ -80,9 +83,17 @@ def select_mimic_rois(
 class FeatureMimic(nn.Module):
     """The mimicking branch; its own parameters are the unshared classifier `cls_score`."""
 
-    def __init__(self, *, feature_dim: int, num_classes: int, num_per_image: int,
-                 min_crop_size: float, crop_size: int, weight_cos: float,
-                 weight_cls: float) -> None:
+    def __init__(
+        self,
+        *,
+        feature_dim: int,
+        num_classes: int,
+        num_per_image: int,
+        min_crop_size: float,
+        crop_size: int,
+        weight_cos: float,
+        weight_cls: float,
+    ) -> None:
         super().__init__()
         self.cls_score = Linear(feature_dim, num_classes)
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -120,12 +131,15 @@ class FeatureMimic(nn.Module):
         s = float(self.crop_size)
         full = torch.tensor([0.0, 0.0, s, s], device=crops.device, dtype=reduced.dtype)
         whole = torch.cat(
-            [torch.arange(len(boxes), device=crops.device, dtype=reduced.dtype)[:, None],
-             full.expand(len(boxes), 4)], dim=1,
+            [
+                torch.arange(len(boxes), device=crops.device, dtype=reduced.dtype)[:, None],
+                full.expand(len(boxes), 4),
+            ],
+            dim=1,
         )
         f_rcnn = box_extractor(reduced, whole)
-        logits = self.cls_score(f_rcnn)
-        cos = F.cosine_similarity(f_rcnn, fast_features[flat], dim=1)
+        logits = self.cls_score(f_rcnn).float()
+        cos = F.cosine_similarity(f_rcnn.float(), fast_features[flat].float(), dim=1)
         return {
             "loss_mimic_cos": self.weight_cos * (1.0 - cos).sum(),
             "loss_mimic_cls": self.weight_cls * F.cross_entropy(logits, labels),
@@ -138,11 +152,17 @@ def build_mimic(cfg, *, feature_dim: int) -> FeatureMimic:
     if m.NUM_PER_IMAGE <= 0:
         raise ValueError(f"MODEL.MIMIC.NUM_PER_IMAGE must be positive, got {m.NUM_PER_IMAGE}")
     if m.CROP_SIZE < 16:
-        raise ValueError(f"MODEL.MIMIC.CROP_SIZE must be at least 16 (one C5 cell), got {m.CROP_SIZE}")
+        raise ValueError(
+            f"MODEL.MIMIC.CROP_SIZE must be at least 16 (one C5 cell), got {m.CROP_SIZE}"
+        )
     if m.MIN_CROP_SIZE < 0:
         raise ValueError(f"MODEL.MIMIC.MIN_CROP_SIZE must be >= 0, got {m.MIN_CROP_SIZE}")
     return FeatureMimic(
-        feature_dim=feature_dim, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-        num_per_image=m.NUM_PER_IMAGE, min_crop_size=m.MIN_CROP_SIZE, crop_size=m.CROP_SIZE,
-        weight_cos=m.WEIGHT_COS, weight_cls=m.WEIGHT_CLS,
+        feature_dim=feature_dim,
+        num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        num_per_image=m.NUM_PER_IMAGE,
+        min_crop_size=m.MIN_CROP_SIZE,
+        crop_size=m.CROP_SIZE,
+        weight_cos=m.WEIGHT_COS,
+        weight_cls=m.WEIGHT_CLS,
     )

@@ -53,11 +53,21 @@ class Pooler(nn.Module):
         if name == "RoIAlign":
             self.pool = L.RoIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
         else:
-            cls = L.ModulatedDeformRoIPoolPack if name == "ModulatedDeformRoIPool" else L.DeformRoIPoolPack
-            self.pool = cls(output_size, spatial_scale, sampling_ratio, gamma, in_channels, fc_channels)
+            cls = (
+                L.ModulatedDeformRoIPoolPack
+                if name == "ModulatedDeformRoIPool"
+                else L.DeformRoIPoolPack
+            )
+            self.pool = cls(
+                output_size, spatial_scale, sampling_ratio, gamma, in_channels, fc_channels
+            )
 
     def forward(self, feature: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        rois = rois.to(dtype=feature.dtype, device=feature.device)
+        rois = rois.to(device=feature.device)
+        if rois.dtype != feature.dtype and not torch.is_autocast_enabled(feature.device.type):
+            # e.g. a float64 model; under autocast the op's autocast rule aligns dtypes and
+            # the RoI coordinates stay float32 (bfloat16 would round 1000-pixel coordinates)
+            rois = rois.to(feature.dtype)
         return self.pool(feature, rois)
 
 
@@ -67,7 +77,9 @@ def build_pooler(cfg_head, key: str, *, spatial_scale: float, in_channels: int) 
     if cfg_head.POOLER not in POOLERS:
         raise ValueError(f"{key}.POOLER must be one of {POOLERS}, got {cfg_head.POOLER!r}")
     if cfg_head.POOLER_RESOLUTION <= 0:
-        raise ValueError(f"{key}.POOLER_RESOLUTION must be positive, got {cfg_head.POOLER_RESOLUTION}")
+        raise ValueError(
+            f"{key}.POOLER_RESOLUTION must be positive, got {cfg_head.POOLER_RESOLUTION}"
+        )
     if cfg_head.POOLER_SAMPLING_RATIO < 0:
         raise ValueError(
             f"{key}.POOLER_SAMPLING_RATIO must be >= 0, got {cfg_head.POOLER_SAMPLING_RATIO}"

@@ -73,9 +73,7 @@ class AnchorGenerator(nn.Module):
         shifts = torch.stack((sx, sy, sx, sy), dim=-1).reshape(-1, 1, 4)
         return (shifts + self.cell_anchors.view(1, -1, 4)).reshape(-1, 4)
 
-    def forward(
-        self, image_sizes: List[Tuple[int, int]], feature: torch.Tensor
-    ) -> List[BoxList]:
+    def forward(self, image_sizes: List[Tuple[int, int]], feature: torch.Tensor) -> List[BoxList]:
         """`image_sizes`: (h, w) per image; `feature`: `Tensor[N, C, H, W]`."""
         anchors = self.grid_anchors(feature.shape[-2], feature.shape[-1])
         out = []

@@ -17,8 +17,15 @@ class RPNPostProcessor:
     `post_nms_top_n` kept. Output BoxLists (xyxy, in the image's coordinates) carry the field
     "objectness" (logits)."""
 
-    def __init__(self, *, pre_nms_top_n: int, post_nms_top_n: int, nms_thresh: float,
-                 min_size: float, box_coder: BoxCoder) -> None:
+    def __init__(
+        self,
+        *,
+        pre_nms_top_n: int,
+        post_nms_top_n: int,
+        nms_thresh: float,
+        min_size: float,
+        box_coder: BoxCoder,
+    ) -> None:
         self.pre_nms_top_n = pre_nms_top_n
         self.post_nms_top_n = post_nms_top_n
         self.nms_thresh = nms_thresh
@@ -38,7 +45,11 @@ class RPNPostProcessor:
             boxlist.add_field("objectness", scores[i])
             boxlist = boxlist.clip_to_image(remove_empty=True)
             boxlist = remove_small_boxes(boxlist, self.min_size)
-            boxlist = boxlist_nms(boxlist, self.nms_thresh, max_proposals=self.post_nms_top_n,
-                                  score_field="objectness")
+            boxlist = boxlist_nms(
+                boxlist,
+                self.nms_thresh,
+                max_proposals=self.post_nms_top_n,
+                score_field="objectness",
+            )
             out.append(boxlist)
         return out

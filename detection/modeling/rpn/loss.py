@@ -27,8 +27,14 @@ class RPNLossComputation:
     connected to the deltas).
     """
 
-    def __init__(self, *, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
-                 box_coder: BoxCoder, smooth_l1_beta: float) -> None:
+    def __init__(
+        self,
+        *,
+        matcher: Matcher,
+        sampler: BalancedPositiveNegativeSampler,
+        box_coder: BoxCoder,
+        smooth_l1_beta: float,
+    ) -> None:
         self.matcher = matcher
         self.sampler = sampler
         self.box_coder = box_coder
@@ -71,9 +77,10 @@ class RPNLossComputation:
         obj = objectness.reshape(-1)
         d = deltas.reshape(-1, 4)
         num = max(int(sampled.sum()), 1)
-        box_loss = smooth_l1_loss(
-            d[pos], reg_targets[pos], beta=self.smooth_l1_beta, size_average=False
-        ) / num
+        box_loss = (
+            smooth_l1_loss(d[pos], reg_targets[pos], beta=self.smooth_l1_beta, size_average=False)
+            / num
+        )
         if not bool(sampled.any()):  # only ignored anchors: keep the graph connected
             return obj.sum() * 0.0, d.sum() * 0.0
         obj_loss = F.binary_cross_entropy_with_logits(obj[sampled], labels[sampled])

@@ -80,7 +80,7 @@ class RPN(nn.Module):
     ) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
         objectness, deltas = self.head(feature)
         anchors = self.anchor_generator(images.image_sizes, feature)
-        obj, d = flatten_head_outputs(objectness, deltas)
+        obj, d = flatten_head_outputs(objectness.float(), deltas.float())  # float32 under autocast
         if self.training:
             if targets is None:
                 raise ValueError("targets must be given in training mode")
@@ -101,13 +101,19 @@ def build_rpn(cfg, in_channels: int) -> RPN:
         )
     if r.NMS_THRESH <= 0 or r.NMS_THRESH > 1:
         raise ValueError(f"MODEL.RPN.NMS_THRESH must be in (0, 1], got {r.NMS_THRESH}")
-    for key in ("PRE_NMS_TOP_N_TRAIN", "PRE_NMS_TOP_N_TEST", "POST_NMS_TOP_N_TRAIN",
-                "POST_NMS_TOP_N_TEST"):
+    for key in (
+        "PRE_NMS_TOP_N_TRAIN",
+        "PRE_NMS_TOP_N_TEST",
+        "POST_NMS_TOP_N_TRAIN",
+        "POST_NMS_TOP_N_TEST",
+    ):
         if getattr(r, key) <= 0:
             raise ValueError(f"MODEL.RPN.{key} must be positive, got {getattr(r, key)}")
     anchor_generator = AnchorGenerator(
-        sizes=tuple(r.ANCHOR_SIZES), aspect_ratios=tuple(r.ASPECT_RATIOS),
-        stride=r.ANCHOR_STRIDE, straddle_thresh=r.STRADDLE_THRESH,
+        sizes=tuple(r.ANCHOR_SIZES),
+        aspect_ratios=tuple(r.ASPECT_RATIOS),
+        stride=r.ANCHOR_STRIDE,
+        straddle_thresh=r.STRADDLE_THRESH,
     )
     head = RPNHead(in_channels, r.HEAD_CHANNELS, anchor_generator.num_anchors_per_location())
     coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -122,8 +128,15 @@ def build_rpn(cfg, in_channels: int) -> RPN:
         return RPNPostProcessor(
             pre_nms_top_n=r.PRE_NMS_TOP_N_TRAIN if train else r.PRE_NMS_TOP_N_TEST,
             post_nms_top_n=r.POST_NMS_TOP_N_TRAIN if train else r.POST_NMS_TOP_N_TEST,
-            nms_thresh=r.NMS_THRESH, min_size=r.MIN_SIZE, box_coder=coder,
+            nms_thresh=r.NMS_THRESH,
+            min_size=r.MIN_SIZE,
+            box_coder=coder,
         )
 
-    return RPN(anchor_generator=anchor_generator, head=head, loss_evaluator=loss,
-               post_processor_train=post(True), post_processor_test=post(False))
+    return RPN(
+        anchor_generator=anchor_generator,
+        head=head,
+        loss_evaluator=loss,
+        post_processor_train=post(True),
+        post_processor_test=post(False),
+    )
