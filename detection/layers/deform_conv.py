@@ -102,9 +102,30 @@ def _output_size(size: int, pad: int, dilation: int, kernel: int, stride: int) -
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+def _check_fake(input, tensors: dict) -> None:
+    """The device/dtype/rank checks of the C++ kernels, for fake tensors (and mixed devices)."""
+    torch._check(input.dim() == 4, lambda: "modulated_deform_conv2d: input must be 4-D [N, C, H, W]")
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        torch._check(
+            t.device == input.device,
+            lambda: f"modulated_deform_conv2d: {name} must be on the same device as input "
+            f"({input.device}), got {t.device}",
+        )
+        torch._check(
+            t.dtype == input.dtype,
+            lambda: f"modulated_deform_conv2d: {name} must have the same dtype as input "
+            f"({input.dtype}), got {t.dtype}",
+        )
+        want = 1 if name == "bias" else 4
+        torch._check(
+            t.dim() == want, lambda: f"modulated_deform_conv2d: {name} must be {want}-D"
+        )
+
+
 def _fake_forward(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, groups, dg, step):
-    torch._check(input.dim() == 4, lambda: "modulated_deform_conv2d: input must be 4-D")
-    torch._check(weight.dim() == 4, lambda: "modulated_deform_conv2d: weight must be 4-D")
+    _check_fake(input, dict(offset=offset, mask=mask, weight=weight, bias=bias))
     n, _, h, w = input.shape
     kh, kw = weight.shape[2], weight.shape[3]
     ho, wo = _output_size(h, ph, dh, kh, sh), _output_size(w, pw, dw, kw, sw)
@@ -112,6 +133,7 @@ def _fake_forward(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, gro
 
 
 def _fake_backward(grad, input, offset, mask, weight, bias, *params):
+    _check_fake(input, dict(grad_output=grad, offset=offset, mask=mask, weight=weight, bias=bias))
     empty = input.new_empty((0,))
     return (
         input.new_empty(input.shape),

@@ -177,3 +177,348 @@ def test_modules_at_init():
     mod = ModulatedDeformConv2d(4, 6, 3, padding=1)
     off = torch.zeros(2, 18, 6, 7)
     assert mod(x, off, None).shape == (2, 6, 6, 7)
+
+
+def _grads(args, kw, grad_out=None, **extra):
+    leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw, **extra)
+    out.backward(torch.randn_like(out) if grad_out is None else grad_out)
+    return out, [a.grad if a is not None else None for a in leaves]
+
+
+def test_batch_zero():
+    args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
+    out, grads = _grads(args, kw, grad_out=torch.zeros(0, 6, 5, 5, dtype=torch.float64))
+    assert out.shape == (0, 6, 5, 5)
+    for g, a in zip(grads, args):
+        assert g.shape == a.shape
+    assert torch.count_nonzero(grads[3]) == 0 and torch.count_nonzero(grads[4]) == 0
+
+
+def test_im2col_step_independent():
+    args, kw = make_case(5, 4, 4, 6, 6, 3, padding=1, dg=2)
+    grad_out = torch.randn(5, 4, 6, 6, dtype=torch.float64)
+    out1, grads1 = _grads(args, kw, grad_out, im2col_step=64)
+    for step in (1, 2, 3, 4):
+        out, grads = _grads(args, kw, grad_out, im2col_step=step)
+        torch.testing.assert_close(out, out1, rtol=1e-12, atol=1e-12, msg=f"step {step}")
+        for name, g, g1 in zip(["input", "offset", "mask", "weight", "bias"], grads, grads1):
+            torch.testing.assert_close(g, g1, rtol=1e-12, atol=1e-12, msg=f"{name} step {step}")
+
+
+def test_float32_matches_float64_and_noncontiguous():
+    args, kw = make_case(2, 4, 6, 7, 8, 3, padding=1, dg=2, groups=2)
+    ref = modulated_deform_conv2d(*args, **kw)
+    args32 = [a.float() for a in args]
+    x = args32[0].contiguous(memory_format=torch.channels_last)
+    offset = args32[1].transpose(2, 3).contiguous().transpose(2, 3)
+    out = modulated_deform_conv2d(x, offset, *args32[2:], **kw)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_matches_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    for cfg in CONFIGS[:3]:
+        args, kw = make_case(**{**cfg, "groups": 1}, dtype=torch.float32)
+        x, offset, mask, weight, b = args
+        ours = modulated_deform_conv2d(*args, **kw)
+        theirs = torchvision.ops.deform_conv2d(
+            x, offset, weight, b, stride=kw["stride"], padding=kw["padding"],
+            dilation=kw["dilation"], mask=mask,
+        )  # fmt: skip
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4, msg=str(cfg))
+
+
+# ---------------------------------------------------------------------------------------------
+# Published reference cases (copied from ../shared/reference into tests/data).
+
+
+def _load(name):
+    with open(os.path.join(DATA, name)) as f:
+        return json.load(f)
+
+
+def _close(actual, expected, rtol, atol=1e-8, what=""):
+    actual = actual.detach().double().numpy()
+    expected = np.asarray(expected, dtype=np.float64).reshape(actual.shape)
+    assert np.allclose(actual, expected, rtol, atol), f"{what}: {actual} vs {expected}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mmcv_modulated_pack_case(dtype):
+    case = _load("mmcv_modulated_deform_conv.json")
+    args = case["module_construction"]["args"]
+    tol = case["tolerance"]
+    layer = ModulatedDeformConv2dPack(**args).to(dtype)
+    layer.weight.data.fill_(1.0)
+    x = torch.tensor(case["inputs"]["x"]["value"], dtype=dtype, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    exp = case["expected"]
+    _close(out, exp["output"]["value"], tol["rtol"], tol["atol"], "output")
+    _close(x.grad, exp["input_grad"]["value"], tol["rtol"], tol["atol"], "input_grad")
+    _close(layer.weight.grad, exp["weight_grad"]["value"], tol["rtol"], tol["atol"], "weight")
+    _close(layer.conv_offset.weight.grad, exp["conv_offset_weight_grad"]["value"], tol["rtol"],
+           tol["atol"], "conv_offset.weight")  # fmt: skip
+    _close(layer.conv_offset.bias.grad, exp["conv_offset_bias_grad"]["value"], tol["rtol"],
+           tol["atol"], "conv_offset.bias")  # fmt: skip
+
+
+def test_mmcv_modulated_raw_op_case():
+    case = _load("mmcv_modulated_deform_conv.json")
+    tol = case["tolerance"]
+    derived = case["derived_independently_not_upstream"]
+    x = torch.tensor(case["inputs"]["x"]["value"], dtype=torch.float64, requires_grad=True)
+    offset = torch.zeros(1, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.full((1, 4, 4, 4), 0.5, dtype=torch.float64, requires_grad=True)
+    weight = torch.ones(1, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    out = modulated_deform_conv2d(x, offset, mask, weight, None, padding=1)
+    out.backward(torch.ones_like(out))
+    _close(out, derived["raw_output"], tol["rtol"], tol["atol"], "output")
+    _close(x.grad, derived["raw_grad_input"], tol["rtol"], tol["atol"], "input")
+    _close(weight.grad, derived["raw_grad_weight"], tol["rtol"], tol["atol"], "weight")
+    _close(offset.grad, derived["raw_grad_offset_mmcv_rule"]["value"], tol["rtol"], tol["atol"],
+           "offset")  # fmt: skip
+    _close(mask.grad, derived["raw_grad_mask"]["value"], tol["rtol"], tol["atol"], "mask")
+
+
+@pytest.mark.parametrize("dtype,step", [(torch.float32, 2), (torch.float64, 2), (torch.float64, 3)])
+def test_mmcv_deform_conv_v1_case(dtype, step):
+    case = _load("mmcv_deform_conv_v1.json")
+    inputs, exp = case["inputs"], case["expected"]
+    rtol = case["tolerance"]["rtol_by_case"]["cpu float32" if dtype == torch.float32
+                                             else "float64 (cpu/cuda/mlu)"]  # fmt: skip
+    batch = 10
+    layer = DeformConv2d(1, 1, 2, bias=False, modulation=False).to(dtype)
+    layer.im2col_step = step  # 3 does not divide the batch: must work (mmcv asserts instead)
+    with torch.no_grad():
+        layer.conv_offset.weight.copy_(torch.tensor(inputs["offset_weight"]["value"]).view(8, 1, 2, 2))
+        layer.conv_offset.bias.copy_(torch.tensor(inputs["offset_bias"]["value"]))
+        layer.weight.copy_(torch.tensor(inputs["deform_weight"]["value"]).view(1, 1, 2, 2))
+    x = torch.tensor(inputs["x_single"]["value"], dtype=dtype).repeat(batch, 1, 1, 1)
+    x.requires_grad_()
+    out = layer(x)
+    out.backward(torch.ones_like(out))
+    atol = case["tolerance"]["atol"]
+    _close(out, np.repeat(exp["out"]["value"], batch, 0), rtol, atol, "out")
+    _close(x.grad, np.repeat(exp["x_grad"]["value"], batch, 0), rtol, atol, "x_grad")
+    _close(layer.conv_offset.weight.grad / batch, exp["offset_weight_grad_per_sample"]["value"],
+           rtol, atol, "offset weight")  # fmt: skip
+    _close(layer.conv_offset.bias.grad / batch, exp["offset_bias_grad_per_sample"]["value"], rtol,
+           atol, "offset bias")  # fmt: skip
+    _close(layer.weight.grad / batch, exp["deform_weight_grad_per_sample"]["value"], rtol, atol,
+           "weight")  # fmt: skip
+
+
+def test_detectron2_forward_case():
+    case = _load("detectron2_deformable.json")["case_forward_output"]
+    x = torch.arange(25, dtype=torch.float32).reshape(1, 1, 5, 5)
+    assert x.tolist() == case["input"]["value"]
+    offset = torch.full((1, 18, 5, 5), 0.5)
+    weight = torch.ones(1, 1, 3, 3)
+    expected = np.asarray(case["expected_dcn_v1_output"]["value"], dtype=np.float64)
+    v1 = modulated_deform_conv2d(x, offset, None, weight, None, padding=1)
+    assert np.allclose(v1.numpy()[0, 0], expected, rtol=1e-5, atol=1e-8)
+    v2 = modulated_deform_conv2d(x, offset, torch.full((1, 9, 5, 5), 0.5), weight, None, padding=1)
+    assert np.allclose(v2.numpy()[0, 0], 0.5 * expected, rtol=1e-5, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch integration: opcheck, compile, autocast, double backward.
+
+
+@pytest.mark.parametrize("modulated,bias", [(True, True), (False, False)])
+def test_opcheck(modulated, bias):
+    args, kw = make_case(2, 4, 2, 5, 4, 3, padding=1, dg=2, modulated=modulated, bias=bias,
+                         scale=1.0)  # fmt: skip
+    x, offset, mask, weight, b = args
+    args = [a.requires_grad_() if a is not None else None for a in args]
+    params = (1, 1, 1, 1, 1, 1, 1, 2, 64)
+    torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*args, *params))
+    grad = torch.randn(2, 2, 5, 4, dtype=torch.float64)
+    plain = [a.detach() if a is not None else None for a in args]
+    torch.library.opcheck(torch.ops.detection._modulated_deform_conv2d_backward.default,
+                          (grad, *plain, *params))  # fmt: skip
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    layer = DeformConv2d(2, 3, 3, padding=1)
+    with torch.no_grad():
+        layer.conv_offset.weight.normal_(0, 0.1)
+    x = torch.randn(1, 2, 6, 5, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, layer(x))
+    out.sum().backward()
+    assert x.grad is not None and layer.conv_offset.weight.grad is not None
+
+
+def test_cpu_autocast_runs_in_float32():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = modulated_deform_conv2d(*[a.bfloat16() for a in args], **kw)
+    assert out.dtype == torch.float32
+    ref = modulated_deform_conv2d(*[a.bfloat16().float() for a in args], **kw)
+    torch.testing.assert_close(out, ref)
+
+
+def test_double_backward_raises():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    leaves = [a.requires_grad_() for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw)
+    (gx,) = torch.autograd.grad(out.sum(), leaves[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and non-finite offsets.
+
+
+def _bad(name):
+    args, kw = make_case(2, 4, 4, 5, 5, 3, padding=1, dtype=torch.float32)
+    x, offset, mask, weight, b = args
+    cases = {
+        "input_rank": ((x[0], offset, mask, weight, b), kw, "input must be a 4-D"),
+        "weight_rank": ((x, offset, mask, weight[0], b), kw, "weight must be a 4-D"),
+        "offset_channels": ((x, offset[:, :9], mask, weight, b), kw, "offset must have shape"),
+        "offset_size": ((x, offset[:, :, :4], mask, weight, b), kw, "offset must have shape"),
+        "mask_channels": ((x, offset, torch.cat([mask, mask], 1), weight, b), kw, "mask must have shape"),
+        "bias_shape": ((x, offset, mask, weight, b[:2]), kw, "bias must have shape"),
+        "weight_channels": ((x, offset, mask, weight[:, :2], b), kw, "weight must have C/groups"),
+        "groups": ((x, offset, mask, weight, b), {**kw, "groups": 3}, "divisible by groups"),
+        "deform_groups": ((x, offset, mask, weight, b), {**kw, "deform_groups": 3}, "divisible by deform_groups"),
+        "offset_dtype": ((x, offset.double(), mask, weight, b), kw, "offset must have the same dtype"),
+        "mask_dtype": ((x, offset, mask.double(), weight, b), kw, "mask must have the same dtype"),
+        "int_input": ((x.int(), offset, mask, weight, b), kw, "input must be a floating-point"),
+        "half_on_cpu": ([a.half() for a in (x, offset, mask, weight, b)], kw, "float32 and float64"),
+        "stride": ((x, offset, mask, weight, b), {**kw, "stride": 0}, "stride must be positive"),
+        "kernel_too_big": ((x[:, :, :1, :1], offset, mask, weight, b), {**kw, "padding": 0},
+                           "kernel .* is larger than the padded input"),  # fmt: skip
+        "offset_device": ((x, offset.to("meta"), mask, weight, b), kw, "offset must be on the same device"),
+    }
+    return cases[name]
+
+
+@pytest.mark.parametrize("name", [
+    "input_rank", "weight_rank", "offset_channels", "offset_size", "mask_channels", "bias_shape",
+    "weight_channels", "groups", "deform_groups", "offset_dtype", "mask_dtype", "int_input",
+    "half_on_cpu", "stride", "kernel_too_big", "offset_device",
+])  # fmt: skip
+def test_bad_input_names_argument(name):
+    args, kw, word = _bad(name)
+    with pytest.raises(RuntimeError, match=word):
+        modulated_deform_conv2d(*args, **kw)
+
+
+def test_backward_bad_grad_output():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        torch.ops.detection._modulated_deform_conv2d_backward(
+            torch.zeros(1, 2, 3, 4, dtype=torch.float64), *args, 1, 1, 1, 1, 1, 1, 1, 1, 64
+        )
+
+
+def test_non_finite_offsets():
+    args, kw = make_case(2, 4, 4, 6, 5, 3, padding=1, dg=2)
+    x, offset, mask, weight, b = args
+    gen = torch.Generator().manual_seed(3)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9],
+                            dtype=torch.float64)  # fmt: skip
+    pick = torch.rand(offset.shape, generator=gen) < 0.3
+    which = torch.randint(0, len(specials), offset.shape, generator=gen)
+    offset = torch.where(pick, specials[which], offset)
+    args = (x, offset, mask, weight, b)
+    out, grads = _grads(args, kw)
+    assert torch.isfinite(out).all()
+    for g in grads:
+        assert torch.isfinite(g).all()
+    torch.testing.assert_close(out, call_reference(args, kw), rtol=1e-10, atol=1e-10)
+    for dtype in (torch.float32,):
+        out32 = modulated_deform_conv2d(*[a.to(dtype) for a in args], **kw)
+        assert torch.isfinite(out32).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Without the compiled library.
+
+
+def test_missing_library_raises_build_hint(monkeypatch):
+    monkeypatch.setattr(_ext, "HAS_OPS", False)
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    with pytest.raises(RuntimeError, match="not built"):
+        modulated_deform_conv2d(*args, **kw)
+
+
+def test_import_without_compiled_library():
+    code = (
+        "import torch\n"
+        "def fail(path):\n"
+        "    raise OSError('simulated: library missing')\n"
+        "torch.ops.load_library = fail\n"
+        "import detection, detection.layers as L\n"
+        "assert not detection.HAS_OPS\n"
+        "layer = L.DeformConv2d(2, 2, 3, padding=1)\n"
+        "try:\n"
+        "    layer(torch.zeros(1, 2, 4, 4))\n"
+        "except RuntimeError as e:\n"
+        "    assert 'pip install' in str(e), str(e)\n"
+        "    print('HINT-OK')\n"
+    )
+    root = os.path.dirname(os.path.dirname(DATA))
+    env = {**os.environ, "PYTHONPATH": root}
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and "HINT-OK" in res.stdout, res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU): parity with the CPU kernel for every dtype, forward and backward.
+
+CUDA_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", list(CUDA_TOL))
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_cuda_matches_cpu(cfg, dtype):
+    assert _ext.cuda_compiled(), "the library was built without its CUDA kernels"
+    args, kw = make_case(**cfg, scale=1.5)
+    args = [a.to(dtype).double() if a is not None else None for a in args]  # representable
+    out = modulated_deform_conv2d(*args, **kw)
+    grad_out = torch.randn_like(out).to(dtype).double()
+    out_cpu, grads_cpu = _grads(args, kw, grad_out)
+    cuda_args = [a.to("cuda", dtype) if a is not None else None for a in args]
+    out, grads = _grads(cuda_args, kw, grad_out.to("cuda", dtype))
+    tol = CUDA_TOL[dtype]
+    scale = out_cpu.abs().max().item() + 1
+    torch.testing.assert_close(out.double().cpu(), out_cpu, rtol=tol, atol=tol * scale)
+    for name, g, gc in zip(["input", "offset", "mask", "weight", "bias"], grads, grads_cpu):
+        if g is None:
+            continue
+        assert g.dtype == dtype, name
+        s = gc.abs().max().item() + 1
+        torch.testing.assert_close(g.double().cpu(), gc, rtol=tol, atol=tol * s, msg=name)
+
+
+@pytest.mark.cuda
+def test_cuda_autocast_and_reference_case():
+    layer = ModulatedDeformConv2dPack(1, 1, (2, 2), padding=1, bias=False).cuda()
+    layer.weight.data.fill_(1.0)
+    case = _load("mmcv_modulated_deform_conv.json")
+    x = torch.tensor(case["inputs"]["x"]["value"], device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = layer(x)
+    assert out.dtype == torch.float16
+    out.float().sum().backward()
+    _close(out.float().cpu(), case["expected"]["output"]["value"], 1e-2, 1e-8, "output")
+    _close(x.grad.cpu(), case["expected"]["input_grad"]["value"], 1e-2, 1e-8, "input_grad")
+
+
+@pytest.mark.cuda
+def test_cuda_device_mismatch():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    x, offset, mask, weight, b = args
+    with pytest.raises(RuntimeError, match="offset"):
+        modulated_deform_conv2d(x.cuda(), offset, mask.cuda(), weight.cuda(), b.cuda(), **kw)

@@ -32,6 +32,11 @@ namespace deform_conv {
 namespace {
 
 constexpr int64_t kMaxColumnBytes = int64_t(256) << 20;
+// Smallest amount of inner-loop work (sample evaluations) worth handing to another thread.
+constexpr int64_t kMinParallelWork = int64_t(1) << 14;
+
+// at::parallel_for grain size: how many tasks of `work` evaluations each make one chunk.
+int64_t grain(int64_t work) { return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work)); }
 
 struct Geometry {
   int64_t channels, height, width, deform_groups, kernel_h, kernel_w, out_h, out_w;
@@ -54,7 +59,7 @@ void make_plan(const scalar_t* offset, const scalar_t* mask, int64_t batch, cons
                scalar_t* plan_mask) {
   const int64_t K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int32_t zero = static_cast<int32_t>(geo.zero_block());
-  at::parallel_for(0, batch * geo.deform_groups * K, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * geo.deform_groups * K, grain(P), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t k = r % K;
       const int64_t i = k / geo.kernel_w, j = k % geo.kernel_w;
@@ -97,7 +102,7 @@ void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y
             scalar_t* columns) {
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C, c = bc % C, g = c / cpg;
       const scalar_t* src = padded + bc * plane;
@@ -126,7 +131,7 @@ void col2im(const scalar_t* grad_columns, const int32_t* index, const scalar_t* 
             scalar_t* grad_padded) {
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C, c = bc % C, g = c / cpg;
       scalar_t* dst = grad_padded + bc * plane;
@@ -160,7 +165,7 @@ void coordinate_grad(const scalar_t* grad_columns, const scalar_t* padded, const
                      scalar_t* grad_mask) {
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * geo.deform_groups * K, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> acc(3 * P);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t k = r % K, bg = r / K;
