@@ -28,4 +28,16 @@ int64_t cuda_version() {
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   // Schemas of the ops are added below by their owners (deformable conv, RoI ops).
+  // Modulated deformable convolution (DCNv2; DCNv1 when mask is None): CONVENTIONS.md.
+  m.def(
+      "modulated_deform_conv2d(Tensor input, Tensor offset, Tensor? mask, Tensor weight, "
+      "Tensor? bias, int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, "
+      "int dilation_w, int groups, int deform_groups, int im2col_step) -> Tensor");
+  // Returns (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); grad_mask and
+  // grad_bias are empty tensors of shape [0] when mask / bias is None.
+  m.def(
+      "_modulated_deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor offset, "
+      "Tensor? mask, Tensor weight, Tensor? bias, int stride_h, int stride_w, int pad_h, "
+      "int pad_w, int dilation_h, int dilation_w, int groups, int deform_groups, "
+      "int im2col_step) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

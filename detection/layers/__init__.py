@@ -1,5 +1,12 @@
+"""Op wrappers (`torch.ops.detection.*`) and the layers built on them."""
 
-# Modeling helpers (pure PyTorch; no compiled ops needed)
-from detection.layers.batch_norm import FrozenBatchNorm2d  # noqa: E402,F401
-from detection.layers.misc import Conv2d, ConvTranspose2d, Linear  # noqa: E402,F401
-from detection.layers.norm import get_norm  # noqa: E402,F401
+from detection.layers.batch_norm import FrozenBatchNorm2d
+from detection.layers.deform_conv import (
+    DeformableConv2d,
+    DeformConv2d,
+    ModulatedDeformConv2d,
+    ModulatedDeformConv2dPack,
+    modulated_deform_conv2d,
+)
+from detection.layers.misc import Conv2d, ConvTranspose2d, Linear
+from detection.layers.norm import get_norm

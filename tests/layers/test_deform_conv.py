@@ -1,0 +1,524 @@
+"""Tests of the modulated deformable convolution op (detection.layers.deform_conv).
+
+The reference is a naive float64 implementation in plain PyTorch written from CONVENTIONS.md
+(gathers from the input zero-padded by one pixel); its autograd gives the convention's
+gradients because d(y - floor(y))/dy = 1 is the floor-based one-sided derivative.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detection import _ext
+from detection.layers import (
+    DeformableConv2d,
+    DeformConv2d,
+    ModulatedDeformConv2d,
+    ModulatedDeformConv2dPack,
+    modulated_deform_conv2d,
+)
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+needs_ops = pytest.mark.skipif(not _ext.HAS_OPS, reason="compiled ops not built")
+pytestmark = needs_ops
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def reference_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation, groups, dg):
+    """Naive DCNv2 following CONVENTIONS.md; differentiable through plain torch ops."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    ho_n = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    wo_n = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    kk, cpg = kh * kw, c // dg
+    padded = F.pad(x, (1, 1, 1, 1)).flatten(2)  # [N, C, (H+2)*(W+2)]
+    ho = torch.arange(ho_n, dtype=x.dtype).view(-1, 1)
+    wo = torch.arange(wo_n, dtype=x.dtype).view(1, -1)
+    samples = []  # per input channel group: [N, cpg, K, Ho, Wo]
+    for g in range(dg):
+        chans = padded[:, g * cpg : (g + 1) * cpg]
+        per_k = []
+        for i in range(kh):
+            for j in range(kw):
+                k = i * kw + j
+                y = ho * sh - ph + i * dh + offset[:, 2 * (g * kk + k)]
+                xx = wo * sw - pw + j * dw + offset[:, 2 * (g * kk + k) + 1]
+                inside = (y > -1) & (y < h) & (xx > -1) & (xx < w)
+                y = torch.where(inside, y, torch.zeros_like(y))
+                xx = torch.where(inside, xx, torch.zeros_like(xx))
+                y0, x0 = torch.floor(y).detach(), torch.floor(xx).detach()
+                ly, lx = y - y0, xx - x0
+
+                def corner(dy, dx):
+                    flat = ((y0 + 1 + dy) * (w + 2) + (x0 + 1 + dx)).long().flatten(1)
+                    idx = flat.unsqueeze(1).expand(-1, cpg, -1)
+                    return torch.gather(chans, 2, idx).view(n, cpg, ho_n, wo_n)
+
+                val = (
+                    ((1 - ly) * (1 - lx)).unsqueeze(1) * corner(0, 0)
+                    + ((1 - ly) * lx).unsqueeze(1) * corner(0, 1)
+                    + (ly * (1 - lx)).unsqueeze(1) * corner(1, 0)
+                    + (ly * lx).unsqueeze(1) * corner(1, 1)
+                )
+                val = val * inside.unsqueeze(1).to(x.dtype)
+                if mask is not None:
+                    val = val * mask[:, g * kk + k].unsqueeze(1)
+                per_k.append(val)
+        samples.append(torch.stack(per_k, 2))
+    cols = torch.cat(samples, 1)  # [N, C, K, Ho, Wo]
+    cols = cols.view(n, groups, c // groups * kk, ho_n * wo_n)
+    wg = weight.reshape(groups, cout // groups, c // groups * kk)
+    out = torch.einsum("gok,ngkp->ngop", wg, cols).reshape(n, cout, ho_n, wo_n)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+def make_case(n, c, cout, h, w, k, stride=1, padding=0, dilation=1, groups=1, dg=1,
+              modulated=True, bias=True, dtype=torch.float64, scale=2.0, seed=0):  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    kh, kw = _pair(k)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    wo = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    offset = torch.randn(n, 2 * dg * kh * kw, ho, wo, generator=gen, dtype=dtype) * scale
+    mask = torch.rand(n, dg * kh * kw, ho, wo, generator=gen, dtype=dtype) if modulated else None
+    weight = torch.randn(cout, c // groups, kh, kw, generator=gen, dtype=dtype)
+    b = torch.randn(cout, generator=gen, dtype=dtype) if bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, deform_groups=dg)
+    return (x, offset, mask, weight, b), kwargs
+
+
+def call_reference(args, kw):
+    x, offset, mask, weight, b = args
+    return reference_deform_conv(x, offset, mask, weight, b, kw["stride"], kw["padding"],
+                                 kw["dilation"], kw["groups"], kw["deform_groups"])  # fmt: skip
+
+
+CONFIGS = [
+    dict(n=2, c=4, cout=6, h=7, w=8, k=3, padding=1),
+    dict(n=3, c=4, cout=4, h=9, w=6, k=(2, 3), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+    dict(n=1, c=6, cout=4, h=8, w=8, k=3, stride=2, padding=2, dilation=2, groups=2, dg=3),
+    dict(n=2, c=4, cout=2, h=5, w=7, k=1, modulated=False, bias=False),
+    dict(n=2, c=8, cout=8, h=6, w=5, k=(3, 1), padding=(1, 0), groups=4, dg=2, modulated=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_forward_backward_match_reference(cfg):
+    args, kw = make_case(**cfg)
+    leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw)
+    ref_leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
+    ref = call_reference(ref_leaves, kw)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    for name, a, r in zip(["input", "offset", "mask", "weight", "bias"], leaves, ref_leaves):
+        if a is None:
+            continue
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_zero_offset_unit_mask_is_conv2d():
+    args, kw = make_case(2, 4, 6, 9, 7, 3, stride=2, padding=1, dilation=1, dtype=torch.float32)
+    x, offset, mask, weight, b = args
+    expected = F.conv2d(x, weight, b, stride=2, padding=1)
+    out = modulated_deform_conv2d(x, torch.zeros_like(offset), torch.ones_like(mask), weight, b,
+                                  **kw)  # fmt: skip
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    out = modulated_deform_conv2d(x, torch.zeros_like(offset), None, weight, b, **kw)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradcheck(seed):
+    args, kw = make_case(2, 4, 2, 5, 4, (2, 3), padding=1, groups=2, dg=2, seed=seed, scale=1.0)
+    x, offset, mask, weight, b = args
+    # Sample positions away from integers (the bilinear kinks): offset = integer + (0.1..0.9).
+    gen = torch.Generator().manual_seed(100 + seed)
+    offset = torch.randint(-2, 2, offset.shape, generator=gen).double()
+    offset += 0.1 + 0.8 * torch.rand(offset.shape, generator=gen, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (x, offset, mask, weight, b)]
+
+    def fn(*t):
+        return modulated_deform_conv2d(*t, **kw, im2col_step=1)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_modules_at_init():
+    x = torch.randn(2, 4, 6, 7)
+    pack = ModulatedDeformConv2dPack(4, 3, 3, padding=1)
+    torch.testing.assert_close(pack(x), 0.5 * F.conv2d(x, pack.weight, None, padding=1)
+                               + pack.bias.view(1, -1, 1, 1) * 1.0, rtol=1e-5, atol=1e-5)  # fmt: skip
+    dcn = DeformConv2d(4, 5, 3, stride=2, padding=1, modulation=False)
+    conv = torch.nn.Conv2d(4, 5, 3, stride=2, padding=1)
+    conv.load_state_dict({"weight": dcn.weight, "bias": dcn.bias})
+    torch.testing.assert_close(dcn(x), conv(x), rtol=1e-5, atol=1e-5)
+    assert dcn.conv_offset.out_channels == 18
+    assert DeformConv2d(4, 5, 3).conv_offset.out_channels == 27
+    simple = DeformableConv2d(4, 8)
+    assert simple(x).shape == (2, 8, 6, 7) and simple.bias is None
+    names = [n for n, _ in simple.named_parameters() if "conv_offset" in n]
+    assert names == ["conv_offset.weight", "conv_offset.bias"]
+    mod = ModulatedDeformConv2d(4, 6, 3, padding=1)
+    off = torch.zeros(2, 18, 6, 7)
+    assert mod(x, off, None).shape == (2, 6, 6, 7)
+
+
+def _grads(args, kw, grad_out=None, **extra):
+    leaves = [a.clone().requires_grad_() if a is not None else None for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw, **extra)
+    out.backward(torch.randn_like(out) if grad_out is None else grad_out)
+    return out, [a.grad if a is not None else None for a in leaves]
+
+
+def test_batch_zero():
+    args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
+    out, grads = _grads(args, kw, grad_out=torch.zeros(0, 6, 5, 5, dtype=torch.float64))
+    assert out.shape == (0, 6, 5, 5)
+    for g, a in zip(grads, args):
+        assert g.shape == a.shape
+    assert torch.count_nonzero(grads[3]) == 0 and torch.count_nonzero(grads[4]) == 0
+
+
+def test_im2col_step_independent():
+    args, kw = make_case(5, 4, 4, 6, 6, 3, padding=1, dg=2)
+    grad_out = torch.randn(5, 4, 6, 6, dtype=torch.float64)
+    out1, grads1 = _grads(args, kw, grad_out, im2col_step=64)
+    for step in (1, 2, 3, 4):
+        out, grads = _grads(args, kw, grad_out, im2col_step=step)
+        torch.testing.assert_close(out, out1, rtol=1e-12, atol=1e-12, msg=f"step {step}")
+        for name, g, g1 in zip(["input", "offset", "mask", "weight", "bias"], grads, grads1):
+            torch.testing.assert_close(g, g1, rtol=1e-12, atol=1e-12, msg=f"{name} step {step}")
+
+
+def test_float32_matches_float64_and_noncontiguous():
+    args, kw = make_case(2, 4, 6, 7, 8, 3, padding=1, dg=2, groups=2)
+    ref = modulated_deform_conv2d(*args, **kw)
+    args32 = [a.float() for a in args]
+    x = args32[0].contiguous(memory_format=torch.channels_last)
+    offset = args32[1].transpose(2, 3).contiguous().transpose(2, 3)
+    out = modulated_deform_conv2d(x, offset, *args32[2:], **kw)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_matches_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    for cfg in CONFIGS[:3]:
+        args, kw = make_case(**{**cfg, "groups": 1}, dtype=torch.float32)
+        x, offset, mask, weight, b = args
+        ours = modulated_deform_conv2d(*args, **kw)
+        theirs = torchvision.ops.deform_conv2d(
+            x, offset, weight, b, stride=kw["stride"], padding=kw["padding"],
+            dilation=kw["dilation"], mask=mask,
+        )  # fmt: skip
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4, msg=str(cfg))
+
+
+# ---------------------------------------------------------------------------------------------
+# Published reference cases (copied from ../shared/reference into tests/data).
+
+
+def _load(name):
+    with open(os.path.join(DATA, name)) as f:
+        return json.load(f)
+
+
+def _close(actual, expected, rtol, atol=1e-8, what=""):
+    actual = actual.detach().double().numpy()
+    expected = np.asarray(expected, dtype=np.float64).reshape(actual.shape)
+    assert np.allclose(actual, expected, rtol, atol), f"{what}: {actual} vs {expected}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mmcv_modulated_pack_case(dtype):
+    case = _load("mmcv_modulated_deform_conv.json")
+    args = case["module_construction"]["args"]
+    tol = case["tolerance"]
+    layer = ModulatedDeformConv2dPack(**args).to(dtype)
+    layer.weight.data.fill_(1.0)
+    x = torch.tensor(case["inputs"]["x"]["value"], dtype=dtype, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    exp = case["expected"]
+    _close(out, exp["output"]["value"], tol["rtol"], tol["atol"], "output")
+    _close(x.grad, exp["input_grad"]["value"], tol["rtol"], tol["atol"], "input_grad")
+    _close(layer.weight.grad, exp["weight_grad"]["value"], tol["rtol"], tol["atol"], "weight")
+    _close(layer.conv_offset.weight.grad, exp["conv_offset_weight_grad"]["value"], tol["rtol"],
+           tol["atol"], "conv_offset.weight")  # fmt: skip
+    _close(layer.conv_offset.bias.grad, exp["conv_offset_bias_grad"]["value"], tol["rtol"],
+           tol["atol"], "conv_offset.bias")  # fmt: skip
+
+
+def test_mmcv_modulated_raw_op_case():
+    case = _load("mmcv_modulated_deform_conv.json")
+    tol = case["tolerance"]
+    derived = case["derived_independently_not_upstream"]
+    x = torch.tensor(case["inputs"]["x"]["value"], dtype=torch.float64, requires_grad=True)
+    offset = torch.zeros(1, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.full((1, 4, 4, 4), 0.5, dtype=torch.float64, requires_grad=True)
+    weight = torch.ones(1, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    out = modulated_deform_conv2d(x, offset, mask, weight, None, padding=1)
+    out.backward(torch.ones_like(out))
+    _close(out, derived["raw_output"], tol["rtol"], tol["atol"], "output")
+    _close(x.grad, derived["raw_grad_input"], tol["rtol"], tol["atol"], "input")
+    _close(weight.grad, derived["raw_grad_weight"], tol["rtol"], tol["atol"], "weight")
+    _close(offset.grad, derived["raw_grad_offset_mmcv_rule"]["value"], tol["rtol"], tol["atol"],
+           "offset")  # fmt: skip
+    _close(mask.grad, derived["raw_grad_mask"]["value"], tol["rtol"], tol["atol"], "mask")
+
+
+@pytest.mark.parametrize("dtype,step", [(torch.float32, 2), (torch.float64, 2), (torch.float64, 3)])
+def test_mmcv_deform_conv_v1_case(dtype, step):
+    case = _load("mmcv_deform_conv_v1.json")
+    inputs, exp = case["inputs"], case["expected"]
+    rtol = case["tolerance"]["rtol_by_case"]["cpu float32" if dtype == torch.float32
+                                             else "float64 (cpu/cuda/mlu)"]  # fmt: skip
+    batch = 10
+    layer = DeformConv2d(1, 1, 2, bias=False, modulation=False).to(dtype)
+    layer.im2col_step = step  # 3 does not divide the batch: must work (mmcv asserts instead)
+    with torch.no_grad():
+        layer.conv_offset.weight.copy_(torch.tensor(inputs["offset_weight"]["value"]).view(8, 1, 2, 2))
+        layer.conv_offset.bias.copy_(torch.tensor(inputs["offset_bias"]["value"]))
+        layer.weight.copy_(torch.tensor(inputs["deform_weight"]["value"]).view(1, 1, 2, 2))
+    x = torch.tensor(inputs["x_single"]["value"], dtype=dtype).repeat(batch, 1, 1, 1)
+    x.requires_grad_()
+    out = layer(x)
+    out.backward(torch.ones_like(out))
+    atol = case["tolerance"]["atol"]
+    _close(out, np.repeat(exp["out"]["value"], batch, 0), rtol, atol, "out")
+    _close(x.grad, np.repeat(exp["x_grad"]["value"], batch, 0), rtol, atol, "x_grad")
+    _close(layer.conv_offset.weight.grad / batch, exp["offset_weight_grad_per_sample"]["value"],
+           rtol, atol, "offset weight")  # fmt: skip
+    _close(layer.conv_offset.bias.grad / batch, exp["offset_bias_grad_per_sample"]["value"], rtol,
+           atol, "offset bias")  # fmt: skip
+    _close(layer.weight.grad / batch, exp["deform_weight_grad_per_sample"]["value"], rtol, atol,
+           "weight")  # fmt: skip
+
+
+def test_detectron2_forward_case():
+    case = _load("detectron2_deformable.json")["case_forward_output"]
+    x = torch.arange(25, dtype=torch.float32).reshape(1, 1, 5, 5)
+    assert x.tolist() == case["input"]["value"]
+    offset = torch.full((1, 18, 5, 5), 0.5)
+    weight = torch.ones(1, 1, 3, 3)
+    expected = np.asarray(case["expected_dcn_v1_output"]["value"], dtype=np.float64)
+    v1 = modulated_deform_conv2d(x, offset, None, weight, None, padding=1)
+    assert np.allclose(v1.numpy()[0, 0], expected, rtol=1e-5, atol=1e-8)
+    v2 = modulated_deform_conv2d(x, offset, torch.full((1, 9, 5, 5), 0.5), weight, None, padding=1)
+    assert np.allclose(v2.numpy()[0, 0], 0.5 * expected, rtol=1e-5, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch integration: opcheck, compile, autocast, double backward.
+
+
+@pytest.mark.parametrize("modulated,bias", [(True, True), (False, False)])
+def test_opcheck(modulated, bias):
+    args, kw = make_case(2, 4, 2, 5, 4, 3, padding=1, dg=2, modulated=modulated, bias=bias,
+                         scale=1.0)  # fmt: skip
+    x, offset, mask, weight, b = args
+    args = [a.requires_grad_() if a is not None else None for a in args]
+    params = (1, 1, 1, 1, 1, 1, 1, 2, 64)
+    torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*args, *params))
+    grad = torch.randn(2, 2, 5, 4, dtype=torch.float64)
+    plain = [a.detach() if a is not None else None for a in args]
+    torch.library.opcheck(torch.ops.detection._modulated_deform_conv2d_backward.default,
+                          (grad, *plain, *params))  # fmt: skip
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    layer = DeformConv2d(2, 3, 3, padding=1)
+    with torch.no_grad():
+        layer.conv_offset.weight.normal_(0, 0.1)
+    x = torch.randn(1, 2, 6, 5, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, layer(x))
+    out.sum().backward()
+    assert x.grad is not None and layer.conv_offset.weight.grad is not None
+
+
+def test_cpu_autocast_runs_in_float32():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = modulated_deform_conv2d(*[a.bfloat16() for a in args], **kw)
+    assert out.dtype == torch.float32
+    ref = modulated_deform_conv2d(*[a.bfloat16().float() for a in args], **kw)
+    torch.testing.assert_close(out, ref)
+
+
+def test_double_backward_raises():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    leaves = [a.requires_grad_() for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw)
+    (gx,) = torch.autograd.grad(out.sum(), leaves[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and non-finite offsets.
+
+
+def _bad(name):
+    args, kw = make_case(2, 4, 4, 5, 5, 3, padding=1, dtype=torch.float32)
+    x, offset, mask, weight, b = args
+    cases = {
+        "input_rank": ((x[0], offset, mask, weight, b), kw, "input must be a 4-D"),
+        "weight_rank": ((x, offset, mask, weight[0], b), kw, "weight must be a 4-D"),
+        "offset_channels": ((x, offset[:, :9], mask, weight, b), kw, "offset must have shape"),
+        "offset_size": ((x, offset[:, :, :4], mask, weight, b), kw, "offset must have shape"),
+        "mask_channels": ((x, offset, torch.cat([mask, mask], 1), weight, b), kw, "mask must have shape"),
+        "bias_shape": ((x, offset, mask, weight, b[:2]), kw, "bias must have shape"),
+        "weight_channels": ((x, offset, mask, weight[:, :2], b), kw, "weight must have C/groups"),
+        "groups": ((x, offset, mask, weight, b), {**kw, "groups": 3}, "divisible by groups"),
+        "deform_groups": ((x, offset, mask, weight, b), {**kw, "deform_groups": 3}, "divisible by deform_groups"),
+        "offset_dtype": ((x, offset.double(), mask, weight, b), kw, "offset must have the same dtype"),
+        "mask_dtype": ((x, offset, mask.double(), weight, b), kw, "mask must have the same dtype"),
+        "int_input": ((x.int(), offset, mask, weight, b), kw, "input must be a floating-point"),
+        "half_on_cpu": ([a.half() for a in (x, offset, mask, weight, b)], kw, "float32 and float64"),
+        "stride": ((x, offset, mask, weight, b), {**kw, "stride": 0}, "stride must be positive"),
+        "kernel_too_big": ((x[:, :, :1, :1], offset, mask, weight, b), {**kw, "padding": 0},
+                           "kernel .* is larger than the padded input"),  # fmt: skip
+        "offset_device": ((x, offset.to("meta"), mask, weight, b), kw, "offset must be on the same device"),
+    }
+    return cases[name]
+
+
+@pytest.mark.parametrize("name", [
+    "input_rank", "weight_rank", "offset_channels", "offset_size", "mask_channels", "bias_shape",
+    "weight_channels", "groups", "deform_groups", "offset_dtype", "mask_dtype", "int_input",
+    "half_on_cpu", "stride", "kernel_too_big", "offset_device",
+])  # fmt: skip
+def test_bad_input_names_argument(name):
+    args, kw, word = _bad(name)
+    with pytest.raises(RuntimeError, match=word):
+        modulated_deform_conv2d(*args, **kw)
+
+
+def test_backward_bad_grad_output():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        torch.ops.detection._modulated_deform_conv2d_backward(
+            torch.zeros(1, 2, 3, 4, dtype=torch.float64), *args, 1, 1, 1, 1, 1, 1, 1, 1, 64
+        )
+
+
+def test_non_finite_offsets():
+    args, kw = make_case(2, 4, 4, 6, 5, 3, padding=1, dg=2)
+    x, offset, mask, weight, b = args
+    gen = torch.Generator().manual_seed(3)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9],
+                            dtype=torch.float64)  # fmt: skip
+    pick = torch.rand(offset.shape, generator=gen) < 0.3
+    which = torch.randint(0, len(specials), offset.shape, generator=gen)
+    offset = torch.where(pick, specials[which], offset)
+    args = (x, offset, mask, weight, b)
+    out, grads = _grads(args, kw)
+    assert torch.isfinite(out).all()
+    for g in grads:
+        assert torch.isfinite(g).all()
+    torch.testing.assert_close(out, call_reference(args, kw), rtol=1e-10, atol=1e-10)
+    for dtype in (torch.float32,):
+        out32 = modulated_deform_conv2d(*[a.to(dtype) for a in args], **kw)
+        assert torch.isfinite(out32).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Without the compiled library.
+
+
+def test_missing_library_raises_build_hint(monkeypatch):
+    monkeypatch.setattr(_ext, "HAS_OPS", False)
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    with pytest.raises(RuntimeError, match="not built"):
+        modulated_deform_conv2d(*args, **kw)
+
+
+def test_import_without_compiled_library():
+    code = (
+        "import torch\n"
+        "def fail(path):\n"
+        "    raise OSError('simulated: library missing')\n"
+        "torch.ops.load_library = fail\n"
+        "import detection, detection.layers as L\n"
+        "assert not detection.HAS_OPS\n"
+        "layer = L.DeformConv2d(2, 2, 3, padding=1)\n"
+        "try:\n"
+        "    layer(torch.zeros(1, 2, 4, 4))\n"
+        "except RuntimeError as e:\n"
+        "    assert 'pip install' in str(e), str(e)\n"
+        "    print('HINT-OK')\n"
+    )
+    root = os.path.dirname(os.path.dirname(DATA))
+    env = {**os.environ, "PYTHONPATH": root}
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and "HINT-OK" in res.stdout, res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU): parity with the CPU kernel for every dtype, forward and backward.
+
+CUDA_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", list(CUDA_TOL))
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_cuda_matches_cpu(cfg, dtype):
+    assert _ext.cuda_compiled(), "the library was built without its CUDA kernels"
+    args, kw = make_case(**cfg, scale=1.5)
+    args = [a.to(dtype).double() if a is not None else None for a in args]  # representable
+    out = modulated_deform_conv2d(*args, **kw)
+    grad_out = torch.randn_like(out).to(dtype).double()
+    out_cpu, grads_cpu = _grads(args, kw, grad_out)
+    cuda_args = [a.to("cuda", dtype) if a is not None else None for a in args]
+    out, grads = _grads(cuda_args, kw, grad_out.to("cuda", dtype))
+    tol = CUDA_TOL[dtype]
+    scale = out_cpu.abs().max().item() + 1
+    torch.testing.assert_close(out.double().cpu(), out_cpu, rtol=tol, atol=tol * scale)
+    for name, g, gc in zip(["input", "offset", "mask", "weight", "bias"], grads, grads_cpu):
+        if g is None:
+            continue
+        assert g.dtype == dtype, name
+        s = gc.abs().max().item() + 1
+        torch.testing.assert_close(g.double().cpu(), gc, rtol=tol, atol=tol * s, msg=name)
+
+
+@pytest.mark.cuda
+def test_cuda_autocast_and_reference_case():
+    layer = ModulatedDeformConv2dPack(1, 1, (2, 2), padding=1, bias=False).cuda()
+    layer.weight.data.fill_(1.0)
+    case = _load("mmcv_modulated_deform_conv.json")
+    x = torch.tensor(case["inputs"]["x"]["value"], device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = layer(x)
+    assert out.dtype == torch.float16
+    out.float().sum().backward()
+    _close(out.float().cpu(), case["expected"]["output"]["value"], 1e-2, 1e-8, "output")
+    _close(x.grad.cpu(), case["expected"]["input_grad"]["value"], 1e-2, 1e-8, "input_grad")
+
+
+@pytest.mark.cuda
+def test_cuda_device_mismatch():
+    args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
+    x, offset, mask, weight, b = args
+    with pytest.raises(RuntimeError, match="offset"):
+        modulated_deform_conv2d(x.cuda(), offset, mask.cuda(), weight.cuda(), b.cuda(), **kw)
