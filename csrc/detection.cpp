@@ -28,4 +28,22 @@ int64_t cuda_version() {
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   // Schemas of the ops are added below by their owners (deformable conv, RoI ops).
+  // RoI ops (csrc/roi_align, csrc/deform_roi_pool, csrc/nms; semantics in detection/layers/).
+  m.def(
+      "modulated_deform_roi_pool(Tensor input, Tensor rois, Tensor? offset, Tensor? mask, "
+      "int pooled_height, int pooled_width, float spatial_scale, int sampling_ratio, "
+      "float gamma) -> Tensor");
+  m.def(
+      "_modulated_deform_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, "
+      "Tensor? offset, Tensor? mask, int pooled_height, int pooled_width, float spatial_scale, "
+      "int sampling_ratio, float gamma) -> (Tensor grad_input, Tensor grad_offset, "
+      "Tensor grad_mask)");
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
+  m.def("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor");
 }
