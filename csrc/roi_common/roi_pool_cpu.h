@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "roi_common/roi_sampling.h"
@@ -24,6 +25,14 @@ struct PoolArgs {
   bool aligned;
   double gamma;
 };
+
+// at::parallel_for grain (items per task) so that each task holds about at::internal::GRAIN_SIZE
+// sample evaluations: tiny calls (tests, single RoIs) stay on the calling thread, where waking
+// the OpenMP team would cost far more than the work.
+inline int64_t grain_for(int64_t work_per_item) {
+  const int64_t w = work_per_item > 0 ? work_per_item : 1;
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / w);
+}
 
 // Per-RoI sample table: for each bin, its grid_h row samples and grid_w column samples.
 template <typename T>
@@ -66,7 +75,7 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
   using T = scalar_t;
   const int64_t bins = a.pooled_h * a.pooled_w;
   const int64_t plane = static_cast<int64_t>(height) * width;
-  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
@@ -98,7 +107,7 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
   using T = scalar_t;
   const int64_t bins = a.pooled_h * a.pooled_w;
   const int64_t plane = static_cast<int64_t>(height) * width;
-  at::parallel_for(0, channels, 1, [&](int64_t c_begin, int64_t c_end) {
+  at::parallel_for(0, channels, grain_for(num_rois * bins * 4), [&](int64_t c_begin, int64_t c_end) {
     RoISamples<T> s;
     for (int64_t r = 0; r < num_rois; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
@@ -138,7 +147,7 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
   const int64_t bins = a.pooled_h * a.pooled_w;
   const int64_t plane = static_cast<int64_t>(height) * width;
   const T gamma = static_cast<T>(a.gamma);
-  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_rois, grain_for(channels * bins * 8), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
