@@ -27,7 +27,6 @@ int64_t cuda_version() {
 
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
-  // Schemas of the ops are added below by their owners (deformable conv, RoI ops).
   // Modulated deformable convolution (DCNv2; DCNv1 when mask is None): CONVENTIONS.md.
   m.def(
       "modulated_deform_conv2d(Tensor input, Tensor offset, Tensor? mask, Tensor weight, "
@@ -40,4 +39,23 @@ TORCH_LIBRARY(detection, m) {
       "Tensor? mask, Tensor weight, Tensor? bias, int stride_h, int stride_w, int pad_h, "
       "int pad_w, int dilation_h, int dilation_w, int groups, int deform_groups, "
       "int im2col_step) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // RoI ops (csrc/roi_align, csrc/deform_roi_pool, csrc/nms; semantics in detection/layers/).
+  m.def(
+      "modulated_deform_roi_pool(Tensor input, Tensor rois, Tensor? offset, Tensor? mask, "
+      "int pooled_height, int pooled_width, float spatial_scale, int sampling_ratio, "
+      "float gamma) -> Tensor");
+  m.def(
+      "_modulated_deform_roi_pool_backward(Tensor grad, Tensor input, Tensor rois, "
+      "Tensor? offset, Tensor? mask, int pooled_height, int pooled_width, float spatial_scale, "
+      "int sampling_ratio, float gamma) -> (Tensor grad_input, Tensor grad_offset, "
+      "Tensor grad_mask)");
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
+  m.def("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor");
 }

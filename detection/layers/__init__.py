@@ -8,5 +8,13 @@ from detection.layers.deform_conv import (
     ModulatedDeformConv2dPack,
     modulated_deform_conv2d,
 )
+from detection.layers.deform_roi_pool import (
+    DeformRoIPoolPack,
+    ModulatedDeformRoIPool,
+    ModulatedDeformRoIPoolPack,
+    modulated_deform_roi_pool,
+)
 from detection.layers.misc import Conv2d, ConvTranspose2d, Linear
+from detection.layers.nms import batched_nms, nms
 from detection.layers.norm import get_norm
+from detection.layers.roi_align import RoIAlign, roi_align

@@ -1,0 +1,113 @@
+// detection::modulated_deform_roi_pool and its backward, CPU (float32, float64).
+// Semantics (CONVENTIONS.md): RoIAlign with aligned=True whose bins are shifted by
+// (gamma * roi_w * offset[r, 0], gamma * roi_h * offset[r, 1]) and multiplied by mask[r, 0].
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "roi_common/roi_checks.h"
+#include "roi_common/roi_pool_cpu.h"
+
+namespace detection {
+namespace {
+
+const at::Tensor* defined_or_null(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? &*t : nullptr;
+}
+
+void check_deform_args(const at::Tensor& input, const at::Tensor& rois,
+                       const c10::optional<at::Tensor>& offset,
+                       const c10::optional<at::Tensor>& mask, int64_t pooled_height,
+                       int64_t pooled_width, int64_t sampling_ratio, const char* op) {
+  roi::check_input_and_rois(input, rois, op);
+  roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_per_bin(offset, "offset", 2, input, rois.size(0), pooled_height, pooled_width, op);
+  roi::check_per_bin(mask, "mask", 1, input, rois.size(0), pooled_height, pooled_width, op);
+}
+
+at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                       const c10::optional<at::Tensor>& offset,
+                                       const c10::optional<at::Tensor>& mask,
+                                       int64_t pooled_height, int64_t pooled_width,
+                                       double spatial_scale, int64_t sampling_ratio,
+                                       double gamma) {
+  const char* op = "modulated_deform_roi_pool";
+  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
+  if (num_rois == 0 || input.numel() == 0) return output;
+  const auto input_c = input.contiguous();
+  const auto rois_c = roi::rois_for_kernel(rois, input);
+  const auto* off = defined_or_null(offset);
+  const auto* msk = defined_or_null(mask);
+  const auto off_c = off ? off->contiguous() : at::Tensor();
+  const auto msk_c = msk ? msk->contiguous() : at::Tensor();
+  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true,
+                           gamma};
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_forward_cpu", [&] {
+    roi::roi_pool_forward_cpu<scalar_t>(
+        input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
+        off ? off_c.const_data_ptr<scalar_t>() : nullptr,
+        msk ? msk_c.const_data_ptr<scalar_t>() : nullptr, output.mutable_data_ptr<scalar_t>(),
+        num_rois, channels, static_cast<int>(input.size(2)), static_cast<int>(input.size(3)),
+        args);
+  });
+  return output;
+}
+
+// grad_offset / grad_mask have offset's / mask's shape, or shape [0] when that input is None.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+    const c10::optional<at::Tensor>& offset, const c10::optional<at::Tensor>& mask,
+    int64_t pooled_height, int64_t pooled_width, double spatial_scale, int64_t sampling_ratio,
+    double gamma) {
+  const char* op = "_modulated_deform_roi_pool_backward";
+  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  const int64_t num_rois = rois.size(0), channels = input.size(1);
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+              op, ": grad must have shape [R, C, pooled_height, pooled_width], got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == input.scalar_type() && grad.device() == input.device(), op,
+              ": grad must have input's dtype and device");
+  const auto* off = defined_or_null(offset);
+  const auto* msk = defined_or_null(mask);
+  auto grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
+  auto grad_offset = off ? at::zeros_like(*off, at::MemoryFormat::Contiguous)
+                         : at::zeros({0}, input.options());
+  auto grad_mask = msk ? at::zeros_like(*msk, at::MemoryFormat::Contiguous)
+                       : at::zeros({0}, input.options());
+  if (num_rois == 0 || input.numel() == 0) return {grad_input, grad_offset, grad_mask};
+  const auto grad_c = grad.contiguous();
+  const auto input_c = input.contiguous();
+  const auto rois_c = roi::rois_for_kernel(rois, input);
+  const auto off_c = off ? off->contiguous() : at::Tensor();
+  const auto msk_c = msk ? msk->contiguous() : at::Tensor();
+  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true,
+                           gamma};
+  const int height = static_cast<int>(input.size(2)), width = static_cast<int>(input.size(3));
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_backward_cpu", [&] {
+    const scalar_t* off_p = off ? off_c.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* msk_p = msk ? msk_c.const_data_ptr<scalar_t>() : nullptr;
+    roi::roi_pool_backward_input_cpu<scalar_t>(
+        grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), off_p, msk_p,
+        grad_input.mutable_data_ptr<scalar_t>(), num_rois, channels, height, width, args);
+    if (off || msk) {
+      roi::roi_pool_backward_offset_mask_cpu<scalar_t>(
+          grad_c.const_data_ptr<scalar_t>(), input_c.const_data_ptr<scalar_t>(),
+          rois_c.const_data_ptr<scalar_t>(), off_p, msk_p,
+          off ? grad_offset.mutable_data_ptr<scalar_t>() : nullptr,
+          msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, num_rois, channels, height,
+          width, args);
+    }
+  });
+  return {grad_input, grad_offset, grad_mask};
+}
+
+}  // namespace
+}  // namespace detection
+
+TORCH_LIBRARY_IMPL(detection, CPU, m) {
+  m.impl("modulated_deform_roi_pool", &detection::deform_roi_pool_forward_cpu);
+  m.impl("_modulated_deform_roi_pool_backward", &detection::deform_roi_pool_backward_cpu);
+}

@@ -1,0 +1,190 @@
+// CPU implementation shared by roi_align and modulated_deform_roi_pool: RoIAlign sampling with an
+// optional per-bin offset (bin start moved by gamma * roi_size * offset, x first) and an optional
+// per-bin mask. roi_align is the special case offset = mask = null.
+//
+// Parallelism without float atomics: the forward runs over RoIs; the input gradient runs over
+// channels (each thread owns whole input planes); the offset/mask gradients run over RoIs (each
+// thread owns its RoIs' bins and reads the input).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "roi_common/roi_sampling.h"
+
+namespace detection {
+namespace roi {
+
+struct PoolArgs {
+  int64_t pooled_h, pooled_w;
+  double spatial_scale;
+  int64_t sampling_ratio;
+  bool aligned;
+  double gamma;
+};
+
+// at::parallel_for grain (items per task) so that each task holds about at::internal::GRAIN_SIZE
+// sample evaluations: tiny calls (tests, single RoIs) stay on the calling thread, where waking
+// the OpenMP team would cost far more than the work.
+inline int64_t grain_for(int64_t work_per_item) {
+  const int64_t w = work_per_item > 0 ? work_per_item : 1;
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / w);
+}
+
+// Per-RoI sample table: for each bin, its grid_h row samples and grid_w column samples.
+template <typename T>
+struct RoISamples {
+  RoIGeometry<T> g;
+  std::vector<AxisSample<T>> ys, xs;  // [bins * grid_h], [bins * grid_w]
+
+  template <typename scalar_t>
+  void build(const T* roi, const scalar_t* offset, int height, int width, const PoolArgs& a) {
+    const int ph_n = static_cast<int>(a.pooled_h), pw_n = static_cast<int>(a.pooled_w);
+    g = roi_geometry<T>(roi, static_cast<T>(a.spatial_scale), ph_n, pw_n,
+                        static_cast<int>(a.sampling_ratio), a.aligned);
+    const int bins = ph_n * pw_n;
+    ys.resize(static_cast<size_t>(bins) * g.grid_h);
+    xs.resize(static_cast<size_t>(bins) * g.grid_w);
+    const T gamma = static_cast<T>(a.gamma);
+    for (int ph = 0; ph < ph_n; ++ph) {
+      for (int pw = 0; pw < pw_n; ++pw) {
+        const int bin = ph * pw_n + pw;
+        T dx = 0, dy = 0;
+        if (offset != nullptr) {
+          dx = gamma * g.roi_w * static_cast<T>(offset[bin]);
+          dy = gamma * g.roi_h * static_cast<T>(offset[bins + bin]);
+        }
+        for (int iy = 0; iy < g.grid_h; ++iy)
+          ys[bin * g.grid_h + iy] = axis_sample<T>(height, sample_y<T>(g, ph, dy, iy));
+        for (int ix = 0; ix < g.grid_w; ++ix)
+          xs[bin * g.grid_w + ix] = axis_sample<T>(width, sample_x<T>(g, pw, dx, ix));
+      }
+    }
+  }
+};
+
+// output[R, C, ph, pw]; rois in T (float or double); offset [R, 2, ph, pw] / mask [R, 1, ph, pw]
+// may be null.
+template <typename scalar_t>
+void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const scalar_t* offset,
+                          const scalar_t* mask, scalar_t* output, int64_t num_rois,
+                          int64_t channels, int height, int width, const PoolArgs& a) {
+  using T = scalar_t;
+  const int64_t bins = a.pooled_h * a.pooled_w;
+  const int64_t plane = static_cast<int64_t>(height) * width;
+  at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
+    RoISamples<T> s;
+    for (int64_t r = begin; r < end; ++r) {
+      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      const T* input_n = input + s.g.batch * channels * plane;
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* p = input_n + c * plane;
+        T* out = output + (r * channels + c) * bins;
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          T acc = 0;
+          for (int iy = 0; iy < s.g.grid_h; ++iy) {
+            const auto& ay = s.ys[bin * s.g.grid_h + iy];
+            for (int ix = 0; ix < s.g.grid_w; ++ix)
+              acc += sample<T>(p, width, ay, s.xs[bin * s.g.grid_w + ix]);
+          }
+          acc /= s.g.count;
+          out[bin] = mask ? acc * mask[r * bins + bin] : acc;
+        }
+      }
+    }
+  });
+}
+
+// grad_input[N, C, H, W] (zero-initialised by the caller) from grad[R, C, ph, pw].
+template <typename scalar_t>
+void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
+                                 const scalar_t* offset, const scalar_t* mask,
+                                 scalar_t* grad_input, int64_t num_rois, int64_t channels,
+                                 int height, int width, const PoolArgs& a) {
+  using T = scalar_t;
+  const int64_t bins = a.pooled_h * a.pooled_w;
+  const int64_t plane = static_cast<int64_t>(height) * width;
+  at::parallel_for(0, channels, grain_for(num_rois * bins * 4), [&](int64_t c_begin, int64_t c_end) {
+    RoISamples<T> s;
+    for (int64_t r = 0; r < num_rois; ++r) {
+      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        T* gp = grad_input + (s.g.batch * channels + c) * plane;
+        const T* go = grad + (r * channels + c) * bins;
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          T gbin = go[bin] / s.g.count;
+          if (mask) gbin *= mask[r * bins + bin];
+          for (int iy = 0; iy < s.g.grid_h; ++iy) {
+            const auto& ay = s.ys[bin * s.g.grid_h + iy];
+            if (!ay.valid) continue;
+            for (int ix = 0; ix < s.g.grid_w; ++ix) {
+              const auto& ax = s.xs[bin * s.g.grid_w + ix];
+              if (!ax.valid) continue;
+              gp[ay.low * width + ax.low] += (ay.h * ax.h) * gbin;
+              gp[ay.low * width + ax.high] += (ay.h * ax.l) * gbin;
+              gp[ay.high * width + ax.low] += (ay.l * ax.h) * gbin;
+              gp[ay.high * width + ax.high] += (ay.l * ax.l) * gbin;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// grad_offset[R, 2, ph, pw] (when offset is given) and grad_mask[R, 1, ph, pw] (when mask is
+// given), summed over channels; each thread owns its RoIs.
+template <typename scalar_t>
+void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* input,
+                                       const scalar_t* rois, const scalar_t* offset,
+                                       const scalar_t* mask, scalar_t* grad_offset,
+                                       scalar_t* grad_mask, int64_t num_rois, int64_t channels,
+                                       int height, int width, const PoolArgs& a) {
+  using T = scalar_t;
+  const int64_t bins = a.pooled_h * a.pooled_w;
+  const int64_t plane = static_cast<int64_t>(height) * width;
+  const T gamma = static_cast<T>(a.gamma);
+  at::parallel_for(0, num_rois, grain_for(channels * bins * 8), [&](int64_t begin, int64_t end) {
+    RoISamples<T> s;
+    for (int64_t r = begin; r < end; ++r) {
+      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      const T* input_n = input + s.g.batch * channels * plane;
+      for (int64_t bin = 0; bin < bins; ++bin) {
+        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
+        T sum_gx = 0, sum_gy = 0, sum_gm = 0;
+        for (int64_t c = 0; c < channels; ++c) {
+          const T* p = input_n + c * plane;
+          const T go = grad[(r * channels + c) * bins + bin];
+          T val = 0, dx = 0, dy = 0;
+          for (int iy = 0; iy < s.g.grid_h; ++iy) {
+            const auto& ay = s.ys[bin * s.g.grid_h + iy];
+            for (int ix = 0; ix < s.g.grid_w; ++ix) {
+              const auto& ax = s.xs[bin * s.g.grid_w + ix];
+              if (grad_mask) val += sample<T>(p, width, ay, ax);
+              if (grad_offset) {
+                T gx, gy;
+                sample_grad_xy<T>(p, width, ay, ax, &gx, &gy);
+                dx += gx;
+                dy += gy;
+              }
+            }
+          }
+          sum_gm += go * (val / s.g.count);
+          sum_gx += go * dx;
+          sum_gy += go * dy;
+        }
+        if (grad_mask) grad_mask[r * bins + bin] = sum_gm;
+        if (grad_offset) {
+          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx / s.g.count;
+          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy / s.g.count;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace roi
+}  // namespace detection

@@ -1,0 +1,144 @@
+// RoIAlign-style sampling shared by roi_align and modulated_deform_roi_pool, CPU and CUDA.
+//
+// Conventions (../shared/reference/CONVENTIONS.md):
+//  * rois are (batch_index, x1, y1, x2, y2) in input-image pixels; the box in feature
+//    coordinates is `x * spatial_scale - 0.5` when aligned (no rounding, no minimum size), or
+//    `x * spatial_scale` with the box size clamped to at least 1 in legacy (aligned=False) mode.
+//  * each bin averages grid_h x grid_w samples at `(i + 0.5) * bin / grid` inside the bin;
+//    grid = sampling_ratio, or ceil(roi_size / pooled_size) when sampling_ratio is 0.
+//  * boundary: a sample with y < -1, y > H, x < -1 or x > W reads 0 (and still counts in the
+//    average); otherwise the coordinate is clamped into [0, H-1] x [0, W-1] and interpolated
+//    bilinearly.
+// All arithmetic is done in `T`, the accumulation ("opmath") type: float for half/bfloat16/float,
+// double for double.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace detection {
+namespace roi {
+
+// Geometry of one RoI: start corner, size, bin size and sampling grid.
+template <typename T>
+struct RoIGeometry {
+  int64_t batch;  // batch index (validated by the caller)
+  T start_w, start_h, roi_w, roi_h, bin_w, bin_h;
+  int grid_h, grid_w;
+  T count;  // number of samples per bin, at least 1
+};
+
+template <typename T>
+C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale, int pooled_h,
+                                                   int pooled_w, int sampling_ratio,
+                                                   bool aligned) {
+  RoIGeometry<T> g;
+  g.batch = static_cast<int64_t>(roi[0]);
+  const T shift = aligned ? static_cast<T>(0.5) : static_cast<T>(0);
+  g.start_w = roi[1] * spatial_scale - shift;
+  g.start_h = roi[2] * spatial_scale - shift;
+  const T end_w = roi[3] * spatial_scale - shift;
+  const T end_h = roi[4] * spatial_scale - shift;
+  g.roi_w = end_w - g.start_w;
+  g.roi_h = end_h - g.start_h;
+  if (!aligned) {  // legacy: boxes at least one pixel large
+    g.roi_w = g.roi_w > static_cast<T>(1) ? g.roi_w : static_cast<T>(1);
+    g.roi_h = g.roi_h > static_cast<T>(1) ? g.roi_h : static_cast<T>(1);
+  }
+  g.bin_h = g.roi_h / static_cast<T>(pooled_h);
+  g.bin_w = g.roi_w / static_cast<T>(pooled_w);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_h / pooled_h));
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_w / pooled_w));
+  const int n = g.grid_h * g.grid_w;
+  g.count = static_cast<T>(n > 1 ? n : 1);
+  return g;
+}
+
+// One coordinate of a bilinear sample along an axis of `size` pixels: the two neighbouring
+// indices (clamped), their weights, and the unclamped coordinate (for the offset gradient).
+// `valid` is false outside the band [-1, size]: such a sample reads 0.
+template <typename T>
+struct AxisSample {
+  int low, high;
+  T l, h;     // weights of `high` and `low`: l = coord - low (after clamping), h = 1 - l
+  T coord;    // the unclamped coordinate
+  bool valid;
+};
+
+template <typename T>
+C10_HOST_DEVICE inline AxisSample<T> axis_sample(int size, T v) {
+  AxisSample<T> a;
+  a.coord = v;
+  if (v < static_cast<T>(-1) || v > static_cast<T>(size) || size <= 0) {
+    a.low = a.high = 0;
+    a.l = a.h = static_cast<T>(0);
+    a.valid = false;
+    return a;
+  }
+  if (v <= static_cast<T>(0)) v = static_cast<T>(0);
+  a.low = static_cast<int>(v);
+  if (a.low >= size - 1) {
+    a.low = a.high = size - 1;
+    v = static_cast<T>(a.low);
+  } else {
+    a.high = a.low + 1;
+  }
+  a.l = v - static_cast<T>(a.low);
+  a.h = static_cast<T>(1) - a.l;
+  a.valid = true;
+  return a;
+}
+
+// Bilinear sample of one row-major plane of width `width`, y along rows and x along columns.
+// Weights are formed as (hy * hx) * v_ll + ... in this order on every backend.
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline T sample(const scalar_t* plane, int width, const AxisSample<T>& ay,
+                                const AxisSample<T>& ax) {
+  if (!(ay.valid && ax.valid)) return static_cast<T>(0);
+  const T v_ll = static_cast<T>(plane[ay.low * width + ax.low]);
+  const T v_lh = static_cast<T>(plane[ay.low * width + ax.high]);
+  const T v_hl = static_cast<T>(plane[ay.high * width + ax.low]);
+  const T v_hh = static_cast<T>(plane[ay.high * width + ax.high]);
+  return (ay.h * ax.h) * v_ll + (ay.h * ax.l) * v_lh + (ay.l * ax.h) * v_hl + (ay.l * ax.l) * v_hh;
+}
+
+// Derivatives of the sampled value with respect to the sample coordinates x and y, using the
+// (clamped) corner indices but the unclamped coordinate, as the reference operator does: inside
+// the clamped border bands this is an extrapolated, not an exact, derivative. 0 when invalid.
+template <typename T, typename scalar_t>
+C10_HOST_DEVICE inline void sample_grad_xy(const scalar_t* plane, int width,
+                                           const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                           T* dval_dx, T* dval_dy) {
+  if (!(ay.valid && ax.valid)) {
+    *dval_dx = static_cast<T>(0);
+    *dval_dy = static_cast<T>(0);
+    return;
+  }
+  const T v_ll = static_cast<T>(plane[ay.low * width + ax.low]);
+  const T v_lh = static_cast<T>(plane[ay.low * width + ax.high]);
+  const T v_hl = static_cast<T>(plane[ay.high * width + ax.low]);
+  const T v_hh = static_cast<T>(plane[ay.high * width + ax.high]);
+  const T y = ay.coord, x = ax.coord;
+  const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
+  const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);
+  *dval_dx = v_hh * (y - yl) + v_lh * (yh - y) + v_hl * (yl - y) + v_ll * (y - yh);
+  *dval_dy = v_hh * (x - xl) + v_hl * (xh - x) + v_lh * (xl - x) + v_ll * (x - xh);
+}
+
+// Sample coordinates of sample (iy, ix) of bin (ph, pw), the bin start shifted by (dx, dy).
+template <typename T>
+C10_HOST_DEVICE inline T sample_y(const RoIGeometry<T>& g, int ph, T dy, int iy) {
+  return g.start_h + dy + ph * g.bin_h +
+         (static_cast<T>(iy) + static_cast<T>(0.5)) * g.bin_h / static_cast<T>(g.grid_h);
+}
+
+template <typename T>
+C10_HOST_DEVICE inline T sample_x(const RoIGeometry<T>& g, int pw, T dx, int ix) {
+  return g.start_w + dx + pw * g.bin_w +
+         (static_cast<T>(ix) + static_cast<T>(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
+}
+
+}  // namespace roi
+}  // namespace detection

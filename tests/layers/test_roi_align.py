@@ -1,0 +1,159 @@
+"""roi_align against torchvision.ops.roi_align (both alignments, forward and backward), gradcheck,
+edge cases, the module, opcheck and error messages."""
+
+import pytest
+import torch
+import torchvision
+
+from detection import _ext
+from detection.layers import RoIAlign, roi_align
+
+pytestmark = pytest.mark.skipif(not _ext.HAS_OPS, reason="detection._C not built")
+
+
+def _random_rois(num_rois, n_img, width, height, seed, outside=0.0, dtype=torch.float64):
+    """(b, x1, y1, x2, y2) in image pixels over a width x height image, reaching `outside` px
+    beyond every border."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num_rois, 4, generator=g, dtype=torch.float64)
+    xy[:, 0::2] = xy[:, 0::2] * (width + 2 * outside) - outside
+    xy[:, 1::2] = xy[:, 1::2] * (height + 2 * outside) - outside
+    x1, x2 = torch.minimum(xy[:, 0], xy[:, 2]), torch.maximum(xy[:, 0], xy[:, 2])
+    y1, y2 = torch.minimum(xy[:, 1], xy[:, 3]), torch.maximum(xy[:, 1], xy[:, 3])
+    b = torch.randint(0, n_img, (num_rois,), generator=g).double()
+    return torch.stack([b, x1, y1, x2, y2], dim=1).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2])
+def test_matches_torchvision_forward_backward(aligned, sampling_ratio, dtype):
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(3, 4, 12, 15, generator=g).to(dtype)
+        rois = _random_rois(25, 3, 30, 24, seed, outside=4.0, dtype=dtype)
+        size, scale = (3, 4) if seed % 2 else (5, 5), 0.5
+        x1 = x.clone().requires_grad_()
+        x2 = x.clone().requires_grad_()
+        ours = roi_align(x1, rois, size, scale, sampling_ratio, aligned)
+        ref = torchvision.ops.roi_align(x2, rois, size, scale, sampling_ratio, aligned)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ours, ref, **tol)
+        grad = torch.randn(ours.shape, generator=g).to(dtype)
+        ours.backward(grad)
+        ref.backward(grad)
+        torch.testing.assert_close(x1.grad, x2.grad, **tol)
+
+
+def test_list_of_boxes_matches_tensor_rois():
+    x = torch.randn(2, 3, 10, 10)
+    boxes = [torch.tensor([[1.0, 1.0, 6.0, 5.0], [0.0, 2.0, 9.0, 9.0]]), torch.tensor([[2.5, 3.5, 4.0, 8.0]])]
+    ours = roi_align(x, boxes, 2, 1.0, 2)
+    ref = torchvision.ops.roi_align(x, boxes, 2, 1.0, 2, True)
+    torch.testing.assert_close(ours, ref)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [0, 0.0, 2.0, 9.0, 9.0], [1, 2.5, 3.5, 4.0, 8.0]])
+    torch.testing.assert_close(roi_align(x, rois, 2, 1.0, 2), ours, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_gradcheck(aligned):
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 2, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+        rois = _random_rois(4, 2, 16, 14, seed, outside=2.0)
+        assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (2, 3), 0.5, 2, aligned), (x,))
+
+
+def test_edge_cases_outside_degenerate_zero_rois():
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, -20.0, -20.0, -10.0, -10.0], [0, 30.0, 1.0, 40.0, 5.0], [0, -3.0, -3.0, 3.0, 3.0],
+         [0, 2.0, 2.0, 2.0, 2.0], [0, 5.5, 5.5, 9.0, 9.0]], dtype=torch.float64)
+    for aligned in (True, False):
+        for sr in (0, 2):
+            ours = roi_align(x, rois, 3, 1.0, sr, aligned)
+            ref = torchvision.ops.roi_align(x, rois, 3, 1.0, sr, aligned)
+            torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+            assert torch.all(ours[:2] == 0)
+    empty = roi_align(x.requires_grad_(), torch.zeros(0, 5, dtype=torch.float64), 3)
+    assert empty.shape == (0, 2, 3, 3)
+    empty.sum().backward()
+    assert torch.all(x.grad == 0)
+
+
+def test_module():
+    module = RoIAlign((7, 7), spatial_scale=0.25, sampling_ratio=2)
+    assert module.aligned and "aligned=True" in repr(module)
+    x = torch.randn(2, 3, 20, 20)
+    rois = _random_rois(6, 2, 80, 80, seed=1, dtype=torch.float32)
+    torch.testing.assert_close(module(x, rois), roi_align(x, rois, 7, 0.25, 2, True))
+
+
+def test_opcheck():
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    rois = _random_rois(5, 2, 16, 18, seed=3, outside=1.0)
+    for aligned in (True, False):
+        torch.library.opcheck(torch.ops.detection.roi_align.default, (x, rois, 0.5, 2, 3, 2, aligned))
+    grad = torch.randn(5, 3, 2, 3, dtype=torch.float64)
+    torch.library.opcheck(
+        torch.ops.detection._roi_align_backward.default, (grad, rois, 0.5, 2, 3, 2, 3, 9, 8, 0, True)
+    )
+
+
+def test_double_backward_raises():
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 0.5, 3.5, 3.2]], dtype=torch.float64)
+    out = roi_align(x, rois, 2)
+    v = torch.ones_like(out, requires_grad=True)  # the input gradient is linear in grad_output
+    (g,) = torch.autograd.grad(out, x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+def test_autocast_runs_in_float32():
+    x = torch.randn(1, 2, 6, 6)
+    rois = torch.tensor([[0, 0.5, 0.5, 3.5, 3.2]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = roi_align(x.bfloat16(), rois, 2)
+    assert out.dtype == torch.float32
+
+
+def test_bad_input_raises_clear_errors():
+    x = torch.randn(2, 2, 6, 6)
+    with pytest.raises(ValueError, match=r"Tensor\[R, 5\]"):
+        roi_align(x, torch.zeros(3, 4), 2)
+    with pytest.raises(ValueError, match=r"rois\[1\] must be a Tensor\[Ri, 4\]"):
+        roi_align(x, [torch.zeros(1, 4), torch.zeros(1, 5)], 2)
+    with pytest.raises(RuntimeError, match=r"rois must be a Tensor\[R, 5\]"):
+        torch.ops.detection.roi_align(x, torch.zeros(3, 6), 1.0, 2, 2, 0, True)
+    with pytest.raises(RuntimeError, match="batch index"):
+        roi_align(x, torch.tensor([[5, 0.0, 0.0, 2.0, 2.0]]), 2)
+    with pytest.raises(RuntimeError, match="batch index"):
+        roi_align(x, torch.tensor([[float("nan"), 0.0, 0.0, 2.0, 2.0]]), 2)
+    with pytest.raises(RuntimeError, match="input must be a 4-D"):
+        roi_align(x[0], torch.zeros(0, 5), 2)
+    with pytest.raises(RuntimeError, match="sampling_ratio"):
+        roi_align(x, torch.zeros(0, 5), 2, sampling_ratio=-1)
+    with pytest.raises(RuntimeError, match="input must be a floating"):
+        roi_align(x.long(), torch.zeros(0, 5), 2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_cuda_matches_torchvision(aligned, dtype):
+    x = torch.randn(2, 8, 20, 25, device="cuda")
+    rois = _random_rois(64, 2, 50, 40, seed=5, outside=3.0, dtype=torch.float32).cuda()
+    xd = x.to(dtype).requires_grad_()
+    ours = roi_align(xd, rois.to(dtype), 7, 0.5, 0, aligned)
+    xr = x.double().requires_grad_()
+    ref = torchvision.ops.roi_align(xr, rois.double(), 7, 0.5, 0, aligned)
+    tol = {torch.float32: 1e-4, torch.float64: 1e-10}.get(dtype, 3e-2)
+    torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol)
+    grad = torch.randn_like(ref)
+    ours.backward(grad.to(dtype))
+    ref.backward(grad)
+    torch.testing.assert_close(xd.grad.double(), xr.grad, rtol=tol, atol=tol)
+    cpu = roi_align(x.cpu(), rois.cpu(), 7, 0.5, 0, aligned)
+    if dtype == torch.float32:
+        torch.testing.assert_close(ours.cpu(), cpu, rtol=1e-5, atol=1e-5)
