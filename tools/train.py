@@ -12,6 +12,7 @@ checkpoints, rotated, with a last_checkpoint pointer), save/ (milestone checkpoi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 
@@ -111,9 +112,23 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
         test_fn=test_fn,
         logger=logger,
     )
+    if distributed:
+        check_replicas_identical(model, logger)
     if comm.is_main_process():
         logger.info("Final model: %s", os.path.join(cfg.WORKSPACE, "final", "model_final.pth"))
     return model
+
+
+def check_replicas_identical(model: torch.nn.Module, logger) -> None:
+    """Compare a digest of every rank's weights; raise if DDP replicas diverged."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digests = comm.all_gather(digest.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"model replicas differ across ranks after training: {digests}")
+    logger.info("model replicas identical across %d ranks (sha1 %s)", len(digests), digests[0])
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""The demo behind `make demo`: shapes data -> CPU training -> COCO evaluation -> drawn
+detections -> loss curves.
+
+    python tools/demo.py            # the full demo (configs/shapes/e2e_deformconv_mask_rcnn_shapes.yaml)
+    python tools/demo.py --quick    # a 1-2 minute smoke version (tiny data, a few iterations)
+
+Each step runs the real tool (tools/train.py, test.py, infer.py, plot_curves.py) in a
+subprocess; everything lands under --workspace (default work_space/demo, or work_space/demo_quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this tree first
+
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
+TARGET_AP = 0.50
+# The smoke version: a tiny shapes set of its own, a few iterations, small RoI batches.
+QUICK_OVERRIDES = [
+    "DATASETS.SHAPES.NUM_TRAIN", "48",
+    "DATASETS.SHAPES.NUM_VAL", "8",
+    "SOLVER.MAX_ITER", "30",
+    "SOLVER.STEPS", "(20,)",
+    "SOLVER.WARMUP_ITERS", "5",
+    "SOLVER.CHECKPOINT_PERIOD", "15",
+    "SOLVER.LOG_PERIOD", "5",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "TEST.IMS_PER_BATCH", "4",
+]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke version (about 1-2 minutes)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="training config")
+    parser.add_argument("--workspace", default="", help="output folder (default work_space/demo[_quick])")
+    parser.add_argument("--num-infer", type=int, default=4, help="validation images drawn by infer.py")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def _run(step: str, cmd: list[str]) -> float:
+    """Run one tool, streaming its output; returns its wall time in seconds."""
+    print(f"\n=== {step}: {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    print(f"=== {step} done in {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+def ensure_shapes(cfg) -> list[str]:
+    """Generate the shapes set through the data pipeline's catalog if it is missing; returns the
+    paths of the images of the first test set."""
+    from detection.config.paths_catalog import DatasetCatalog
+
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        DatasetCatalog.get(name, cfg)
+    args = DatasetCatalog.get(cfg.DATASETS.TEST[0], cfg)["args"]
+    with open(args["ann_file"]) as f:
+        images = json.load(f)["images"]
+    return [os.path.join(args["root"], im["file_name"]) for im in sorted(images, key=lambda im: im["id"])]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from detection.engine.setup import load_config
+
+    ws = args.workspace or os.path.join(ROOT, "work_space", "demo_quick" if args.quick else "demo")
+    overrides = ["WORKSPACE", ws, "MODEL.DEVICE", "cpu"]
+    if args.quick:
+        overrides += QUICK_OVERRIDES + ["DATASETS.ROOT", os.path.join(ws, "datasets")]
+    overrides += args.opts
+    cfg = load_config(args.config, overrides)
+    py = sys.executable
+    tools = os.path.join(ROOT, "tools")
+    times = {}
+
+    print(f"=== shapes data under {os.path.abspath(cfg.DATASETS.ROOT)}", flush=True)
+    start = time.perf_counter()
+    val_images = ensure_shapes(cfg)
+    times["data"] = time.perf_counter() - start
+
+    final = os.path.join(ws, "final", "model_final.pth")
+    times["train"] = _run("train", [py, os.path.join(tools, "train.py"), "--config", args.config, *overrides])
+    times["test"] = _run(
+        "test", [py, os.path.join(tools, "test.py"), "--config", args.config, "--ckpt", final, *overrides]
+    )
+    infer_in = os.path.join(ws, "infer_input")
+    os.makedirs(infer_in, exist_ok=True)
+    for path in val_images[: args.num_infer]:
+        link = os.path.join(infer_in, os.path.basename(path))
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(path), link)
+    infer_out = os.path.join(ws, "infer")
+    times["infer"] = _run(
+        "infer",
+        [py, os.path.join(tools, "infer.py"), "--config", args.config, "--ckpt", final, "--input", infer_in,
+         "--output", infer_out, *overrides],
+    )
+    curves = os.path.join(ws, "loss_curves.png")
+    times["plot"] = _run(
+        "plot",
+        [py, os.path.join(tools, "plot_curves.py"), "--metrics", os.path.join(ws, "log", "metrics.jsonl"),
+         "--output", curves],
+    )
+    return report(cfg, ws, final, infer_out, curves, times, args.quick)
+
+
+def report(cfg, ws, final, infer_out, curves, times, quick) -> int:
+    dataset = cfg.DATASETS.TEST[0]
+    metrics_path = os.path.join(ws, "inference", dataset, "metrics.json")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    print("\n" + "=" * 72)
+    print(f"Demo {'(quick) ' if quick else ''}finished. Outputs:")
+    print(f"  checkpoints     {os.path.join(ws, 'model')}  (final: {final})")
+    print(f"  logs            {os.path.join(ws, 'log')}  (log.txt, metrics.jsonl, TensorBoard events)")
+    print(f"  evaluation      {os.path.dirname(metrics_path)}  (bbox.json, segm.json, metrics.json)")
+    print(f"  drawn images    {infer_out}  (+ detections.json)")
+    print(f"  loss curves     {curves}")
+    print("Times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    for iou_type, values in metrics.items():
+        print(f"  {dataset} {iou_type:4s}: " + "  ".join(f"{k} {v:.3f}" for k, v in values.items()))
+    if not quick:
+        ok = all(metrics.get(t, {}).get("AP", 0.0) >= TARGET_AP for t in ("bbox", "segm"))
+        print(f"Target bbox AP >= {TARGET_AP} and segm AP >= {TARGET_AP}: {'met' if ok else 'NOT met'}")
+    print("=" * 72)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
