@@ -31,7 +31,8 @@ class DeformSampling:
 
     offset: Tensor[2*K, Ho, Wo] ((dy, dx) per kernel point k = i*kw + j), mask: Tensor[K, Ho, Wo]
     (DCNv2) or None (DCNv1); in_hw / out_hw: its input and output map sizes; stride, padding,
-    dilation, kernel_size: (h, w) pairs.
+    dilation, kernel_size: (h, w) pairs; source: "op" when offset and mask were read from the
+    deformable-conv op's arguments, "predictor" when recomputed from `conv_offset`.
     """
 
     offset: torch.Tensor
@@ -42,6 +43,7 @@ class DeformSampling:
     padding: tuple[int, int]
     dilation: tuple[int, int]
     kernel_size: tuple[int, int]
+    source: str = "op"
 
 
 def _pair(v) -> tuple[int, int]:
@@ -73,11 +75,14 @@ def _maybe(t):
 
 
 def _from_predictor(module: nn.Module, x: torch.Tensor):
-    """Offset and mask from a module's `conv_offset` output by the Pack convention (3*K channels:
-    o1, o2, m -> offset cat(o1, o2), mask sigmoid(m); 2*K channels: the offset itself)."""
+    """Offset and mask from a module's `conv_offset` output by the Pack convention: DCNv2
+    (`module.modulation`, or 3*K channels) splits it into o1, o2, m -> offset cat(o1, o2), mask
+    sigmoid(m); DCNv1 (2*K channels) predicts the offset itself."""
     out = module.conv_offset(x)
-    k = _pair(module.kernel_size)[0] * _pair(module.kernel_size)[1] if hasattr(module, "kernel_size") else 9
-    if out.shape[1] % 3 == 0 and out.shape[1] // 3 % k == 0 and out.shape[1] != 2 * k:
+    weight = getattr(module, "weight", None)
+    kh, kw = tuple(weight.shape[-2:]) if weight is not None else _pair(module.kernel_size)
+    modulated = getattr(module, "modulation", out.shape[1] == 3 * kh * kw)
+    if modulated:
         o1, o2, m = out.chunk(3, dim=1)
         return torch.cat([o1, o2], dim=1), m.sigmoid()
     return out, None
@@ -102,8 +107,10 @@ def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampli
     finally:
         for h in hooks:
             h.remove()
+    source = "op"
     if len(cap.calls) != len(seen):  # the op is not dispatched as expected: use the predictor
         cap.calls = [_from_predictor(mod, inp) for mod, _, _, inp in seen]
+        source = "predictor"
     result = []
     for (mod, in_shape, out_shape, _), (offset, mask) in zip(seen, cap.calls):
         weight = getattr(mod, "weight", None)
@@ -118,6 +125,7 @@ def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampli
                 padding=_pair(getattr(mod, "padding", 1)),
                 dilation=_pair(getattr(mod, "dilation", 1)),
                 kernel_size=_pair(ks),
+                source=source,
             )
         )
     return result

@@ -74,6 +74,7 @@ def test_capture_matches_predictor_and_gradients():
     x = torch.randn(1, 1, 28, 28)
     layers = V.capture_sampling(model, x)
     assert len(layers) == 2 and layers[0].offset.shape == (18, 7, 7) and layers[0].mask.shape == (9, 7, 7)
+    assert [layer.source for layer in layers] == ["op", "op"]  # read from the op's arguments
     # the captured offsets are the Pack convention applied to the predictor's output
     feats = {}
     hook = model.convs()[3].register_forward_hook(lambda m, i, o: feats.setdefault("in", i[0]))
