@@ -19,6 +19,9 @@ from typing import Dict, List
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+if ROOT not in sys.path:  # run as a script: the tree's own package first
+    sys.path.insert(0, ROOT)
 GOLDEN = os.path.join(HERE, "..", "data", "golden_losses.json")
 
 

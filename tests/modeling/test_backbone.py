@@ -133,7 +133,7 @@ def test_paper_backbone_dcn_placement_gn_and_parameter_count():
     assert norms and all(isinstance(m, nn.GroupNorm) and m.num_groups == 32 for m in norms)
     for n, p in net.named_parameters():
         if "conv_offset" in n:
-            assert float(p.abs().sum()) == 0.0, n  # zero-initialised predictors
+            assert float(p.detach().abs().sum()) == 0.0, n  # zero-initialised predictors
     tv = torchvision.models.resnet50(weights=None)
     tv_count = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith("fc."))
     extra = _dcn_predictor_params((4, 6, 3), (128, 256, 512))

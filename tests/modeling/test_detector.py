@@ -222,18 +222,24 @@ def test_invalid_combinations_name_the_key(overrides, key):
 
 
 @needs_ops
-def test_autocast_bfloat16_step_keeps_float32_losses_and_boxes():
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_autocast_step_keeps_float32_losses_and_boxes(dtype):
+    """The ops' autocast rules are registered for CUDA; boxes, scores, masks and losses stay
+    float32 (RoI coordinates are never rounded to 16-bit)."""
     cfg = tiny_cfg()
     torch.manual_seed(0)
-    model = build_detection_model(cfg).train()
+    model = build_detection_model(cfg).cuda().train()
     images, targets = tiny_batch()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    images = [i.cuda() for i in images]
+    targets = [t.to("cuda") for t in targets]
+    with torch.autocast("cuda", dtype=dtype):
         losses = model(images, targets)
     for k, v in losses.items():
         assert v.dtype == torch.float32 and bool(torch.isfinite(v)), k
     sum(losses.values()).backward()
     model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
         out = model(images)
     for det in out:
         assert det.bbox.dtype == torch.float32
