@@ -150,6 +150,7 @@ def plot_learning_curves(log: list[dict], path: str, title: str) -> None:
         ax.plot(epochs, [r[f"main/{key}"] for r in log], "o-", label="train")
         ax.plot(epochs, [r[f"validation/main/{key}"] for r in log], "s-", label="validation")
         ax.set_xlabel("epoch")
+        ax.set_xticks(epochs)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
