@@ -245,3 +245,29 @@ def test_cuda_autocast_step_keeps_float32_losses_and_boxes(dtype):
         assert det.bbox.dtype == torch.float32
         assert det.get_field("scores").dtype == torch.float32
         assert det.get_field("mask").dtype == torch.float32
+
+
+@needs_ops
+def test_heads_with_no_proposals_and_no_ground_truth():
+    """An image whose RPN returned nothing and that has no ground truth: zero RoIs end to end."""
+    cfg = tiny_cfg()
+    model = build_detection_model(cfg).train()
+    images, targets = tiny_batch()
+    img = to_image_list([images[1]], 16)
+    reduced = model.roi_box_head.feature_extractor.reduce(model.backbone(img.tensors)["C5"])
+    empty = BoxList(torch.zeros(0, 4), (96, 80))
+    x, rois, losses = model.roi_box_head(reduced, [empty], [targets[1]])
+    assert x.shape[0] == 0 and len(rois[0]) == 0
+    _, mask_losses = model.roi_mask_head(reduced, rois, [targets[1]])
+    mimic = model.mimic(img.tensors, rois, x, model._c5, model.roi_box_head.feature_extractor)
+    total = {**losses, **mask_losses, **mimic}
+    assert set(total) == {"loss_classifier", "loss_box_reg", "loss_mask"} | MIMIC_LOSSES
+    assert all(float(v.detach()) == 0.0 for v in total.values())
+    sum(total.values()).backward()
+    assert model.roi_box_head.predictor.cls_score.weight.grad is not None
+    assert model.roi_mask_head.head.logits.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        x, dets, _ = model.roi_box_head(reduced, [empty])
+        (det,), _ = model.roi_mask_head(reduced, dets)
+    assert len(det) == 0 and det.get_field("mask").shape == (0, 1, 28, 28)

@@ -94,7 +94,7 @@ def per_roi_losses(
     pos = labels > 0
     cols = (pos.long() if cls_agnostic else labels).clamp(min=0)
     r = torch.arange(labels.numel(), device=labels.device)
-    pred = box_regression.view(labels.numel(), -1, 4)[r, cols]
+    pred = box_regression.view(labels.numel(), box_regression.shape[1] // 4, 4)[r, cols]
     d = torch.abs(pred - regression_targets)
     elem = torch.where(d < beta, 0.5 * d**2 / beta, d - 0.5 * beta) if beta > 0 else d
     box = elem.sum(dim=1) * pos.to(elem.dtype)
