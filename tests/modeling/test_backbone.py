@@ -157,3 +157,24 @@ def test_dcnv1_backbone_uses_unmodulated_deform_conv():
     x = torch.randn(1, 3, 48, 48)
     out = net(x)
     assert out["C5"].shape == (1, 512, 3, 3)
+
+
+@needs_ops
+def test_deformable_groups_size_the_offset_predictors():
+    net = ResNet(
+        depth=18,
+        norm="GN",
+        gn_num_groups=4,
+        stem_out_channels=8,
+        res2_out_channels=8,
+        stage_with_dcn=(True, False, False, True),
+        deformable_groups=2,
+    )
+    preds = {n: m for n, m in net.named_modules() if n.endswith("conv_offset")}
+    # both 3x3 convs of every BasicBlock of res2 and res5 (2 blocks each)
+    assert sorted(preds) == sorted(
+        f"{s}.{b}.conv{i}.conv_offset" for s in ("res2", "res5") for b in (0, 1) for i in (1, 2)
+    )
+    assert all(m.out_channels == 3 * 2 * 9 for m in preds.values())
+    out = net(torch.randn(1, 3, 32, 32))
+    assert out["C5"].shape == (1, 64, 2, 2)
