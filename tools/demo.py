@@ -23,35 +23,114 @@ sys.path.insert(0, ROOT)  # this tree first
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
 TARGET_AP = 0.50
-# The smoke version: a tiny shapes set of its own, a few iterations, small RoI batches.
+# The smoke version: a tiny shapes set of its own, small images, a narrow copy of the network
+# (same structure: DCN stages, deformable RoI pooling, GN, OHEM, mimicking), a few iterations.
 QUICK_OVERRIDES = [
-    "DATASETS.SHAPES.NUM_TRAIN", "48",
-    "DATASETS.SHAPES.NUM_VAL", "8",
-    "SOLVER.MAX_ITER", "30",
-    "SOLVER.STEPS", "(20,)",
-    "SOLVER.WARMUP_ITERS", "5",
-    "SOLVER.CHECKPOINT_PERIOD", "15",
-    "SOLVER.LOG_PERIOD", "5",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "TEST.IMS_PER_BATCH", "4",
+    "DATASETS.SHAPES.NUM_TRAIN",
+    "32",
+    "DATASETS.SHAPES.NUM_VAL",
+    "8",
+    "DATASETS.SHAPES.MIN_SIZE",
+    "64",
+    "DATASETS.SHAPES.MAX_SIZE",
+    "96",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "96",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "96",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "8",
+    "MODEL.GROUP_NORM.NUM_GROUPS",
+    "4",
+    "MODEL.RPN.HEAD_CHANNELS",
+    "16",
+    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN",
+    "300",
+    "MODEL.RPN.POST_NMS_TOP_N_TRAIN",
+    "50",
+    "MODEL.RPN.PRE_NMS_TOP_N_TEST",
+    "300",
+    "MODEL.RPN.POST_NMS_TOP_N_TEST",
+    "30",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE",
+    "16",
+    "MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+    "32",
+    "MODEL.ROI_BOX_HEAD.DEFORM_FC_CHANNELS",
+    "16",
+    "MODEL.ROI_MASK_HEAD.DEFORM_FC_CHANNELS",
+    "16",
+    "MODEL.ROI_MASK_HEAD.CONV_LAYERS",
+    "(8,)",
+    "MODEL.MIMIC.NUM_PER_IMAGE",
+    "4",
+    "MODEL.MIMIC.CROP_SIZE",
+    "32",
+    "SOLVER.MAX_ITER",
+    "40",
+    "SOLVER.STEPS",
+    "(30,)",
+    "SOLVER.WARMUP_ITERS",
+    "5",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "20",
+    "SOLVER.LOG_PERIOD",
+    "5",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "TEST.IMS_PER_BATCH",
+    "4",
+    "TEST.SCORE_THRESHOLD_VIS",
+    "0.1",
 ]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke version (about 1-2 minutes)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke version (about 1-2 minutes)"
+    )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="training config")
-    parser.add_argument("--workspace", default="", help="output folder (default work_space/demo[_quick])")
-    parser.add_argument("--num-infer", type=int, default=4, help="validation images drawn by infer.py")
+    parser.add_argument(
+        "--workspace", default="", help="output folder (default work_space/demo[_quick])"
+    )
+    parser.add_argument(
+        "--num-infer", type=int, default=4, help="validation images drawn by infer.py"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per tool (OMP_NUM_THREADS; default: 1 with --quick, else torch's)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     return parser.parse_args(argv)
 
 
-def _run(step: str, cmd: list[str]) -> float:
+def _run(step: str, cmd: list[str], threads: int = 0) -> float:
     """Run one tool, streaming its output; returns its wall time in seconds."""
     print(f"\n=== {step}: {' '.join(cmd)}", flush=True)
+    env = dict(os.environ)
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
     elapsed = time.perf_counter() - start
     print(f"=== {step} done in {elapsed:.1f} s", flush=True)
     return elapsed
@@ -67,7 +146,10 @@ def ensure_shapes(cfg) -> list[str]:
     args = DatasetCatalog.get(cfg.DATASETS.TEST[0], cfg)["args"]
     with open(args["ann_file"]) as f:
         images = json.load(f)["images"]
-    return [os.path.join(args["root"], im["file_name"]) for im in sorted(images, key=lambda im: im["id"])]
+    return [
+        os.path.join(args["root"], im["file_name"])
+        for im in sorted(images, key=lambda im: im["id"])
+    ]
 
 
 def main(argv=None) -> int:
@@ -83,6 +165,7 @@ def main(argv=None) -> int:
     py = sys.executable
     tools = os.path.join(ROOT, "tools")
     times = {}
+    threads = args.threads or (1 if args.quick else 0)
 
     print(f"=== shapes data under {os.path.abspath(cfg.DATASETS.ROOT)}", flush=True)
     start = time.perf_counter()
@@ -90,9 +173,13 @@ def main(argv=None) -> int:
     times["data"] = time.perf_counter() - start
 
     final = os.path.join(ws, "final", "model_final.pth")
-    times["train"] = _run("train", [py, os.path.join(tools, "train.py"), "--config", args.config, *overrides])
+    times["train"] = _run(
+        "train", [py, os.path.join(tools, "train.py"), "--config", args.config, *overrides], threads
+    )
     times["test"] = _run(
-        "test", [py, os.path.join(tools, "test.py"), "--config", args.config, "--ckpt", final, *overrides]
+        "test",
+        [py, os.path.join(tools, "test.py"), "--config", args.config, "--ckpt", final, *overrides],
+        threads,
     )
     infer_in = os.path.join(ws, "infer_input")
     os.makedirs(infer_in, exist_ok=True)
@@ -103,14 +190,32 @@ def main(argv=None) -> int:
     infer_out = os.path.join(ws, "infer")
     times["infer"] = _run(
         "infer",
-        [py, os.path.join(tools, "infer.py"), "--config", args.config, "--ckpt", final, "--input", infer_in,
-         "--output", infer_out, *overrides],
+        [
+            py,
+            os.path.join(tools, "infer.py"),
+            "--config",
+            args.config,
+            "--ckpt",
+            final,
+            "--input",
+            infer_in,
+            "--output",
+            infer_out,
+            *overrides,
+        ],
+        threads,
     )
     curves = os.path.join(ws, "loss_curves.png")
     times["plot"] = _run(
         "plot",
-        [py, os.path.join(tools, "plot_curves.py"), "--metrics", os.path.join(ws, "log", "metrics.jsonl"),
-         "--output", curves],
+        [
+            py,
+            os.path.join(tools, "plot_curves.py"),
+            "--metrics",
+            os.path.join(ws, "log", "metrics.jsonl"),
+            "--output",
+            curves,
+        ],
     )
     return report(cfg, ws, final, infer_out, curves, times, args.quick)
 
@@ -123,8 +228,12 @@ def report(cfg, ws, final, infer_out, curves, times, quick) -> int:
     print("\n" + "=" * 72)
     print(f"Demo {'(quick) ' if quick else ''}finished. Outputs:")
     print(f"  checkpoints     {os.path.join(ws, 'model')}  (final: {final})")
-    print(f"  logs            {os.path.join(ws, 'log')}  (log.txt, metrics.jsonl, TensorBoard events)")
-    print(f"  evaluation      {os.path.dirname(metrics_path)}  (bbox.json, segm.json, metrics.json)")
+    print(
+        f"  logs            {os.path.join(ws, 'log')}  (log.txt, metrics.jsonl, TensorBoard events)"
+    )
+    print(
+        f"  evaluation      {os.path.dirname(metrics_path)}  (bbox.json, segm.json, metrics.json)"
+    )
     print(f"  drawn images    {infer_out}  (+ detections.json)")
     print(f"  loss curves     {curves}")
     print("Times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
@@ -132,7 +241,9 @@ def report(cfg, ws, final, infer_out, curves, times, quick) -> int:
         print(f"  {dataset} {iou_type:4s}: " + "  ".join(f"{k} {v:.3f}" for k, v in values.items()))
     if not quick:
         ok = all(metrics.get(t, {}).get("AP", 0.0) >= TARGET_AP for t in ("bbox", "segm"))
-        print(f"Target bbox AP >= {TARGET_AP} and segm AP >= {TARGET_AP}: {'met' if ok else 'NOT met'}")
+        print(
+            f"Target bbox AP >= {TARGET_AP} and segm AP >= {TARGET_AP}: {'met' if ok else 'NOT met'}"
+        )
     print("=" * 72)
     return 0
 

@@ -30,15 +30,23 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--ckpt", required=True, help="checkpoint or state dict")
     parser.add_argument("--input", required=True, help="image, folder or glob pattern")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--score-threshold", type=float, default=None,
-                        help="draw/keep detections scoring at least this (default TEST.SCORE_THRESHOLD_VIS)")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="draw/keep detections scoring at least this (default TEST.SCORE_THRESHOLD_VIS)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
+    )
     return parser.parse_args(argv)
 
 
@@ -57,22 +65,26 @@ def list_images(spec: str) -> list[str]:
 
 
 def category_info(cfg) -> tuple[dict[int, str], dict[int, int]]:
-    """(contiguous label -> class name, contiguous label -> JSON category id), read from the
-    annotations of the first dataset in DATASETS.TEST (or TRAIN); numbered names otherwise."""
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    if names:
-        try:
-            from detection.data import build_dataset_by_name
+    """(contiguous label -> class name, contiguous label -> JSON category id) from the annotation
+    file of the first of DATASETS.TEST (or TRAIN) when it exists; numbered names otherwise."""
+    from detection.config.paths_catalog import DatasetCatalog
+    from detection.data.datasets.coco import COCODataset
 
-            ds = build_dataset_by_name(cfg, names[0], is_train=False)
+    known = DatasetCatalog.names(cfg)
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        if name not in known:
+            continue
+        img_dir, ann_file = (os.path.join(cfg.DATASETS.ROOT, p) for p in known[name])
+        if os.path.isfile(ann_file):
+            ds = COCODataset(ann_file, img_dir, remove_images_without_annotations=False)
             return dict(ds.categories), dict(ds.contiguous_category_id_to_json_id)
-        except (ImportError, FileNotFoundError, KeyError):
-            pass
     n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     return {i: f"class {i}" for i in range(1, n)}, {i: i for i in range(1, n)}
 
 
-def run_infer(cfg, ckpt: str, inputs: str, output: str, score_threshold: float | None = None, limit: int = 0) -> str:
+def run_infer(
+    cfg, ckpt: str, inputs: str, output: str, score_threshold: float | None = None, limit: int = 0
+) -> str:
     """Predict, draw and write everything; returns the path of detections.json."""
     from detection.modeling.detector import build_detection_model
 
@@ -97,16 +109,26 @@ def run_infer(cfg, ckpt: str, inputs: str, output: str, score_threshold: float |
         drawn = draw_detections(image, prediction, class_names, threshold)
         out_path = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".png")
         cv2.imwrite(out_path, drawn)
-        images.append({"id": image_id, "file_name": os.path.abspath(path), "height": image.shape[0],
-                       "width": image.shape[1]})
-        records = detections_to_coco(prediction, image_id, to_json_id, threshold, first_id=len(annotations) + 1)
+        images.append(
+            {
+                "id": image_id,
+                "file_name": os.path.abspath(path),
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
+        )
+        records = detections_to_coco(
+            prediction, image_id, to_json_id, threshold, first_id=len(annotations) + 1
+        )
         annotations += records
         logger.info("%s: %d detections >= %.2f -> %s", path, len(records), threshold, out_path)
     categories = [{"id": to_json_id[k], "name": class_names[k]} for k in sorted(class_names)]
     json_path = os.path.join(output, "detections.json")
     with open(json_path, "w") as f:
         json.dump({"images": images, "categories": categories, "annotations": annotations}, f)
-    logger.info("%d images in %.1f s; detections in %s", len(images), time.perf_counter() - start, json_path)
+    logger.info(
+        "%d images in %.1f s; detections in %s", len(images), time.perf_counter() - start, json_path
+    )
     return json_path
 
 

@@ -17,7 +17,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
 
-
 def read_metrics(path: str) -> tuple[list[dict], list[dict]]:
     """(train records, eval records) from a metrics.jsonl; a later record for the same
     iteration (e.g. after a resume) replaces an earlier one."""
@@ -48,8 +47,12 @@ def plot_curves(metrics_path: str, output: str) -> str:
     if not train:
         raise ValueError(f"{metrics_path} has no training records")
     its = [r["iter"] for r in train]
-    loss_keys = sorted({k for r in train for k in r if k.startswith("loss_") and not k.endswith("_avg")})
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    loss_keys = sorted(
+        {k for r in train for k in r if k.startswith("loss_") and not k.endswith("_avg")}
+    )
+    fig, (ax_loss, ax_lr) = plt.subplots(
+        2, 1, figsize=(9, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax_loss.plot(its, [r["loss"] for r in train], color="black", linewidth=2, label="loss (total)")
     for key in loss_keys:
         ax_loss.plot(its, [r.get(key, float("nan")) for r in train], label=key)
@@ -65,7 +68,12 @@ def plot_curves(metrics_path: str, output: str) -> str:
     if ap_keys:
         ax_ap = ax_lr.twinx()
         for key in ap_keys:
-            ax_ap.plot([r["iter"] for r in evals], [r.get(key, float("nan")) for r in evals], "o-", label=key)
+            ax_ap.plot(
+                [r["iter"] for r in evals],
+                [r.get(key, float("nan")) for r in evals],
+                "o-",
+                label=key,
+            )
         ax_ap.set_ylabel("AP")
         ax_ap.legend(fontsize=8, loc="lower right")
     fig.suptitle(os.path.abspath(metrics_path), fontsize=9)
@@ -77,11 +85,21 @@ def plot_curves(metrics_path: str, output: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metrics", default="work_space/log/metrics.jsonl", help="metrics.jsonl written by train.py")
-    parser.add_argument("--output", default="", help="PNG path (default: loss_curves.png next to the metrics)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--metrics",
+        default="work_space/log/metrics.jsonl",
+        help="metrics.jsonl written by train.py",
+    )
+    parser.add_argument(
+        "--output", default="", help="PNG path (default: loss_curves.png next to the metrics)"
+    )
     args = parser.parse_args(argv)
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "loss_curves.png")
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.metrics)), "loss_curves.png"
+    )
     print(plot_curves(args.metrics, output))
     return 0
 

@@ -25,11 +25,15 @@ from detection.utils import comm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--ckpt", default="", help="checkpoint or state dict to evaluate")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
+    )
     return parser.parse_args(argv)
 
 
@@ -42,7 +46,9 @@ def resolve_checkpoint(cfg, ckpt: str) -> str:
     final = os.path.join(cfg.WORKSPACE, "final", "model_final.pth")
     if os.path.isfile(final):
         return final
-    last = Checkpointer(torch.nn.Module(), save_dir=os.path.join(cfg.WORKSPACE, "model")).get_checkpoint_file()
+    last = Checkpointer(
+        torch.nn.Module(), save_dir=os.path.join(cfg.WORKSPACE, "model")
+    ).get_checkpoint_file()
     if last is None:
         raise FileNotFoundError(f"no --ckpt given and no checkpoint found under {cfg.WORKSPACE}")
     return last
@@ -52,7 +58,9 @@ def evaluate(cfg, ckpt: str = "", progress: bool = True) -> dict:
     """Load the weights and evaluate on each of DATASETS.TEST; returns {dataset: metrics} (rank 0)."""
     from detection.modeling.detector import build_detection_model
 
-    device, distributed, logger = setup_runtime(cfg, "test", log_dir=os.path.join(cfg.WORKSPACE, "inference"))
+    device, distributed, logger = setup_runtime(
+        cfg, "test", log_dir=os.path.join(cfg.WORKSPACE, "inference")
+    )
     path = resolve_checkpoint(cfg, ckpt)
     model = build_detection_model(cfg).to(device)
     Checkpointer(model, logger=logger).load(path)

@@ -28,10 +28,16 @@ from detection.utils import comm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--resume", action="store_true", help="continue from WORKSPACE/model/last_checkpoint")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from WORKSPACE/model/last_checkpoint"
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
+    )
     return parser.parse_args(argv)
 
 
@@ -46,8 +52,11 @@ def _resume_state(checkpointer: Checkpointer, logger) -> tuple[int, dict | None]
         rng = rng_all[comm.get_rank()]
     else:
         if rng_all is not None:
-            logger.warning("checkpoint was written by %d processes, now %d: RNG streams differ", len(rng_all),
-                           comm.get_world_size())
+            logger.warning(
+                "checkpoint was written by %d processes, now %d: RNG streams differ",
+                len(rng_all),
+                comm.get_world_size(),
+            )
         rng = rest.get("rng")
     logger.info("Resuming from %s at iteration %d", path, rest["iteration"])
     return int(rest["iteration"]), rng
@@ -58,7 +67,9 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
     from detection.data import make_data_loader
     from detection.modeling.detector import build_detection_model
 
-    device, distributed, logger = setup_runtime(cfg, "train", log_dir=os.path.join(cfg.WORKSPACE, "log"))
+    device, distributed, logger = setup_runtime(
+        cfg, "train", log_dir=os.path.join(cfg.WORKSPACE, "log")
+    )
     if comm.is_main_process():
         for sub in ("model", "log", "final", "save"):
             os.makedirs(os.path.join(cfg.WORKSPACE, sub), exist_ok=True)
@@ -80,7 +91,9 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
     if start_iter == 0 and cfg.MODEL.WEIGHT:
         load_initial_weights(model, cfg.MODEL.WEIGHT, logger)
     if start_iter >= cfg.SOLVER.MAX_ITER:
-        logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER: nothing to train", start_iter)
+        logger.info(
+            "Checkpoint is at iteration %d >= SOLVER.MAX_ITER: nothing to train", start_iter
+        )
         return model
 
     train_model = model
@@ -90,14 +103,20 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.DDP_FIND_UNUSED_PARAMETERS,
         )
-    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed, start_iter=start_iter)
+    data_loader = make_data_loader(
+        cfg, is_train=True, is_distributed=distributed, start_iter=start_iter
+    )
 
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0 and cfg.DATASETS.TEST:
 
         def test_fn(_m, iteration):
             results = run_evaluation(cfg, model, device, distributed, logger, progress=False)
-            return {f"{name}/{iou}": v for name, metrics in results.items() for iou, v in metrics.items()}
+            return {
+                f"{name}/{iou}": v
+                for name, metrics in results.items()
+                for iou, v in metrics.items()
+            }
 
     do_train(
         train_model,
@@ -124,7 +143,9 @@ def check_replicas_identical(model: torch.nn.Module, logger) -> None:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     digests = comm.all_gather(digest.hexdigest())
     if len(set(digests)) != 1:
         raise RuntimeError(f"model replicas differ across ranks after training: {digests}")

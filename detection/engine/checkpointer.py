@@ -26,7 +26,9 @@ POINTER_NAME = "last_checkpoint"
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel/DataParallel wrappers (or `model` itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    return (
+        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    )
 
 
 def _fsync_dir(path: str) -> None:
@@ -78,7 +80,8 @@ def check_state_dict_compatible(model: nn.Module, state_dict: dict[str, Any], so
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in sorted(set(own) & set(state_dict))
-        if isinstance(state_dict[k], torch.Tensor) and tuple(state_dict[k].shape) != tuple(own[k].shape)
+        if isinstance(state_dict[k], torch.Tensor)
+        and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
     if not (missing or unexpected or mismatched):
         return
@@ -138,7 +141,12 @@ class Checkpointer:
         return data
 
     def save(
-        self, name: str, folder: str | None = None, rotate: bool = True, update_pointer: bool = True, **extra: Any
+        self,
+        name: str,
+        folder: str | None = None,
+        rotate: bool = True,
+        update_pointer: bool = True,
+        **extra: Any,
     ) -> str | None:
         """Write `<folder or save_dir>/<name>.pth` atomically; returns its path (None off rank 0).
 
@@ -156,7 +164,9 @@ class Checkpointer:
         atomic_write(path, lambda f: torch.save(data, f))
         if update_pointer:
             atomic_write(
-                os.path.join(folder, POINTER_NAME), lambda f: f.write(os.path.basename(path) + "\n"), binary=False
+                os.path.join(folder, POINTER_NAME),
+                lambda f: f.write(os.path.basename(path) + "\n"),
+                binary=False,
             )
         self.logger.info("Saved checkpoint %s", path)
         if rotate and self.keep > 0:
@@ -200,7 +210,9 @@ class Checkpointer:
             raise FileNotFoundError(f"checkpoint not found: {path}")
         data = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(data, dict):
-            raise ValueError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
+            raise ValueError(
+                f"{path} holds a {type(data).__name__}, not a checkpoint or state dict"
+            )
         is_checkpoint = "model" in data and isinstance(data["model"], dict)
         state_dict = strip_prefix(data["model"] if is_checkpoint else data)
         model = unwrap_model(self.model)

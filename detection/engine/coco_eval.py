@@ -72,7 +72,9 @@ def encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     return rles
 
 
-def paste_prediction_masks(prediction, img_info: Mapping[str, Any], threshold: float = 0.5) -> torch.Tensor:
+def paste_prediction_masks(
+    prediction, img_info: Mapping[str, Any], threshold: float = 0.5
+) -> torch.Tensor:
     """The "mask" field (`Tensor[N, 1, M, M]` probabilities) pasted into the original image:
     `Tensor[N, 1, height, width]` bool."""
     from detection.modeling.roi_heads.mask_head import paste_masks_in_image
@@ -93,7 +95,9 @@ def prepare_for_coco_segmentation(
         if len(prediction) == 0:
             continue
         if not prediction.has_field("mask"):
-            raise KeyError("segm evaluation needs predictions with a 'mask' field (is MODEL.MASK_ON off?)")
+            raise KeyError(
+                "segm evaluation needs predictions with a 'mask' field (is MODEL.MASK_ON off?)"
+            )
         img_info = dataset.get_img_info(index)
         image_id = int(dataset.id_to_img_map[index])
         rles = encode_masks(paste_prediction_masks(prediction, img_info, mask_threshold))
@@ -112,7 +116,10 @@ def prepare_for_coco_segmentation(
 
 
 def evaluate_predictions_on_coco(
-    coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, image_ids: Iterable[int] | None = None
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    iou_type: str,
+    image_ids: Iterable[int] | None = None,
 ) -> tuple[dict[str, float], str]:
     """Run COCOeval on `results` (COCO results format) against `coco_gt`.
 
@@ -173,8 +180,16 @@ def do_coco_evaluation(
         if output_folder:
             with open(os.path.join(output_folder, f"{iou_type}.json"), "w") as f:
                 json.dump(results, f)
-        metrics[iou_type], summary = evaluate_predictions_on_coco(dataset.coco, results, iou_type, image_ids)
-        logger.info("Evaluation %s (%d detections on %d images):\n%s", iou_type, len(results), len(image_ids), summary)
+        metrics[iou_type], summary = evaluate_predictions_on_coco(
+            dataset.coco, results, iou_type, image_ids
+        )
+        logger.info(
+            "Evaluation %s (%d detections on %d images):\n%s",
+            iou_type,
+            len(results),
+            len(image_ids),
+            summary,
+        )
     if output_folder:
         with open(os.path.join(output_folder, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)

@@ -52,7 +52,9 @@ def compute_on_dataset(
     return results
 
 
-def gather_predictions(predictions: dict[int, Any], logger: logging.Logger | None = None) -> dict[int, Any] | None:
+def gather_predictions(
+    predictions: dict[int, Any], logger: logging.Logger | None = None
+) -> dict[int, Any] | None:
     """Merge every rank's predictions on rank 0 (None on other ranks); warns about gaps."""
     parts = comm.gather_to_main(predictions)
     if not comm.is_main_process():
@@ -63,7 +65,11 @@ def gather_predictions(predictions: dict[int, Any], logger: logging.Logger | Non
     if merged:
         expected = max(merged) + 1
         if len(merged) != expected and logger is not None:
-            logger.warning("predictions cover %d of images 0..%d: some were not evaluated", len(merged), expected - 1)
+            logger.warning(
+                "predictions cover %d of images 0..%d: some were not evaluated",
+                len(merged),
+                expected - 1,
+            )
     return merged
 
 
@@ -89,7 +95,12 @@ def inference(
     logger.info("Start evaluation on %s (%d images)", dataset_name, len(dataset))
     start = time.perf_counter()
     predictions = compute_on_dataset(
-        model, data_loader, device, amp_dtype, progress=progress and comm.is_main_process(), desc=dataset_name
+        model,
+        data_loader,
+        device,
+        amp_dtype,
+        progress=progress and comm.is_main_process(),
+        desc=dataset_name,
     )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -107,4 +118,6 @@ def inference(
     if output_folder:
         os.makedirs(output_folder, exist_ok=True)
         torch.save(predictions, os.path.join(output_folder, "predictions.pth"))
-    return do_coco_evaluation(dataset, predictions, output_folder, iou_types, mask_threshold, logger)
+    return do_coco_evaluation(
+        dataset, predictions, output_folder, iou_types, mask_threshold, logger
+    )

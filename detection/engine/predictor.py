@@ -71,7 +71,10 @@ class Predictor:
         prediction = prediction.resize((width, height)).convert("xyxy")
         if prediction.has_field("mask"):
             masks = paste_masks_in_image(
-                prediction.get_field("mask"), prediction.bbox, (height, width), threshold=self.mask_threshold
+                prediction.get_field("mask"),
+                prediction.bbox,
+                (height, width),
+                threshold=self.mask_threshold,
             )
             prediction.add_field("mask", masks)
         return prediction
@@ -92,7 +95,9 @@ def draw_detections(
     boxes = prediction.bbox[keep].round().int().tolist()
     scores = prediction.get_field("scores")[keep].tolist()
     labels = prediction.get_field("labels")[keep].tolist()
-    masks = prediction.get_field("mask")[keep][:, 0].numpy() if prediction.has_field("mask") else None
+    masks = (
+        prediction.get_field("mask")[keep][:, 0].numpy() if prediction.has_field("mask") else None
+    )
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
         colour = _colour(label)
         if masks is not None:
@@ -106,12 +111,18 @@ def draw_detections(
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         ty = max(y1, th + base)
         cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty), colour, -1)
-        cv2.putText(out, text, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+        )
     return out
 
 
 def detections_to_coco(
-    prediction, image_id: int, label_to_category_id: dict[int, int], score_threshold: float = 0.0, first_id: int = 1
+    prediction,
+    image_id: int,
+    label_to_category_id: dict[int, int],
+    score_threshold: float = 0.0,
+    first_id: int = 1,
 ) -> list[dict[str, Any]]:
     """COCO annotation records (with "score") for the detections scoring >= `score_threshold`:
     bbox [x, y, w, h] in original pixels, RLE "segmentation" when masks are present."""

@@ -26,7 +26,9 @@ def load_config(config_file: str | None, opts: Sequence[str] = ()):
     import detection.config as config_pkg
 
     if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+        raise ValueError(
+            f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}"
+        )
     if hasattr(config_pkg, "load_config"):
         cfg = config_pkg.load_config(config_file, list(opts))
     else:
@@ -57,13 +59,17 @@ def select_device(requested: str, logger: logging.Logger | None = None) -> torch
     return device
 
 
-def setup_runtime(cfg, name: str, log_dir: str | None = None) -> tuple[torch.device, bool, logging.Logger]:
+def setup_runtime(
+    cfg, name: str, log_dir: str | None = None
+) -> tuple[torch.device, bool, logging.Logger]:
     """Device, process group (under torchrun), logger (rank 0 also to `log_dir/log.txt`), seed.
 
     Returns (device, distributed, logger). Each rank is seeded with `cfg.SEED + rank`.
     """
     logger = setup_logger("detection", save_dir="", distributed_rank=0)
-    device = select_device(cfg.MODEL.DEVICE, logger if int(os.environ.get("RANK", "0")) == 0 else None)
+    device = select_device(
+        cfg.MODEL.DEVICE, logger if int(os.environ.get("RANK", "0")) == 0 else None
+    )
     distributed = comm.init_distributed(device)
     rank = comm.get_rank()
     logger = setup_logger("detection", save_dir=log_dir or "", distributed_rank=rank)
@@ -84,7 +90,9 @@ def build_test_loaders(cfg, distributed: bool) -> list[tuple[str, object]]:
     if not isinstance(loaders, (list, tuple)):
         loaders = [loaders]
     if len(loaders) != len(cfg.DATASETS.TEST):
-        raise RuntimeError(f"make_data_loader gave {len(loaders)} loaders for DATASETS.TEST={cfg.DATASETS.TEST}")
+        raise RuntimeError(
+            f"make_data_loader gave {len(loaders)} loaders for DATASETS.TEST={cfg.DATASETS.TEST}"
+        )
     return list(zip(cfg.DATASETS.TEST, loaders))
 
 
@@ -137,7 +145,9 @@ def load_initial_weights(model: nn.Module, path: str, logger: logging.Logger) ->
     only). No optimizer state is taken."""
     from detection.engine.checkpointer import Checkpointer, unwrap_model
 
-    data = torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
+    data = (
+        torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
+    )
     if isinstance(data, dict) and _is_torchvision_resnet(data):
         from detection.modeling.backbone import load_torchvision_resnet
 

@@ -40,7 +40,9 @@ class TrainOptions:
     cfg_yaml: str = ""
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device, logger: logging.Logger | None = None) -> "TrainOptions":
+    def from_config(
+        cls, cfg, device: torch.device, logger: logging.Logger | None = None
+    ) -> "TrainOptions":
         s = cfg.SOLVER
         for key in ("MAX_ITER", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
             if s[key] <= 0:
@@ -61,7 +63,9 @@ class TrainOptions:
         )
 
 
-def resolve_amp_dtype(cfg, device: torch.device, logger: logging.Logger | None = None) -> torch.dtype | None:
+def resolve_amp_dtype(
+    cfg, device: torch.device, logger: logging.Logger | None = None
+) -> torch.dtype | None:
     """The autocast dtype from SOLVER.AMP (None when disabled, or on CPU with a log line)."""
     amp = cfg.SOLVER.AMP
     if amp.DTYPE not in AMP_DTYPES:
@@ -70,7 +74,9 @@ def resolve_amp_dtype(cfg, device: torch.device, logger: logging.Logger | None =
         return None
     if device.type != "cuda":
         if logger is not None:
-            logger.info("SOLVER.AMP.ENABLED is set but the device is %s: mixed precision disabled", device)
+            logger.info(
+                "SOLVER.AMP.ENABLED is set but the device is %s: mixed precision disabled", device
+            )
         return None
     return AMP_DTYPES[amp.DTYPE]
 
@@ -164,7 +170,9 @@ def do_train(
         try:
             images, targets, _ = next(data_iter)
         except StopIteration:
-            raise RuntimeError(f"the training data loader ended at iteration {iteration} < SOLVER.MAX_ITER") from None
+            raise RuntimeError(
+                f"the training data loader ended at iteration {iteration} < SOLVER.MAX_ITER"
+            ) from None
         data_time = time.perf_counter() - end
         it = iteration + 1
         lr_factor = optimizer.param_groups[0]["lr"] / base_lrs[0]
@@ -195,7 +203,9 @@ def _train_step(model, images, targets, optimizer, scaler, device, o: TrainOptio
     images = images.to(device)
     targets = _move_targets(targets, device)
     autocast = (
-        torch.autocast(device_type="cuda", dtype=o.amp_dtype) if o.amp_dtype is not None else contextlib.nullcontext()
+        torch.autocast(device_type="cuda", dtype=o.amp_dtype)
+        if o.amp_dtype is not None
+        else contextlib.nullcontext()
     )
     with autocast:
         loss_dict = model(images, targets)
@@ -217,7 +227,9 @@ def _train_step(model, images, targets, optimizer, scaler, device, o: TrainOptio
     return {k: v.detach() for k, v in loss_dict.items()}
 
 
-def _log_iteration(log, meters, it, start_iter, o: TrainOptions, lr_factor, optimizer, device, logger):
+def _log_iteration(
+    log, meters, it, start_iter, o: TrainOptions, lr_factor, optimizer, device, logger
+):
     eta = meters.time.global_avg * (o.max_iter - it)
     mem = peak_memory_mb(device)
     lr = lr_factor * optimizer.defaults["lr"]
@@ -251,10 +263,16 @@ def _save_checkpoints(checkpointer: Checkpointer, it: int, o: TrainOptions) -> N
         checkpointer.save(f"model_{it:07d}", folder=os.path.join(o.workspace, "model"), **extra)
     if milestone:
         checkpointer.save(
-            f"model_{it:07d}", folder=os.path.join(o.workspace, "save"), rotate=False, update_pointer=False, **extra
+            f"model_{it:07d}",
+            folder=os.path.join(o.workspace, "save"),
+            rotate=False,
+            update_pointer=False,
+            **extra,
         )
     if final:
-        final_ckpt = Checkpointer(checkpointer.model, save_to_disk=checkpointer.save_to_disk, logger=checkpointer.logger)
+        final_ckpt = Checkpointer(
+            checkpointer.model, save_to_disk=checkpointer.save_to_disk, logger=checkpointer.logger
+        )
         final_ckpt.save(
             "model_final",
             folder=os.path.join(o.workspace, "final"),

@@ -1,6 +1,11 @@
 """Optimizer (SGD with per-parameter lr/decay rules) and the warmup multi-step lr schedule."""
 
-from detection.solver.build import OFFSET_PARAM_KEYS, build_lr_scheduler, build_optimizer, get_param_groups
+from detection.solver.build import (
+    OFFSET_PARAM_KEYS,
+    build_lr_scheduler,
+    build_optimizer,
+    get_param_groups,
+)
 from detection.solver.lr_scheduler import WarmupMultiStepLR, warmup_multistep_factor
 
 make_optimizer = build_optimizer

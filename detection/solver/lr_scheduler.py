@@ -30,7 +30,9 @@ def warmup_multistep_factor(
             alpha = iteration / warmup_iters
             warm = warmup_factor * (1 - alpha) + alpha
         else:
-            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}")
+            raise ValueError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
+            )
     return warm * gamma ** bisect_right(list(milestones), iteration)
 
 
@@ -54,7 +56,9 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
         if list(milestones) != sorted(milestones):
             raise ValueError(f"SOLVER.STEPS must be increasing, got {tuple(milestones)}")
         if warmup_method not in ("constant", "linear"):
-            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}")
+            raise ValueError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
+            )
         if warmup_iters < 0:
             raise ValueError(f"SOLVER.WARMUP_ITERS must be >= 0, got {warmup_iters}")
         self.milestones = [int(m) for m in milestones]

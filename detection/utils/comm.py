@@ -96,7 +96,9 @@ def gather_to_main(data: Any) -> list[Any] | None:
     return out
 
 
-def reduce_dict(input_dict: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
+def reduce_dict(
+    input_dict: dict[str, torch.Tensor], average: bool = True
+) -> dict[str, torch.Tensor]:
     """Sum (or average) a dict of scalar tensors over all ranks; every rank gets the result.
 
     Args:

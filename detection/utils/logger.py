@@ -10,7 +10,10 @@ _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
 def setup_logger(
-    name: str = "detection", save_dir: str = "", distributed_rank: int = 0, filename: str = "log.txt"
+    name: str = "detection",
+    save_dir: str = "",
+    distributed_rank: int = 0,
+    filename: str = "log.txt",
 ) -> logging.Logger:
     """Configure and return logger `name`.
 

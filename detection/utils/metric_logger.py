@@ -66,5 +66,6 @@ class MetricLogger:
 
     def __str__(self) -> str:
         return self.delimiter.join(
-            f"{name}: {meter.median:.4f} ({meter.global_avg:.4f})" for name, meter in self.meters.items()
+            f"{name}: {meter.median:.4f} ({meter.global_avg:.4f})"
+            for name, meter in self.meters.items()
         )

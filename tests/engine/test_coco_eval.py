@@ -13,11 +13,20 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from detection.engine.coco_eval import METRIC_NAMES, do_coco_evaluation, encode_masks, evaluate_predictions_on_coco
+from detection.engine.coco_eval import (
+    METRIC_NAMES,
+    do_coco_evaluation,
+    encode_masks,
+    evaluate_predictions_on_coco,
+)
 from detection.structures.bounding_box import BoxList
 
 # (image id, json category id, [x, y, w, h]); rectangles, so the polygon is the box outline.
-ANNS = [(1, 3, [10.0, 10.0, 40.0, 30.0]), (1, 7, [50.0, 40.0, 30.0, 30.0]), (2, 3, [20.0, 20.0, 40.0, 40.0])]
+ANNS = [
+    (1, 3, [10.0, 10.0, 40.0, 30.0]),
+    (1, 7, [50.0, 40.0, 30.0, 30.0]),
+    (2, 3, [20.0, 20.0, 40.0, 40.0]),
+]
 IMAGES = {1: (100, 80), 2: (120, 90)}  # id -> (width, height)
 
 
@@ -28,11 +37,21 @@ def _rect_poly(x, y, w, h):
 @pytest.fixture()
 def coco_gt(tmp_path):
     data = {
-        "images": [{"id": i, "width": w, "height": h, "file_name": f"{i}.png"} for i, (w, h) in IMAGES.items()],
+        "images": [
+            {"id": i, "width": w, "height": h, "file_name": f"{i}.png"}
+            for i, (w, h) in IMAGES.items()
+        ],
         "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "circle"}],
         "annotations": [
-            {"id": k + 1, "image_id": img, "category_id": cat, "bbox": box, "area": box[2] * box[3],
-             "iscrowd": 0, "segmentation": _rect_poly(*box)}
+            {
+                "id": k + 1,
+                "image_id": img,
+                "category_id": cat,
+                "bbox": box,
+                "area": box[2] * box[3],
+                "iscrowd": 0,
+                "segmentation": _rect_poly(*box),
+            }
             for k, (img, cat, box) in enumerate(ANNS)
         ],
     }
@@ -42,8 +61,10 @@ def coco_gt(tmp_path):
 
 
 def _box_results(shift_x=0.0):
-    return [{"image_id": img, "category_id": cat, "bbox": [x + shift_x, y, w, h], "score": 0.9}
-            for img, cat, (x, y, w, h) in ANNS]
+    return [
+        {"image_id": img, "category_id": cat, "bbox": [x + shift_x, y, w, h], "score": 0.9}
+        for img, cat, (x, y, w, h) in ANNS
+    ]
 
 
 def test_perfect_boxes_give_ap_1(coco_gt):
@@ -75,9 +96,17 @@ def test_perfect_masks_give_ap_1(coco_gt):
     results = []
     for ann in coco_gt.dataset["annotations"]:
         rle = coco_gt.annToRLE(ann)
-        rle["counts"] = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
-        results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "segmentation": rle,
-                        "score": 0.8})
+        rle["counts"] = (
+            rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+        )
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "segmentation": rle,
+                "score": 0.8,
+            }
+        )
     metrics, _ = evaluate_predictions_on_coco(coco_gt, results, "segm")
     assert metrics["AP"] == pytest.approx(1.0)
 
@@ -111,7 +140,12 @@ class _FakeDataset:
 
     def get_img_info(self, index):
         img = self.coco.imgs[self.id_to_img_map[index]]
-        return {"width": img["width"], "height": img["height"], "id": img["id"], "file_name": img["file_name"]}
+        return {
+            "width": img["width"],
+            "height": img["height"],
+            "id": img["id"],
+            "file_name": img["file_name"],
+        }
 
 
 def test_do_coco_evaluation_resizes_to_original_and_writes_files(coco_gt, tmp_path):
@@ -133,4 +167,6 @@ def test_do_coco_evaluation_resizes_to_original_and_writes_files(coco_gt, tmp_pa
     assert set(saved["bbox"]) == set(METRIC_NAMES)
     dets = json.loads((out / "bbox.json").read_text())
     assert sorted(d["category_id"] for d in dets) == sorted(c for _, c, _ in ANNS)
-    assert [d["bbox"] for d in dets if d["image_id"] == 2] == [pytest.approx([20.0, 20.0, 40.0, 40.0])]
+    assert [d["bbox"] for d in dets if d["image_id"] == 2] == [
+        pytest.approx([20.0, 20.0, 40.0, 40.0])
+    ]

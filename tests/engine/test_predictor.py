@@ -58,10 +58,14 @@ def test_draw_and_records():
     assert drawn.shape == image.shape and image.sum() == 0, "the input must not be modified"
     assert drawn[20, 20].sum() > 0, "mask overlay missing"
     assert drawn[2, 2].sum() == 0, "a detection under the threshold was drawn"
-    recs = detections_to_coco(bl, image_id=5, label_to_category_id={1: 11, 2: 12}, score_threshold=0.5)
+    recs = detections_to_coco(
+        bl, image_id=5, label_to_category_id={1: 11, 2: 12}, score_threshold=0.5
+    )
     assert len(recs) == 1
     r = recs[0]
     assert r["image_id"] == 5 and r["category_id"] == 11 and r["bbox"] == [10.0, 10.0, 20.0, 20.0]
     assert r["area"] == 16 * 16
-    decoded = mask_util.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()})
+    decoded = mask_util.decode(
+        {"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()}
+    )
     assert np.array_equal(decoded.astype(bool), masks[0, 0].numpy())

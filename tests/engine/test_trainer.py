@@ -55,7 +55,9 @@ def _loader(start_iter, max_iter, batch=2):
     for i in range(start_iter, max_iter):
         g = torch.Generator().manual_seed(1000 + i)
         x = torch.randn(batch, 4, generator=g)
-        yield _Images(x), tuple(_Target(v) for v in x.sum(1)), tuple(range(i * batch, i * batch + batch))
+        yield _Images(x), tuple(_Target(v) for v in x.sum(1)), tuple(
+            range(i * batch, i * batch + batch)
+        )
 
 
 def _cfg(workspace, **solver):
@@ -81,15 +83,31 @@ def _run(c, resume=False):
     model = _Model()
     opt = build_optimizer(c, model)
     sched = build_lr_scheduler(c, opt)
-    ck = Checkpointer(model, opt, sched, save_dir=os.path.join(c.WORKSPACE, "model"), keep=c.SOLVER.CHECKPOINT_KEEP)
+    ck = Checkpointer(
+        model,
+        opt,
+        sched,
+        save_dir=os.path.join(c.WORKSPACE, "model"),
+        keep=c.SOLVER.CHECKPOINT_KEEP,
+    )
     start, rng = 0, None
     if resume:
         rest = ck.load(ck.get_checkpoint_file(), resume=True)
         start, rng = rest["iteration"], rest["rng"]
     device = torch.device("cpu")
     options = TrainOptions.from_config(c, device)
-    do_train(model, _loader(start, c.SOLVER.MAX_ITER), opt, sched, ck, device, options, start_iter=start,
-             rng_state=rng, logger=logging.getLogger("test.trainer"))
+    do_train(
+        model,
+        _loader(start, c.SOLVER.MAX_ITER),
+        opt,
+        sched,
+        ck,
+        device,
+        options,
+        start_iter=start,
+        rng_state=rng,
+        logger=logging.getLogger("test.trainer"),
+    )
     return model
 
 
@@ -112,26 +130,48 @@ def test_outputs_and_logs(tmp_path):
     do_train(model, _loader(0, 10), opt, sched, ck, torch.device("cpu"), options, test_fn=test_fn)
     assert model.training, "the loop must put the model back in train mode after evaluation"
     assert evals == [4, 8]
-    assert sorted(os.listdir(tmp_path / "model")) == ["last_checkpoint", "model_0000008.pth", "model_0000010.pth"]
+    assert sorted(os.listdir(tmp_path / "model")) == [
+        "last_checkpoint",
+        "model_0000008.pth",
+        "model_0000010.pth",
+    ]
     assert (tmp_path / "model" / "last_checkpoint").read_text().strip() == "model_0000010.pth"
     assert sorted(os.listdir(tmp_path / "save")) == ["model_0000005.pth", "model_0000010.pth"]
     final = torch.load(tmp_path / "final" / "model_final.pth", weights_only=False)
-    assert final["iteration"] == 10 and "optimizer" not in final and final["cfg"].startswith(c.dump()[:20])
+    assert (
+        final["iteration"] == 10
+        and "optimizer" not in final
+        and final["cfg"].startswith(c.dump()[:20])
+    )
     for k, v in model.state_dict().items():
         assert torch.equal(final["model"][k], v), k
     ckpt = torch.load(tmp_path / "model" / "model_0000010.pth", weights_only=False)
     assert {"model", "optimizer", "scheduler", "iteration", "rng", "cfg"} <= set(ckpt)
     assert set(ckpt["rng"]) == {"python", "numpy", "torch", "cuda"}
 
-    records = [json.loads(line) for line in (tmp_path / "log" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "log" / "metrics.jsonl").read_text().splitlines()
+    ]
     train = [r for r in records if r["type"] == "train"]
     assert [r["iter"] for r in train] == [1, 3, 6, 9, 10]
-    for key in ("loss", "loss_reg", "loss_l1", "loss_avg", "lr", "time", "data", "eta_seconds", "max_mem_mb"):
+    for key in (
+        "loss",
+        "loss_reg",
+        "loss_l1",
+        "loss_avg",
+        "lr",
+        "time",
+        "data",
+        "eta_seconds",
+        "max_mem_mb",
+    ):
         assert key in train[-1], key
     # warmup at iteration 0 (logged as iter 1): BASE_LR * WARMUP_FACTOR; after step 6: x GAMMA
     assert train[0]["lr"] == pytest.approx(0.05 / 3)
     assert train[-1]["lr"] == pytest.approx(0.05 * 0.1)
-    assert train[-1]["loss_avg"] == pytest.approx(train[-1]["loss_reg_avg"] + train[-1]["loss_l1_avg"])
+    assert train[-1]["loss_avg"] == pytest.approx(
+        train[-1]["loss_reg_avg"] + train[-1]["loss_l1_avg"]
+    )
     assert [r["shapes_val/bbox/AP"] for r in records if r["type"] == "eval"] == [1.0, 2.0]
     assert glob.glob(str(tmp_path / "log" / "events.out.tfevents.*")), "TensorBoard events missing"
 
@@ -170,8 +210,15 @@ def test_non_finite_loss_raises(tmp_path):
     opt = build_optimizer(c, model)
     ck = Checkpointer(model, opt, None, save_dir=str(tmp_path / "model"))
     with pytest.raises(FloatingPointError, match="loss_nan"):
-        do_train(model, _loader(0, 10), opt, build_lr_scheduler(c, opt), ck, torch.device("cpu"),
-                 TrainOptions.from_config(c, torch.device("cpu")))
+        do_train(
+            model,
+            _loader(0, 10),
+            opt,
+            build_lr_scheduler(c, opt),
+            ck,
+            torch.device("cpu"),
+            TrainOptions.from_config(c, torch.device("cpu")),
+        )
 
 
 def test_options_validate_keys(tmp_path):

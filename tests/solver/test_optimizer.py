@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 from detection.config import cfg as _defaults
-from detection.solver import build_lr_scheduler, build_optimizer, get_param_groups, warmup_multistep_factor
+from detection.solver import (
+    build_lr_scheduler,
+    build_optimizer,
+    get_param_groups,
+    warmup_multistep_factor,
+)
 
 
 class _Net(nn.Module):
@@ -38,8 +43,14 @@ def _groups_by_name(opt):
 
 def test_param_group_rules():
     base_lr, wd = 0.02, 1e-4
-    c = _cfg(BASE_LR=base_lr, WEIGHT_DECAY=wd, BIAS_LR_FACTOR=2.0, WEIGHT_DECAY_BIAS=0.0, WEIGHT_DECAY_NORM=0.0,
-             OFFSET_LR_FACTOR=0.1)
+    c = _cfg(
+        BASE_LR=base_lr,
+        WEIGHT_DECAY=wd,
+        BIAS_LR_FACTOR=2.0,
+        WEIGHT_DECAY_BIAS=0.0,
+        WEIGHT_DECAY_NORM=0.0,
+        OFFSET_LR_FACTOR=0.1,
+    )
     net = _Net()
     groups = _groups_by_name(build_optimizer(c, net))
     expected = {
@@ -58,7 +69,9 @@ def test_param_group_rules():
         "fc.weight": (base_lr, wd),
         "fc.bias": (base_lr * 2.0, 0.0),
     }
-    assert set(groups) == set(expected), "frozen parameters must be left out, all trainable ones kept"
+    assert set(groups) == set(
+        expected
+    ), "frozen parameters must be left out, all trainable ones kept"
     for name, (lr, decay) in expected.items():
         assert groups[name]["lr"] == pytest.approx(lr), name
         assert groups[name]["weight_decay"] == pytest.approx(decay), name
@@ -112,14 +125,33 @@ def _lrs(c, n):
 
 def test_linear_warmup_then_steps():
     base, f, w = 0.1, 0.25, 4
-    c = _cfg(BASE_LR=base, WARMUP_FACTOR=f, WARMUP_ITERS=w, WARMUP_METHOD="linear", STEPS=(6, 8), GAMMA=0.1)
+    c = _cfg(
+        BASE_LR=base,
+        WARMUP_FACTOR=f,
+        WARMUP_ITERS=w,
+        WARMUP_METHOD="linear",
+        STEPS=(6, 8),
+        GAMMA=0.1,
+    )
     lrs = _lrs(c, 10)
-    expected = [base * (f + (1 - f) * i / w) for i in range(w)] + [base] * 2 + [base * 0.1] * 2 + [base * 0.01] * 2
+    expected = (
+        [base * (f + (1 - f) * i / w) for i in range(w)]
+        + [base] * 2
+        + [base * 0.1] * 2
+        + [base * 0.01] * 2
+    )
     assert lrs == pytest.approx(expected)
 
 
 def test_constant_warmup():
-    c = _cfg(BASE_LR=0.1, WARMUP_FACTOR=0.5, WARMUP_ITERS=3, WARMUP_METHOD="constant", STEPS=(4,), GAMMA=0.5)
+    c = _cfg(
+        BASE_LR=0.1,
+        WARMUP_FACTOR=0.5,
+        WARMUP_ITERS=3,
+        WARMUP_METHOD="constant",
+        STEPS=(4,),
+        GAMMA=0.5,
+    )
     assert _lrs(c, 6) == pytest.approx([0.05, 0.05, 0.05, 0.1, 0.05, 0.05])
 
 
@@ -138,7 +170,9 @@ def test_scheduler_state_dict_resumes_schedule():
     opt2.load_state_dict(opt_state)
     sched2.load_state_dict(state)
     for _ in range(3):
-        assert [g["lr"] for g in opt2.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])
+        assert [g["lr"] for g in opt2.param_groups] == pytest.approx(
+            [g["lr"] for g in opt.param_groups]
+        )
         opt.step(), sched.step(), opt2.step(), sched2.step()
 
 

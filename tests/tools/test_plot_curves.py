@@ -10,7 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -24,9 +26,20 @@ def _write(path, records):
 
 
 def test_plot_writes_png_and_dedups_resumed_iterations(tmp_path):
-    recs = [{"type": "train", "iter": i, "loss": 2.0 / i, "loss_a": 1.0 / i, "loss_a_avg": 1.0, "lr": 0.01}
-            for i in (1, 20, 40)]
-    recs.append({"type": "train", "iter": 40, "loss": 0.5, "loss_a": 0.25, "lr": 0.01})  # after a resume
+    recs = [
+        {
+            "type": "train",
+            "iter": i,
+            "loss": 2.0 / i,
+            "loss_a": 1.0 / i,
+            "loss_a_avg": 1.0,
+            "lr": 0.01,
+        }
+        for i in (1, 20, 40)
+    ]
+    recs.append(
+        {"type": "train", "iter": 40, "loss": 0.5, "loss_a": 0.25, "lr": 0.01}
+    )  # after a resume
     recs.append({"type": "eval", "iter": 40, "shapes_val/bbox/AP": 0.3})
     metrics = tmp_path / "metrics.jsonl"
     _write(metrics, recs)

@@ -20,56 +20,104 @@ from detection import HAS_OPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
-OPS_READY = HAS_OPS and all(hasattr(L, n) for n in ("ModulatedDeformConv2dPack", "ModulatedDeformRoIPoolPack", "nms"))
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not OPS_READY, reason="needs the compiled detection ops")]
+OPS_READY = HAS_OPS and all(
+    hasattr(L, n) for n in ("ModulatedDeformConv2dPack", "ModulatedDeformRoIPoolPack", "nms")
+)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not OPS_READY, reason="needs the compiled detection ops"),
+]
 
 TINY = [
-    "MODEL.DEVICE", "cpu",
-    "DATASETS.SHAPES.NUM_TRAIN", "8",
-    "DATASETS.SHAPES.NUM_VAL", "4",
-    "DATASETS.SHAPES.MIN_SIZE", "64",
-    "DATASETS.SHAPES.MAX_SIZE", "96",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)",
-    "INPUT.MAX_SIZE_TRAIN", "96",
-    "INPUT.MIN_SIZE_TEST", "64",
-    "INPUT.MAX_SIZE_TEST", "96",
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "8",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "8",
-    "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
-    "MODEL.GROUP_NORM.NUM_GROUPS", "4",
-    "MODEL.RPN.HEAD_CHANNELS", "16",
-    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN", "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TRAIN", "50",
-    "MODEL.RPN.PRE_NMS_TOP_N_TEST", "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TEST", "30",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE", "16",
-    "MODEL.ROI_HEADS.SCORE_THRESH", "0.0",
-    "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", "10",
-    "MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS", "16",
-    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM", "32",
-    "MODEL.ROI_BOX_HEAD.DEFORM_FC_CHANNELS", "16",
-    "MODEL.ROI_MASK_HEAD.DEFORM_FC_CHANNELS", "16",
-    "MODEL.ROI_MASK_HEAD.CONV_LAYERS", "(8,)",
-    "MODEL.MIMIC.NUM_PER_IMAGE", "4",
-    "MODEL.MIMIC.CROP_SIZE", "32",
-    "SOLVER.MAX_ITER", "4",
-    "SOLVER.CHECKPOINT_PERIOD", "1",
-    "SOLVER.CHECKPOINT_KEEP", "2",
-    "SOLVER.SAVE_PERIOD", "2",
-    "SOLVER.LOG_PERIOD", "1",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.STEPS", "(3,)",
-    "TEST.IMS_PER_BATCH", "2",
-    "DATALOADER.NUM_WORKERS", "0",
-    "DETERMINISTIC", "True",
+    "MODEL.DEVICE",
+    "cpu",
+    "DATASETS.SHAPES.NUM_TRAIN",
+    "8",
+    "DATASETS.SHAPES.NUM_VAL",
+    "4",
+    "DATASETS.SHAPES.MIN_SIZE",
+    "64",
+    "DATASETS.SHAPES.MAX_SIZE",
+    "96",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "96",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "96",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "8",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "8",
+    "MODEL.GROUP_NORM.NUM_GROUPS",
+    "4",
+    "MODEL.RPN.HEAD_CHANNELS",
+    "16",
+    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN",
+    "300",
+    "MODEL.RPN.POST_NMS_TOP_N_TRAIN",
+    "50",
+    "MODEL.RPN.PRE_NMS_TOP_N_TEST",
+    "300",
+    "MODEL.RPN.POST_NMS_TOP_N_TEST",
+    "30",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE",
+    "16",
+    "MODEL.ROI_HEADS.SCORE_THRESH",
+    "0.0",
+    "MODEL.ROI_HEADS.DETECTIONS_PER_IMG",
+    "10",
+    "MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS",
+    "16",
+    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+    "32",
+    "MODEL.ROI_BOX_HEAD.DEFORM_FC_CHANNELS",
+    "16",
+    "MODEL.ROI_MASK_HEAD.DEFORM_FC_CHANNELS",
+    "16",
+    "MODEL.ROI_MASK_HEAD.CONV_LAYERS",
+    "(8,)",
+    "MODEL.MIMIC.NUM_PER_IMAGE",
+    "4",
+    "MODEL.MIMIC.CROP_SIZE",
+    "32",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "SOLVER.CHECKPOINT_KEEP",
+    "2",
+    "SOLVER.SAVE_PERIOD",
+    "2",
+    "SOLVER.LOG_PERIOD",
+    "1",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "(3,)",
+    "TEST.IMS_PER_BATCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "DETERMINISTIC",
+    "True",
 ]
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -113,9 +161,14 @@ def _metrics_records(ws):
 def test_train_writes_checkpoints_logs_and_events(trained):
     ws, _ = trained
     assert sorted(os.listdir(os.path.join(ws, "model"))) == [
-        "last_checkpoint", "model_0000003.pth", "model_0000004.pth"
+        "last_checkpoint",
+        "model_0000003.pth",
+        "model_0000004.pth",
     ]
-    assert sorted(os.listdir(os.path.join(ws, "save"))) == ["model_0000002.pth", "model_0000004.pth"]
+    assert sorted(os.listdir(os.path.join(ws, "save"))) == [
+        "model_0000002.pth",
+        "model_0000004.pth",
+    ]
     ckpt = torch.load(os.path.join(ws, "model", "model_0000004.pth"), weights_only=False)
     assert {"model", "optimizer", "scheduler", "iteration", "rng", "cfg"} <= set(ckpt)
     assert ckpt["iteration"] == 4 and "MAX_ITER: 4" in ckpt["cfg"]
@@ -124,8 +177,15 @@ def test_train_writes_checkpoints_logs_and_events(trained):
     assert "iter: 4/4" in log and "loss_mask" in log and "max mem" in log
     recs = _metrics_records(ws)
     assert [r["iter"] for r in recs] == [1, 2, 3, 4]
-    losses = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask",
-              "loss_mimic_cos", "loss_mimic_cls")
+    losses = (
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_mimic_cos",
+        "loss_mimic_cls",
+    )
     for key in losses + ("loss", "lr", "time", "data", "eta_seconds", "max_mem_mb"):
         assert key in recs[-1], key
     assert glob.glob(os.path.join(ws, "log", "events.out.tfevents.*"))
@@ -134,7 +194,9 @@ def test_train_writes_checkpoints_logs_and_events(trained):
 def test_test_writes_coco_metrics(trained):
     ws, opts = trained
     ckpt = os.path.join(ws, "final", "model_final.pth")
-    assert _load_tool("test").main(["--config", CONFIG, "--ckpt", ckpt, "--no-progress", *opts]) == 0
+    assert (
+        _load_tool("test").main(["--config", CONFIG, "--ckpt", ckpt, "--no-progress", *opts]) == 0
+    )
     out = os.path.join(ws, "inference", "shapes_val")
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     for iou_type in ("bbox", "segm"):
@@ -143,7 +205,9 @@ def test_test_writes_coco_metrics(trained):
     dets = json.load(open(os.path.join(out, "bbox.json")))
     segs = json.load(open(os.path.join(out, "segm.json")))
     assert len(dets) == len(segs) > 0  # SCORE_THRESH 0: every image has detections
-    gt = json.load(open(os.path.join(trained_root(opts), "shapes", "annotations", "instances_val.json")))
+    gt = json.load(
+        open(os.path.join(trained_root(opts), "shapes", "annotations", "instances_val.json"))
+    )
     sizes = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
     assert {d["category_id"] for d in dets} <= {c["id"] for c in gt["categories"]}
     for d, s in zip(dets, segs):
@@ -161,16 +225,30 @@ def test_infer_writes_drawn_images_and_json(trained, tmp_path):
     ws, opts = trained
     images = sorted(glob.glob(os.path.join(trained_root(opts), "shapes", "val", "*")))[:2]
     out = tmp_path / "infer"
-    argv = ["--config", CONFIG, "--ckpt", os.path.join(ws, "final", "model_final.pth"), "--input",
-            os.path.join(trained_root(opts), "shapes", "val", "*"), "--output", str(out), "--limit", "2",
-            "--score-threshold", "0.0", *opts]
+    argv = [
+        "--config",
+        CONFIG,
+        "--ckpt",
+        os.path.join(ws, "final", "model_final.pth"),
+        "--input",
+        os.path.join(trained_root(opts), "shapes", "val", "*"),
+        "--output",
+        str(out),
+        "--limit",
+        "2",
+        "--score-threshold",
+        "0.0",
+        *opts,
+    ]
     assert _load_tool("infer").main(argv) == 0
     drawn = sorted(p.name for p in out.glob("*.png"))
     assert drawn == sorted(os.path.splitext(os.path.basename(p))[0] + ".png" for p in images)
     data = json.loads((out / "detections.json").read_text())
     assert len(data["images"]) == 2
     assert {c["name"] for c in data["categories"]} == {"circle", "square", "triangle"}
-    assert data["annotations"] and all("segmentation" in a and "score" in a for a in data["annotations"])
+    assert data["annotations"] and all(
+        "segmentation" in a and "score" in a for a in data["annotations"]
+    )
 
 
 def test_resume_gives_the_same_weights(tmp_path, data_root, trained):
@@ -182,12 +260,19 @@ def test_resume_gives_the_same_weights(tmp_path, data_root, trained):
     common = [o for o in opts] + ["WORKSPACE", ws]
     assert train.main(["--config", CONFIG, *common, "SOLVER.MAX_ITER", "2"]) == 0
     assert train.main(["--config", CONFIG, "--resume", *common]) == 0
-    straight = torch.load(os.path.join(straight_ws, "final", "model_final.pth"), weights_only=False)["model"]
+    straight = torch.load(
+        os.path.join(straight_ws, "final", "model_final.pth"), weights_only=False
+    )["model"]
     resumed = torch.load(os.path.join(ws, "final", "model_final.pth"), weights_only=False)["model"]
     assert straight.keys() == resumed.keys()
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
-    assert [r["iter"] for r in _metrics_records(ws)] == [1, 2, 3, 4], "the log continues after the resume"
+    assert [r["iter"] for r in _metrics_records(ws)] == [
+        1,
+        2,
+        3,
+        4,
+    ], "the log continues after the resume"
 
 
 def test_weights_into_another_architecture_fail_clearly(trained):
@@ -195,14 +280,32 @@ def test_weights_into_another_architecture_fail_clearly(trained):
     train = _load_tool("train")
     weight = os.path.join(ws, "final", "model_final.pth")
     with pytest.raises(ValueError, match=r"shape mismatch .*roi_box_head"):
-        train.main(["--config", CONFIG, *opts, "WORKSPACE", ws + "_other", "MODEL.WEIGHT", weight,
-                    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM", "48"])
+        train.main(
+            [
+                "--config",
+                CONFIG,
+                *opts,
+                "WORKSPACE",
+                ws + "_other",
+                "MODEL.WEIGHT",
+                weight,
+                "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+                "48",
+            ]
+        )
 
 
 def _torchrun(nproc, argv, env_extra=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(ROOT, "tools", "train.py"), *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        os.path.join(ROOT, "tools", "train.py"),
+        *argv,
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
@@ -220,16 +323,24 @@ def test_distributed_matches_single_process(tmp_path, data_root):
     so per rank it covers half the RoIs) differ more, so the total loss gets 5% (measured 1.6%).
     """
     opts = TINY + [
-        "DATASETS.ROOT", data_root,
-        "SOLVER.MAX_ITER", "2",
-        "SOLVER.CHECKPOINT_PERIOD", "2",
-        "INPUT.HORIZONTAL_FLIP_PROB_TRAIN", "0.0",
-        "DATALOADER.ASPECT_RATIO_GROUPING", "False",
+        "DATASETS.ROOT",
+        data_root,
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "INPUT.HORIZONTAL_FLIP_PROB_TRAIN",
+        "0.0",
+        "DATALOADER.ASPECT_RATIO_GROUPING",
+        "False",
     ]
     ws2, ws1 = str(tmp_path / "ddp"), str(tmp_path / "single")
     res = _torchrun(2, ["--config", CONFIG, *opts, "WORKSPACE", ws2])
     assert "model replicas identical across 2 ranks" in res.stdout + res.stderr
-    assert sorted(os.listdir(os.path.join(ws2, "model"))) == ["last_checkpoint", "model_0000002.pth"]
+    assert sorted(os.listdir(os.path.join(ws2, "model"))) == [
+        "last_checkpoint",
+        "model_0000002.pth",
+    ]
     assert _load_tool("train").main(["--config", CONFIG, *opts, "WORKSPACE", ws1]) == 0
     ddp, single = _metrics_records(ws2)[0], _metrics_records(ws1)[0]
     assert ddp["iter"] == single["iter"] == 1
