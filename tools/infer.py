@@ -134,7 +134,7 @@ def run_infer(
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, exit_on_error=True)
     run_infer(cfg, args.ckpt, args.input, args.output, args.score_threshold, args.limit)
     return 0
 

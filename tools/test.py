@@ -74,7 +74,7 @@ def evaluate(cfg, ckpt: str = "", progress: bool = True) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, exit_on_error=True)
     try:
         evaluate(cfg, args.ckpt, progress=not args.no_progress)
     finally:

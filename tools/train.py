@@ -154,7 +154,7 @@ def check_replicas_identical(model: torch.nn.Module, logger) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, exit_on_error=True)
     try:
         train(cfg, resume=args.resume)
     finally:

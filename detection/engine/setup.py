@@ -18,28 +18,17 @@ from detection.utils.logger import setup_logger
 from detection.utils.seed import seed_all
 
 
-def load_config(config_file: str | None, opts: Sequence[str] = ()):
-    """Defaults, then `config_file` (YAML), then trailing `KEY VALUE` pairs; returns a frozen cfg.
+def load_config(config_file: str | None, opts: Sequence[str] = (), exit_on_error: bool = False):
+    """Defaults, then `config_file` (YAML), then trailing `KEY VALUE` pairs; returns a frozen,
+    checked cfg (`detection.config.load_config`). With `exit_on_error` (command-line tools) an
+    invalid config prints one `error: ...` line and exits with status 2."""
+    from detection.config import load_config as _load, load_config_or_exit
 
-    Uses `detection.config.load_config` when the config package provides one.
-    """
-    import detection.config as config_pkg
-
+    if config_file and not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config: no such file {config_file}")
     if len(opts) % 2:
-        raise ValueError(
-            f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}"
-        )
-    if hasattr(config_pkg, "load_config"):
-        cfg = config_pkg.load_config(config_file, list(opts))
-    else:
-        cfg = config_pkg.cfg.clone()
-        if config_file:
-            if not os.path.isfile(config_file):
-                raise FileNotFoundError(f"--config: no such file {config_file}")
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    cfg.freeze()
-    return cfg
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    return load_config_or_exit(config_file, list(opts)) if exit_on_error else _load(config_file, list(opts))
 
 
 def select_device(requested: str, logger: logging.Logger | None = None) -> torch.device:
