@@ -7,6 +7,9 @@ writes DIR/sampling_locations.png (the (3x3)^L sampling points of the stacked de
 for one output unit, traced back to the input, next to the fixed grid of regular convs) and
 DIR/gradients.png (|d output / d input| for the deformable model and, with --compare-run, the
 regular one side by side). --image is an index into the run's test set or a PNG file.
+With --spread-images N it also writes DIR/spread.csv and DIR/spread.png: the mean distance of
+the traced sampling points from their output unit over the first N test images at each test
+scale, for --run and every deformable run in --spread-runs, against the fixed grid.
 """
 
 import argparse
@@ -15,8 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import csv  # noqa: E402
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from detection.experiments import visualize as V  # noqa: E402
 from detection.experiments.scaled_mnist import data as D  # noqa: E402
@@ -35,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position", type=float, nargs=2, metavar=("Y", "X"), default=None,
                    help="output position in input pixels (default: centre)")
     p.add_argument("--data-root", default=None, help="override the run's --data-root")
+    p.add_argument("--spread-images", type=int, default=0,
+                   help="N > 0: also measure the sampling spread over N test images per scale")
+    p.add_argument("--spread-runs", nargs="*", default=[],
+                   help="more deformable runs (e.g. DCNv1) for the spread measurement")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", required=True, help="output directory for the PNG files")
     return p
 
@@ -58,8 +69,38 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     return img, os.path.basename(spec)
 
 
+def write_spread(a, model, margs, out: str) -> list[str]:
+    """spread.csv / spread.png for --run and --spread-runs over the first --spread-images images."""
+    images, _ = D.load_data(margs["data"], a.data_root or margs["data_root"], margs["train_size"],
+                            margs["test_size"], margs["seed"])["test"]
+    images = images[: a.spread_images]
+    models = {run_label(margs): model}
+    for run in a.spread_runs:
+        m, args = load_checkpoint(run)
+        if not args["deform"]:
+            raise SystemExit(f"--spread-runs {run} is not a deformable model")
+        models.setdefault(run_label(args), m)
+    spreads = {name: [] for name in models}
+    fixed = 0.0
+    for s in D.TEST_SCALES:
+        x = D.scaled_tensor(images, [s] * len(images))
+        for name, m in models.items():
+            values, fixed = V.sampling_spread(m, x, a.position)
+            spreads[name].append(float(values.mean()))
+    paths = [os.path.join(out, "spread.csv"), os.path.join(out, "spread.png")]
+    with open(paths[0], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scale", *spreads, "fixed_grid"])
+        for i, s in enumerate(D.TEST_SCALES):
+            w.writerow([s, *(round(v[i], 4) for v in spreads.values()), round(fixed, 4)])
+    V.plot_spread(list(D.TEST_SCALES), spreads, fixed, paths[1])
+    return paths
+
+
 def main(argv=None) -> list[str]:
     a = build_parser().parse_args(argv)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     model, margs = load_checkpoint(a.run or a.ckpt)
     if not margs["deform"]:
         raise SystemExit("--run must be a deformable model (trained with --deform True)")
@@ -87,6 +128,8 @@ def main(argv=None) -> list[str]:
     paths = [os.path.join(a.out, "sampling_locations.png"), os.path.join(a.out, "gradients.png")]
     V.plot_sampling(sampling_rows, paths[0])
     V.plot_gradients(grad_rows, list(grad_rows[0]["grads"]), paths[1])
+    if a.spread_images > 0:
+        paths += write_spread(a, model, margs, a.out)
     for p in paths:
         print(p)
     return paths

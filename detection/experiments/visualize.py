@@ -89,11 +89,11 @@ def _from_predictor(module: nn.Module, x: torch.Tensor):
 
 
 @torch.no_grad()
-def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampling]:
-    """Run `model` on `image` `[1, 1, H, W]` and return one DeformSampling per deformable conv
-    (modules with a `conv_offset` predictor), in forward order."""
-    if image.dim() != 4 or image.shape[0] != 1:
-        raise ValueError(f"image must be [1, C, H, W], got {tuple(image.shape)}")
+def capture_sampling_batch(model: nn.Module, images: torch.Tensor) -> list[list[DeformSampling]]:
+    """Run `model` on `images` `[N, 1, H, W]`; for each image, one DeformSampling per deformable
+    conv (modules with a `conv_offset` predictor), in forward order."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be [N, C, H, W], got {tuple(images.shape)}")
     layers = [m for m in model.modules() if hasattr(m, "conv_offset")]
     seen: list[tuple[nn.Module, tuple, tuple, torch.Tensor]] = []
     hooks = [
@@ -103,7 +103,7 @@ def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampli
     model.eval()
     try:
         with _CaptureDeformOps() as cap:
-            model(image)
+            model(images)
     finally:
         for h in hooks:
             h.remove()
@@ -111,24 +111,32 @@ def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampli
     if len(cap.calls) != len(seen):  # the op is not dispatched as expected: use the predictor
         cap.calls = [_from_predictor(mod, inp) for mod, _, _, inp in seen]
         source = "predictor"
-    result = []
+    result: list[list[DeformSampling]] = [[] for _ in range(len(images))]
     for (mod, in_shape, out_shape, _), (offset, mask) in zip(seen, cap.calls):
         weight = getattr(mod, "weight", None)
         ks = tuple(weight.shape[-2:]) if weight is not None else _pair(getattr(mod, "kernel_size", 3))
-        result.append(
-            DeformSampling(
-                offset=offset[0].float(),
-                mask=None if mask is None else mask[0].float(),
-                in_hw=tuple(in_shape[-2:]),
-                out_hw=tuple(out_shape[-2:]),
-                stride=_pair(getattr(mod, "stride", 1)),
-                padding=_pair(getattr(mod, "padding", 1)),
-                dilation=_pair(getattr(mod, "dilation", 1)),
-                kernel_size=_pair(ks),
-                source=source,
+        for b in range(len(images)):
+            result[b].append(
+                DeformSampling(
+                    offset=offset[b].float(),
+                    mask=None if mask is None else mask[b].float(),
+                    in_hw=tuple(in_shape[-2:]),
+                    out_hw=tuple(out_shape[-2:]),
+                    stride=_pair(getattr(mod, "stride", 1)),
+                    padding=_pair(getattr(mod, "padding", 1)),
+                    dilation=_pair(getattr(mod, "dilation", 1)),
+                    kernel_size=_pair(ks),
+                    source=source,
+                )
             )
-        )
     return result
+
+
+def capture_sampling(model: nn.Module, image: torch.Tensor) -> list[DeformSampling]:
+    """`capture_sampling_batch` for one image `[1, 1, H, W]`."""
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"image must be [1, C, H, W], got {tuple(image.shape)}")
+    return capture_sampling_batch(model, image)[0]
 
 
 def _to_image(p: torch.Tensor, hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
@@ -210,6 +218,28 @@ def trace_sampling_points(
     return unit, levels
 
 
+def sampling_spread(
+    model: nn.Module, images: torch.Tensor, position: tuple[float, float] | None = None
+) -> tuple[np.ndarray, float]:
+    """How far the traced sampling points of one output unit reach, per image.
+
+    For each image of `images` `[N, 1, H, W]`: the mask-weighted mean Euclidean distance (input
+    pixels) of the deepest level's points (all (K)^L of them) from the unit's own position. Returns
+    (float[N] for the deformable model, the same number for the fixed grid of these layers).
+    """
+    hw = tuple(images.shape[-2:])
+    spreads, fixed = [], 0.0
+    for layers in capture_sampling_batch(model, images):
+        unit, levels = trace_sampling_points(layers, position, hw)
+        centre = np.array(unit_to_image(unit, layers[-1].out_hw, hw))
+        pts, w = levels[-1]
+        spreads.append(float((np.linalg.norm(pts - centre, axis=1) * w).sum() / w.sum()))
+        if not fixed:
+            _, grid = trace_sampling_points(layers, position, hw, zero_offsets=True)
+            fixed = float(np.linalg.norm(grid[-1][0] - centre, axis=1).mean())
+    return np.array(spreads), fixed
+
+
 def input_gradients(
     model: nn.Module, image: torch.Tensor, unit: tuple[int, int] | None = None
 ) -> dict[str, np.ndarray]:
@@ -243,12 +273,15 @@ def _pyplot():
     return plt
 
 
-def _show_image(ax, image: np.ndarray, upscale: int) -> None:
-    """Draw a uint8 [H, W] image upscaled by `upscale` (pixel centres at (u + 0.5) * upscale)."""
+def _show_image(ax, image: np.ndarray, upscale: int, margin: float = 0) -> None:
+    """Draw a uint8 [H, W] image upscaled by `upscale` (pixel centres at (u + 0.5) * upscale),
+    with `margin` image pixels of (grey) surroundings."""
     h, w = image.shape
     ax.imshow(image, cmap="gray", extent=(0, w * upscale, h * upscale, 0), interpolation="bicubic")
-    ax.set_xlim(0, w * upscale)
-    ax.set_ylim(h * upscale, 0)
+    m = margin * upscale
+    ax.set_xlim(-m, w * upscale + m)
+    ax.set_ylim(h * upscale + m, -m)
+    ax.set_facecolor("0.35")  # outside the image: grey, so points sampling there stay visible
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -261,7 +294,7 @@ def _scatter(ax, pts: np.ndarray, weights: np.ndarray, upscale: int, color: str,
     ax.scatter((pts[:, 1] + 0.5) * upscale, (pts[:, 0] + 0.5) * upscale, s=size, c=rgba, lw=0)
 
 
-def plot_sampling(rows: list[dict], path: str, upscale: int = 10) -> None:
+def plot_sampling(rows: list[dict], path: str, upscale: int = 10, margin: float = 6) -> None:
     """One row per image: the fixed grid of the same layers (regular conv), then the deformable
     points at each depth. Each row dict: {"image": uint8[H, W], "title": str, "unit_xy": (y, x)
     image pixels, "levels": [(points, weights)], "fixed": [(points, weights)]}."""
@@ -275,7 +308,7 @@ def plot_sampling(rows: list[dict], path: str, upscale: int = 10) -> None:
                     "red") for d in range(n_layers)]
         for c, (title, (pts, wts), color) in enumerate(panels):
             ax = axes[r, c]
-            _show_image(ax, row["image"], upscale)
+            _show_image(ax, row["image"], upscale, margin)
             _scatter(ax, pts, wts, upscale, color, 10 if len(pts) > 100 else 22)
             uy, ux = row["unit_xy"]
             ax.scatter([(ux + 0.5) * upscale], [(uy + 0.5) * upscale], s=60, c="lime", marker="x")
@@ -303,12 +336,29 @@ def plot_gradients(rows: list[dict], names: list[str], path: str) -> None:
             for t, target in enumerate(("unit", "logit")):
                 ax = axes[r, 1 + 2 * k + t]
                 ax.imshow(g[target], cmap="inferno")
+                ax.contour(row["image"], levels=[128], colors="cyan", linewidths=0.6)
                 label = "centre unit" if target == "unit" else f"logit, pred {int(g['pred'])}"
                 ax.set_title(f"{name}: {label}", fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("|gradient| of the output w.r.t. the input pixels", fontsize=9)
+    fig.suptitle("|gradient| of the output w.r.t. the input pixels (cyan: digit outline)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def plot_spread(scales: list[float], spreads: dict[str, list[float]], fixed: float, path: str) -> None:
+    """Mean sampling distance vs test scale for each model in `spreads`, fixed grid as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in spreads.items():
+        ax.plot(scales, values, "o-", label=name)
+    ax.axhline(fixed, color="k", ls="--", lw=1, label="regular conv (fixed grid)")
+    ax.set_xlabel("digit scale")
+    ax.set_ylabel("mean sampling distance (px)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
     plt.close(fig)

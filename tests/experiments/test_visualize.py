@@ -90,6 +90,21 @@ def test_capture_matches_predictor_and_gradients():
 
 
 @needs_dcn
+def test_sampling_spread_of_untrained_model_is_the_fixed_grid():
+    import itertools
+
+    from detection.experiments.scaled_mnist.models import build_model
+
+    model = build_model("MNISTClassifier", deform=True, modulation=True)  # zero offsets, mask 0.5
+    spread, fixed = V.sampling_spread(model, torch.randn(3, 1, 28, 28))
+    # conv4 and conv5 on the 7x7 map: every depth-2 point is 4 * (a + b) pixels away per axis
+    d = [4 * (a + b) for a, b in itertools.product((-1, 0, 1), repeat=2)]
+    expected = np.mean([np.hypot(dy, dx) for dy in d for dx in d])
+    assert fixed == pytest.approx(expected)
+    np.testing.assert_allclose(spread, expected, rtol=1e-6)
+
+
+@needs_dcn
 def test_tools_write_pngs(tmp_path, monkeypatch):
     from detection.experiments.scaled_mnist import train as T
 
@@ -100,10 +115,12 @@ def test_tools_write_pngs(tmp_path, monkeypatch):
     out = tmp_path / "vis"
     monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "dcn"), "--compare-run",
                                       str(tmp_path / "reg"), "--image", "3", "--scale", "0.6", "1.2",
-                                      "--out", str(out)])
+                                      "--out", str(out), "--spread-images", "4", "--threads", "1"])
     runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
-    for name in ("sampling_locations.png", "gradients.png"):
+    for name in ("sampling_locations.png", "gradients.png", "spread.png"):
         assert (out / name).stat().st_size > 2000
+    rows = (out / "spread.csv").read_text().split()
+    assert rows[0] == "scale,DCNv2,fixed_grid" and len(rows) == 12
     png = tmp_path / "plot.png"
     monkeypatch.setattr(sys, "argv", ["plot_scaled_mnist.py", str(tmp_path / "reg"), str(tmp_path / "dcn"),
                                       "--out", str(png)])
