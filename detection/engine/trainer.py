@@ -283,7 +283,10 @@ def _save_checkpoints(checkpointer: Checkpointer, it: int, o: TrainOptions) -> N
 
 
 def _evaluate(test_fn, model, it: int, log: _TrainLog, logger: logging.Logger) -> None:
+    # evaluation must not shift the training's random streams (a resumed run skips it)
+    rng_state = get_rng_state()
     metrics = test_fn(model, it)
+    set_rng_state(rng_state)
     comm.synchronize()
     if not metrics:
         return

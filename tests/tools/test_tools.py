@@ -143,7 +143,7 @@ def data_root(tmp_path_factory):
 def trained(tmp_path_factory, data_root):
     """One tiny training run shared by the tests that only read its outputs."""
     ws = str(tmp_path_factory.mktemp("ws"))
-    opts = TINY + ["WORKSPACE", ws, "DATASETS.ROOT", data_root]
+    opts = TINY + ["WORKSPACE", ws, "DATASETS.ROOT", data_root, "SOLVER.TEST_PERIOD", "3"]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -176,7 +176,12 @@ def test_train_writes_checkpoints_logs_and_events(trained):
     log = open(os.path.join(ws, "log", "log.txt")).read()
     assert "iter: 4/4" in log and "loss_mask" in log and "max mem" in log
     recs = _metrics_records(ws)
+    evals = [r for r in recs if r["type"] == "eval"]
+    recs = [r for r in recs if r["type"] == "train"]
     assert [r["iter"] for r in recs] == [1, 2, 3, 4]
+    assert [r["iter"] for r in evals] == [3], "SOLVER.TEST_PERIOD 3: one evaluation"
+    assert {"shapes_val/bbox/AP", "shapes_val/segm/AP50"} <= set(evals[0])
+    assert os.path.isfile(os.path.join(ws, "inference", "shapes_val", "metrics.json"))
     losses = (
         "loss_objectness",
         "loss_rpn_box_reg",
@@ -267,12 +272,8 @@ def test_resume_gives_the_same_weights(tmp_path, data_root, trained):
     assert straight.keys() == resumed.keys()
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
-    assert [r["iter"] for r in _metrics_records(ws)] == [
-        1,
-        2,
-        3,
-        4,
-    ], "the log continues after the resume"
+    recs = [r["iter"] for r in _metrics_records(ws) if r["type"] == "train"]
+    assert recs == [1, 2, 3, 4], "the log continues after the resume"
 
 
 def test_weights_into_another_architecture_fail_clearly(trained):
