@@ -4,7 +4,9 @@
         work_space/scaled_mnist/dcnv2 --out docs/images/scaled_mnist_accuracy.png
 
 Each RUN_DIR needs scale_accuracy.csv and args.json (written by tools/train_scaled_mnist.py); the
-legend label comes from the run's args. Also prints the table as Markdown.
+legend label comes from the run's args. Runs whose labels agree (e.g. the same setting with
+different --seed) are averaged: the curve is the mean, the bar spans min to max, and the Markdown
+table printed at the end shows "mean (min-max)".
 """
 
 import argparse
@@ -23,14 +25,27 @@ def describe(args: dict) -> str:
     if args.get("deform"):
         first = args.get("min_deform_layer") or DEFAULT_MIN_DEFORM_LAYER[args["arch"]]
         label += f", deformable from conv{first}"
+    if (args.get("scale_min"), args.get("scale_max")) != (0.5, 1.5):
+        lo, hi = args["scale_min"], args["scale_max"]
+        label += f", train scale {lo:g}" + (f"-{hi:g}" if hi != lo else " only")
     return label + ")"
 
 
-def markdown_table(labels: list[str], scales: list[float], accs: list[list[float]]) -> str:
-    lines = ["| scale | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+def _cell(values: list[float]) -> str:
+    mean = 100 * sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ({100 * min(values):.2f}-{100 * max(values):.2f})"
+
+
+def markdown_table(labels: list[str], scales: list[float], accs: list[list[list[float]]]) -> str:
+    """accs[model][run][scale] -> a Markdown table, one row per scale plus the mean over scales."""
+    head = [f"{label} (n={len(a)})" if len(a) > 1 else label for label, a in zip(labels, accs)]
+    lines = ["| scale | " + " | ".join(head) + " |", "|---" * (len(labels) + 1) + "|"]
     for i, s in enumerate(scales):
-        lines.append(f"| {s:.1f} | " + " | ".join(f"{100 * a[i]:.2f}" for a in accs) + " |")
-    lines.append("| mean | " + " | ".join(f"{100 * sum(a) / len(a):.2f}" for a in accs) + " |")
+        lines.append(f"| {s:.1f} | " + " | ".join(_cell([r[i] for r in a]) for a in accs) + " |")
+    means = [_cell([sum(r) / len(r) for r in a]) for a in accs]
+    lines.append("| mean | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
@@ -46,26 +61,32 @@ def main(argv=None) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, scales, accs = [], None, []
+    groups: dict[str, list[list[float]]] = {}
+    scales = None
     for run in a.runs:
         for name in ("scale_accuracy.csv", "args.json"):
             if not os.path.exists(os.path.join(run, name)):
                 p.error(f"{run} has no {name}: is it a finished tools/train_scaled_mnist.py run?")
         with open(os.path.join(run, "args.json")) as f:
-            labels.append(describe(json.load(f)))
+            label = describe(json.load(f))
         s, acc = read_scale_accuracy(run)
         if scales is not None and s != scales:
             p.error(f"{run} was evaluated at scales {s}, the first run at {scales}")
         scales = s
-        accs.append(acc)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, acc in zip(labels, accs):
-        ax.plot(scales, [100 * v for v in acc], "o-", label=label)
+        groups.setdefault(label, []).append(acc)
+    labels, accs = list(groups), list(groups.values())
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, runs in zip(labels, accs):
+        mean = [100 * sum(r[i] for r in runs) / len(runs) for i in range(len(scales))]
+        lo = [m - 100 * min(r[i] for r in runs) for i, m in enumerate(mean)]
+        hi = [100 * max(r[i] for r in runs) - m for i, m in enumerate(mean)]
+        name = label + (f", {len(runs)} seeds" if len(runs) > 1 else "")
+        ax.errorbar(scales, mean, yerr=[lo, hi], fmt="o-", capsize=3, label=name)
     ax.set_xlabel("test scale")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(a.title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     fig.savefig(a.out, dpi=80)

@@ -130,3 +130,16 @@ def test_tools_write_pngs(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "reg"),
                                           "--out", str(out)])
         runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
+
+
+def test_plot_table_averages_runs_with_the_same_label():
+    tool = runpy.run_path(os.path.join(ROOT, "tools", "plot_scaled_mnist.py"), run_name="plot")
+    table = tool["markdown_table"](["a", "b"], [0.5, 1.0], [[[0.5, 1.0], [0.7, 0.9]], [[0.25, 1.0]]])
+    lines = table.splitlines()
+    assert lines[0] == "| scale | a (n=2) | b |"
+    assert lines[2] == "| 0.5 | 60.00 (50.00-70.00) | 25.00 |"
+    assert lines[3] == "| 1.0 | 95.00 (90.00-100.00) | 100.00 |"
+    assert lines[4] == "| mean | 77.50 (75.00-80.00) | 62.50 |"
+    label = tool["describe"]({"arch": "ScaledMNISTNet", "deform": True, "modulation": False,
+                              "min_deform_layer": None, "scale_min": 1.0, "scale_max": 1.0})
+    assert label == "DCNv1 (ScaledMNISTNet, deformable from conv3, train scale 1 only)"
