@@ -296,15 +296,15 @@ def test_weights_into_another_architecture_fail_clearly(trained):
         )
 
 
-def _torchrun(nproc, argv, env_extra=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+def _torchrun(nproc, argv, tool="train"):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
-        os.path.join(ROOT, "tools", "train.py"),
+        os.path.join(ROOT, "tools", f"{tool}.py"),
         *argv,
     ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -348,3 +348,31 @@ def test_distributed_matches_single_process(tmp_path, data_root):
     for key in ("loss_objectness", "loss_classifier", "loss_mask", "loss_mimic_cls"):
         assert ddp[key] == pytest.approx(single[key], rel=0.005), key
     assert ddp["loss"] == pytest.approx(single["loss"], rel=0.05)
+
+
+def test_distributed_test_gathers_all_predictions(trained, tmp_path):
+    """test.py under torchrun (2 gloo processes, each a shard of the 4 val images) gathers every
+    prediction on rank 0: the same detections and metrics as one process. Both runs put one
+    image in a batch (TEST.IMS_PER_BATCH is global), so no padding differs between them."""
+    ws, opts = trained
+    ckpt = os.path.join(ws, "final", "model_final.pth")
+    argv = ["--config", CONFIG, "--ckpt", ckpt, "--no-progress", *opts]
+    single_ws, ddp_ws = str(tmp_path / "single"), str(tmp_path / "ddp")
+    assert _load_tool("test").main([*argv, "WORKSPACE", single_ws, "TEST.IMS_PER_BATCH", "1"]) == 0
+    _torchrun(2, [*argv, "WORKSPACE", ddp_ws, "TEST.IMS_PER_BATCH", "2"], tool="test")
+
+    def load(root, name):
+        return json.load(open(os.path.join(root, "inference", "shapes_val", name)))
+
+    for name in ("bbox.json", "segm.json"):
+        a, b = load(single_ws, name), load(ddp_ws, name)
+        assert len({d["image_id"] for d in a}) == 4 and len(a) > 0
+        key = lambda d: (d["image_id"], d["category_id"], -d["score"])  # noqa: E731
+        for da, db in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
+            assert da["image_id"] == db["image_id"] and da["category_id"] == db["category_id"]
+            assert da["score"] == pytest.approx(db["score"], abs=1e-5)
+            if "bbox" in da:
+                assert da["bbox"] == pytest.approx(db["bbox"], abs=1e-3)
+    single, ddp = load(single_ws, "metrics.json"), load(ddp_ws, "metrics.json")
+    for iou_type in ("bbox", "segm"):
+        assert ddp[iou_type] == pytest.approx(single[iou_type], abs=1e-6)
