@@ -19,7 +19,6 @@ from detection.modeling.balanced_positive_negative_sampler import BalancedPositi
 from detection.modeling.box_coder import BoxCoder
 from detection.modeling.matcher import Matcher
 from detection.modeling.roi_heads.poolers import Pooler, boxes_to_rois, build_pooler
-from detection.modeling.utils import smooth_l1_loss
 from detection.structures.bounding_box import BoxList
 from detection.structures.boxlist_ops import boxlist_iou
 
