@@ -178,3 +178,14 @@ def test_deformable_groups_size_the_offset_predictors():
     assert all(m.out_channels == 3 * 2 * 9 for m in preds.values())
     out = net(torch.randn(1, 3, 32, 32))
     assert out["C5"].shape == (1, 64, 2, 2)
+
+
+@needs_ops
+def test_torchvision_weights_load_into_the_deformable_backbone():
+    tv = _tv_resnet50()
+    cfg = _cfg.clone()
+    cfg.merge_from_file("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+    net = build_backbone(cfg)
+    missing, _ = load_torchvision_resnet(net, tv.state_dict())
+    assert missing and all(".conv_offset." in k for k in missing)
+    torch.testing.assert_close(net.res4[2].conv2.weight, tv.layer3[2].conv2.weight)

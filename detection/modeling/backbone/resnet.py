@@ -319,8 +319,9 @@ def load_torchvision_resnet(
     """Load a torchvision-format ResNet state dict (e.g. ImageNet weights) into `backbone`.
 
     Names are mapped with `torchvision_to_ours`; the fc layer and `num_batches_tracked` are
-    dropped; BN running statistics are dropped when the backbone's norm has none (GN); shapes
-    must match. Returns `(missing, skipped)`: our keys left at their initial value (e.g. the
+    dropped. With GN the BN running statistics are dropped and BN's affine weight/bias
+    initialise GN's; the 3x3 weights of deformable stages load into the deformable convs (their
+    `conv_offset` predictors stay zero). Shapes must match. Returns `(missing, skipped)`: our keys left at their initial value (e.g. the
     `conv_offset` predictors, or GN's affine parameters when absent) and source keys not used.
     """
     ours = backbone.state_dict()
