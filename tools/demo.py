@@ -116,8 +116,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=0,
-        help="CPU threads per tool (OMP_NUM_THREADS; default: 1 with --quick, else torch's)",
+        default=1,
+        help="CPU threads per tool (OMP_NUM_THREADS). 1 by default: on a 2-core machine shared "
+        "with other work, 2 threads measured ~10x slower per iteration (OpenMP contention); "
+        "try 2 on an idle machine",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
     py = sys.executable
     tools = os.path.join(ROOT, "tools")
     times = {}
-    threads = args.threads or (1 if args.quick else 0)
+    threads = args.threads
 
     print(f"=== shapes data under {os.path.abspath(cfg.DATASETS.ROOT)}", flush=True)
     start = time.perf_counter()
