@@ -27,8 +27,14 @@ def load_config(config_file: str | None, opts: Sequence[str] = (), exit_on_error
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config: no such file {config_file}")
     if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
-    return load_config_or_exit(config_file, list(opts)) if exit_on_error else _load(config_file, list(opts))
+        raise ValueError(
+            f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}"
+        )
+    return (
+        load_config_or_exit(config_file, list(opts))
+        if exit_on_error
+        else _load(config_file, list(opts))
+    )
 
 
 def select_device(requested: str, logger: logging.Logger | None = None) -> torch.device:
@@ -36,8 +42,11 @@ def select_device(requested: str, logger: logging.Logger | None = None) -> torch
 
     Under torchrun each process takes GPU `LOCAL_RANK`.
     """
-    device = torch.device(requested)
-    if device.type not in ("cuda", "cpu"):
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cuda", "cpu"):
         raise ValueError(f"MODEL.DEVICE must be 'cuda' or 'cpu', got {requested!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         if logger is not None:
