@@ -8,6 +8,7 @@ second on one CPU thread.
 import glob
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -132,6 +133,21 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_logging():
+    """The tools configure the "detection" logger (handlers, no propagation): undone after this
+    module so other tests' caplog still sees detection.* records."""
+    logger = logging.getLogger("detection")
+    state = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in state[0]:
+        logger.addHandler(handler)
+    logger.propagate, logger.level = state[1], state[2]
 
 
 @pytest.fixture(scope="module")
