@@ -158,48 +158,53 @@ void col2im(const scalar_t* grad_columns, const int32_t* index, const scalar_t* 
 }
 
 // grad_offset and grad_mask of B images; one thread per (image, deform group, kernel point) row.
+// Positions are processed in blocks so the accumulators and the plan stay in L1 while the
+// group's channels are summed.
 template <typename scalar_t>
 void coordinate_grad(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
                      const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
                      int64_t batch, const Geometry& geo, scalar_t* grad_offset,
                      scalar_t* grad_mask) {
+  constexpr int64_t kBlock = 512;
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
   at::parallel_for(0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> acc(3 * P);
+    scalar_t acc_y[kBlock], acc_x[kBlock], acc_v[kBlock];
     for (int64_t r = begin; r < end; ++r) {
       const int64_t k = r % K, bg = r / K;
       const int64_t b = bg / geo.deform_groups, g = bg % geo.deform_groups;
-      const int32_t* idx = index + r * P;
-      const scalar_t* fy = frac_y + r * P;
-      const scalar_t* fx = frac_x + r * P;
-      scalar_t* acc_y = acc.data();
-      scalar_t* acc_x = acc_y + P;
-      scalar_t* acc_v = acc_x + P;
-      std::fill(acc.begin(), acc.end(), scalar_t(0));
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const scalar_t* src = padded + (b * C + c) * plane;
-        const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          const scalar_t* v = src + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
-          const scalar_t gq = gc[q];
-          acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
-          acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
-          acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
-        }
-      }
       const scalar_t* pm = plan_mask + r * P;
       scalar_t* go_y = grad_offset + 2 * r * P;
       scalar_t* go_x = go_y + P;
-      for (int64_t q = 0; q < P; ++q) {
-        go_y[q] = pm[q] * acc_y[q];
-        go_x[q] = pm[q] * acc_x[q];
-      }
-      if (grad_mask != nullptr) {
-        std::copy(acc_v, acc_v + P, grad_mask + r * P);
+      for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
+        const int64_t n = std::min(kBlock, P - q0);
+        const int32_t* idx = index + r * P + q0;
+        const scalar_t* fy = frac_y + r * P + q0;
+        const scalar_t* fx = frac_x + r * P + q0;
+        std::fill(acc_y, acc_y + n, scalar_t(0));
+        std::fill(acc_x, acc_x + n, scalar_t(0));
+        std::fill(acc_v, acc_v + n, scalar_t(0));
+        for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+          const scalar_t* src = padded + (b * C + c) * plane;
+          const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P + q0;
+          for (int64_t q = 0; q < n; ++q) {
+            const scalar_t* v = src + idx[q];
+            const scalar_t ly = fy[q], lx = fx[q];
+            const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
+            const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
+            const scalar_t gq = gc[q];
+            acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
+            acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
+            acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
+          }
+        }
+        for (int64_t q = 0; q < n; ++q) {
+          go_y[q0 + q] = pm[q0 + q] * acc_y[q];
+          go_x[q0 + q] = pm[q0 + q] * acc_x[q];
+        }
+        if (grad_mask != nullptr) {
+          std::copy(acc_v, acc_v + n, grad_mask + r * P + q0);
+        }
       }
     }
   });
