@@ -7,7 +7,7 @@ stride 1, mask given, N=2): forward and forward+backward times of
 when available. Other op benchmarks plug in as modules exposing ``run(device, repeat) ->
 list[dict]`` (``bench_roi_ops`` is picked up when present); rows of the same ``op`` form one table.
 
-    python benchmarks/bench_ops.py [--repeat 3] [--shapes res3,res4,res5] [--devices cpu,cuda]
+    python benchmarks/bench_ops.py [--repeat 2] [--shapes res3,res4,res5] [--devices cpu,cuda]
                                    [--csv PATH] [--markdown PATH]
 """
 
@@ -17,7 +17,6 @@ import argparse
 import csv
 import importlib
 import os
-import statistics
 import sys
 import time
 from typing import Callable
@@ -46,7 +45,8 @@ def _sync(device: str) -> None:
 
 
 def time_ms(fn: Callable[[], object], device: str, repeat: int, warmup: int = 1) -> float:
-    """Median wall time of `fn` in milliseconds over `repeat` runs after `warmup` runs."""
+    """Best wall time of `fn` in milliseconds over `repeat` runs after `warmup` runs (the minimum
+    is the estimate least disturbed by other processes sharing the machine)."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -56,7 +56,7 @@ def time_ms(fn: Callable[[], object], device: str, repeat: int, warmup: int = 1)
         fn()
         _sync(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def _dcn_inputs(shape, device, dtype=torch.float32, seed=0):
@@ -153,7 +153,7 @@ def _tables(rows: list[dict], markdown: bool) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs per measurement (best)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma list of " + ",".join(SHAPES))
     parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: all available)")
     parser.add_argument("--csv", default=None, help="write all rows as CSV here")
