@@ -118,7 +118,9 @@ def bench_deform_conv(device: str, repeat: int, shapes: list[str]) -> list[dict]
         for phase in ("fwd", "fwdbwd"):
             for base in ("conv2d", "torchvision"):
                 if f"{base}_{phase}_ms" in row:
-                    row[f"{phase}_ours/{base}"] = row[f"ours_{phase}_ms"] / row[f"{base}_{phase}_ms"]
+                    row[f"{phase}_ours/{base}"] = (
+                        row[f"ours_{phase}_ms"] / row[f"{base}_{phase}_ms"]
+                    )
         rows.append(row)
         print(_format_table([row], markdown=False), flush=True)
     return rows
@@ -154,15 +156,19 @@ def _tables(rows: list[dict], markdown: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per measurement (best)")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma list of " + ",".join(SHAPES))
+    parser.add_argument(
+        "--shapes", default=",".join(SHAPES), help="comma list of " + ",".join(SHAPES)
+    )
     parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: all available)")
     parser.add_argument("--csv", default=None, help="write all rows as CSV here")
     parser.add_argument("--markdown", default=None, help="write the tables as Markdown here")
     parser.add_argument("--no-plugins", action="store_true", help="only the deformable conv")
     args = parser.parse_args(argv)
 
-    devices = args.devices.split(",") if args.devices else ["cpu"] + (
-        ["cuda"] if torch.cuda.is_available() else []
+    devices = (
+        args.devices.split(",")
+        if args.devices
+        else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
     shapes = [s for s in args.shapes.split(",") if s]
     for s in shapes:

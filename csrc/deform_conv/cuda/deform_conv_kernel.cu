@@ -11,12 +11,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <ATen/cuda/Atomic.cuh>
 #include <algorithm>
 #include <optional>
 
@@ -42,9 +42,9 @@ struct Dims {
 };
 
 Dims make_dims(const ConvShape& s, const ConvParams& p) {
-  return Dims{s.channels, s.height, s.width, s.kernel_h, s.kernel_w, s.out_h, s.out_w,
-              p.deform_groups, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
-              p.dilation_w};
+  return Dims{s.channels, s.height, s.width,         s.kernel_h,  s.kernel_w,
+              s.out_h,    s.out_w,  p.deform_groups, p.stride_h,  p.stride_w,
+              p.pad_h,    p.pad_w,  p.dilation_h,    p.dilation_w};
 }
 
 template <typename acc_t, typename scalar_t>
@@ -171,8 +171,8 @@ __global__ void coordinate_grad_kernel(int64_t n, Dims d, const scalar_t* __rest
 ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        int64_t dilation_h, int64_t dilation_w, int64_t groups,
                        int64_t deform_groups, int64_t im2col_step) {
-  return ConvParams{stride_h, stride_w, pad_h,  pad_w,        dilation_h,
-                    dilation_w, groups, deform_groups, im2col_step};
+  return ConvParams{stride_h,   stride_w, pad_h,         pad_w,      dilation_h,
+                    dilation_w, groups,   deform_groups, im2col_step};
 }
 
 int64_t chunk_size(const ConvShape& s, const ConvParams& p, int64_t element_size) {
@@ -185,8 +185,9 @@ at::ScalarType opmath_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
-void im2col(const at::Tensor& input, const at::Tensor& offset, const std::optional<at::Tensor>& mask,
-            int64_t b0, int64_t batch, const Dims& d, at::Tensor& columns) {
+void im2col(const at::Tensor& input, const at::Tensor& offset,
+            const std::optional<at::Tensor>& mask, int64_t b0, int64_t batch, const Dims& d,
+            at::Tensor& columns) {
   const int64_t P = d.out_h * d.out_w, K = d.kernel_h * d.kernel_w;
   const int64_t n = batch * d.channels * P;
   if (n == 0) return;
@@ -206,12 +207,11 @@ void im2col(const at::Tensor& input, const at::Tensor& offset, const std::option
 
 at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_,
                         const std::optional<at::Tensor>& mask_, const at::Tensor& weight_,
-                        const std::optional<at::Tensor>& bias_, int64_t stride_h,
-                        int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-                        int64_t dilation_w, int64_t groups, int64_t deform_groups,
-                        int64_t im2col_step) {
-  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   groups, deform_groups, im2col_step);
+                        const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w,
+                        int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                        int64_t groups, int64_t deform_groups, int64_t im2col_step) {
+  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                   deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
   TORCH_CHECK(input_.is_cuda(), "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
               input_.device());
@@ -251,8 +251,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t groups, int64_t deform_groups,
     int64_t im2col_step) {
-  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   groups, deform_groups, im2col_step);
+  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                   deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   TORCH_CHECK(input_.is_cuda(), "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
               input_.device());
@@ -300,7 +300,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
           at::kHalf, at::kBFloat16, input.scalar_type(), "modulated_deform_conv2d_backward_cuda",
           [&] {
             using acc_t = at::opmath_type<scalar_t>;
-            const scalar_t* off_ptr = offset.data_ptr<scalar_t>() + b0 * p.deform_groups * 2 * K * P;
+            const scalar_t* off_ptr =
+                offset.data_ptr<scalar_t>() + b0 * p.deform_groups * 2 * K * P;
             const scalar_t* mask_ptr =
                 mask.has_value() ? mask->data_ptr<scalar_t>() + b0 * p.deform_groups * K * P
                                  : nullptr;
