@@ -202,8 +202,12 @@ def _register() -> None:
     )
     # CPU kernel: float32/float64 only, so CPU autocast runs it in float32.
     torch.library.register_autocast(name, "cpu", torch.float32)
+    # CUDA: the native kernel in the autocast dtype (read at call time, so float16 or bfloat16).
     _LIB = torch.library.Library("detection", "IMPL")
     _LIB.impl("modulated_deform_conv2d", _cuda_autocast, "AutocastCUDA", with_keyset=True)
+    # The same rule for the Python dispatcher (torch.compile tracing), as register_autocast does.
+    op = torch.ops.detection.modulated_deform_conv2d.default
+    op.py_impl(torch._C.DispatchKey.AutocastCUDA)(lambda *args: _cuda_autocast(None, *args))
 
 
 if _ext.HAS_OPS:

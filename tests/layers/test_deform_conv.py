@@ -559,3 +559,18 @@ def test_cuda_opcheck():
     torch.library.opcheck(
         torch.ops.detection._modulated_deform_conv2d_backward.default, (grad, *plain, *params)
     )
+
+
+@pytest.mark.cuda
+def test_cuda_compile_under_autocast():
+    torch._dynamo.reset()
+    layer = DeformConv2d(2, 3, 3, padding=1).cuda()
+    x = torch.randn(1, 2, 6, 5, device="cuda", requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = compiled(x)
+        eager = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, eager)
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32
