@@ -106,14 +106,14 @@ void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y
   at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      const scalar_t* src = padded + bc * plane;
+      const scalar_t* __restrict__ src = padded + bc * plane;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* idx = index + r * P;
-        const scalar_t* fy = frac_y + r * P;
-        const scalar_t* fx = frac_x + r * P;
-        const scalar_t* pm = plan_mask + r * P;
-        scalar_t* out = columns + (bc * K + k) * P;
+        const int32_t* __restrict__ idx = index + r * P;
+        const scalar_t* __restrict__ fy = frac_y + r * P;
+        const scalar_t* __restrict__ fx = frac_x + r * P;
+        const scalar_t* __restrict__ pm = plan_mask + r * P;
+        scalar_t* __restrict__ out = columns + (bc * K + k) * P;
         for (int64_t q = 0; q < P; ++q) {
           const scalar_t* v = src + idx[q];
           const scalar_t ly = fy[q], lx = fx[q];
