@@ -39,14 +39,16 @@ inline ConvShape check_args(const at::Tensor& input, const at::Tensor& offset,
                             const c10::optional<at::Tensor>& mask, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, const ConvParams& p,
                             const at::Tensor* grad_output = nullptr) {
-  TORCH_CHECK(input.dim() == 4, "modulated_deform_conv2d: input must be a 4-D tensor [N, C, H, W], got ",
-              input.dim(), "-D with shape ", input.sizes());
+  TORCH_CHECK(input.dim() == 4,
+              "modulated_deform_conv2d: input must be a 4-D tensor [N, C, H, W], got ", input.dim(),
+              "-D with shape ", input.sizes());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),
               "modulated_deform_conv2d: input must be a floating-point tensor, got ",
               input.scalar_type());
-  TORCH_CHECK(weight.dim() == 4,
-              "modulated_deform_conv2d: weight must be a 4-D tensor [C_out, C/groups, kh, kw], got ",
-              weight.dim(), "-D with shape ", weight.sizes());
+  TORCH_CHECK(
+      weight.dim() == 4,
+      "modulated_deform_conv2d: weight must be a 4-D tensor [C_out, C/groups, kh, kw], got ",
+      weight.dim(), "-D with shape ", weight.sizes());
   TORCH_CHECK(offset.dim() == 4,
               "modulated_deform_conv2d: offset must be a 4-D tensor [N, 2*dg*kh*kw, Ho, Wo], got ",
               offset.dim(), "-D with shape ", offset.sizes());
@@ -62,10 +64,10 @@ inline ConvShape check_args(const at::Tensor& input, const at::Tensor& offset,
               "modulated_deform_conv2d: dilation must be positive, got (", p.dilation_h, ", ",
               p.dilation_w, ")");
   TORCH_CHECK(p.groups > 0, "modulated_deform_conv2d: groups must be positive, got ", p.groups);
-  TORCH_CHECK(p.deform_groups > 0,
-              "modulated_deform_conv2d: deform_groups must be positive, got ", p.deform_groups);
-  TORCH_CHECK(p.im2col_step > 0,
-              "modulated_deform_conv2d: im2col_step must be positive, got ", p.im2col_step);
+  TORCH_CHECK(p.deform_groups > 0, "modulated_deform_conv2d: deform_groups must be positive, got ",
+              p.deform_groups);
+  TORCH_CHECK(p.im2col_step > 0, "modulated_deform_conv2d: im2col_step must be positive, got ",
+              p.im2col_step);
 
   ConvShape s;
   s.batch = input.size(0);
@@ -78,8 +80,8 @@ inline ConvShape check_args(const at::Tensor& input, const at::Tensor& offset,
   TORCH_CHECK(s.kernel_h > 0 && s.kernel_w > 0,
               "modulated_deform_conv2d: weight's kernel size must be positive, got ",
               weight.sizes());
-  TORCH_CHECK(s.channels % p.groups == 0, "modulated_deform_conv2d: input channels (",
-              s.channels, ") must be divisible by groups (", p.groups, ")");
+  TORCH_CHECK(s.channels % p.groups == 0, "modulated_deform_conv2d: input channels (", s.channels,
+              ") must be divisible by groups (", p.groups, ")");
   TORCH_CHECK(s.out_channels % p.groups == 0, "modulated_deform_conv2d: weight's output channels (",
               s.out_channels, ") must be divisible by groups (", p.groups, ")");
   TORCH_CHECK(weight.size(1) * p.groups == s.channels,
@@ -92,10 +94,10 @@ inline ConvShape check_args(const at::Tensor& input, const at::Tensor& offset,
   s.out_w = (s.width + 2 * p.pad_w - (p.dilation_w * (s.kernel_w - 1) + 1)) / p.stride_w + 1;
   const int64_t eff_h = s.height + 2 * p.pad_h - (p.dilation_h * (s.kernel_h - 1) + 1);
   const int64_t eff_w = s.width + 2 * p.pad_w - (p.dilation_w * (s.kernel_w - 1) + 1);
-  TORCH_CHECK(eff_h >= 0 && eff_w >= 0,
-              "modulated_deform_conv2d: the (dilated) kernel (", s.kernel_h, "x", s.kernel_w,
-              ", dilation ", p.dilation_h, "x", p.dilation_w, ") is larger than the padded input (",
-              s.height + 2 * p.pad_h, "x", s.width + 2 * p.pad_w, ")");
+  TORCH_CHECK(eff_h >= 0 && eff_w >= 0, "modulated_deform_conv2d: the (dilated) kernel (",
+              s.kernel_h, "x", s.kernel_w, ", dilation ", p.dilation_h, "x", p.dilation_w,
+              ") is larger than the padded input (", s.height + 2 * p.pad_h, "x",
+              s.width + 2 * p.pad_w, ")");
   const int64_t kk = s.kernel_h * s.kernel_w;
   check_shape(offset, "offset", {s.batch, 2 * p.deform_groups * kk, s.out_h, s.out_w});
   if (mask.has_value()) {

@@ -104,7 +104,9 @@ def _output_size(size: int, pad: int, dilation: int, kernel: int, stride: int) -
 
 def _check_fake(input, tensors: dict) -> None:
     """The device/dtype/rank checks of the C++ kernels, for fake tensors (and mixed devices)."""
-    torch._check(input.dim() == 4, lambda: "modulated_deform_conv2d: input must be 4-D [N, C, H, W]")
+    torch._check(
+        input.dim() == 4, lambda: "modulated_deform_conv2d: input must be 4-D [N, C, H, W]"
+    )
     for name, t in tensors.items():
         if t is None:
             continue
@@ -119,9 +121,7 @@ def _check_fake(input, tensors: dict) -> None:
             f"({input.dtype}), got {t.dtype}",
         )
         want = 1 if name == "bias" else 4
-        torch._check(
-            t.dim() == want, lambda: f"modulated_deform_conv2d: {name} must be {want}-D"
-        )
+        torch._check(t.dim() == want, lambda: f"modulated_deform_conv2d: {name} must be {want}-D")
 
 
 def _fake_forward(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, groups, dg, step):
@@ -202,8 +202,12 @@ def _register() -> None:
     )
     # CPU kernel: float32/float64 only, so CPU autocast runs it in float32.
     torch.library.register_autocast(name, "cpu", torch.float32)
+    # CUDA: the native kernel in the autocast dtype (read at call time, so float16 or bfloat16).
     _LIB = torch.library.Library("detection", "IMPL")
     _LIB.impl("modulated_deform_conv2d", _cuda_autocast, "AutocastCUDA", with_keyset=True)
+    # The same rule for the Python dispatcher (torch.compile tracing), as register_autocast does.
+    op = torch.ops.detection.modulated_deform_conv2d.default
+    op.py_impl(torch._C.DispatchKey.AutocastCUDA)(lambda *args: _cuda_autocast(None, *args))
 
 
 if _ext.HAS_OPS:
@@ -312,8 +316,22 @@ class ModulatedDeformConv2dPack(ModulatedDeformConv2d):
     ``mask = sigmoid(m)``; at init offset = 0 and mask = 0.5.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        deform_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            dilation=dilation, groups=groups, deform_groups=deform_groups, bias=bias,
+        )  # fmt: skip
         k = self.kernel_size[0] * self.kernel_size[1]
         self.conv_offset = _make_conv_offset(self, 3 * self.deform_groups * k)
 

@@ -96,7 +96,9 @@ def make_case(n, c, cout, h, w, k, stride=1, padding=0, dilation=1, groups=1, dg
     mask = torch.rand(n, dg * kh * kw, ho, wo, generator=gen, dtype=dtype) if modulated else None
     weight = torch.randn(cout, c // groups, kh, kw, generator=gen, dtype=dtype)
     b = torch.randn(cout, generator=gen, dtype=dtype) if bias else None
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, deform_groups=dg)
+    kwargs = dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, deform_groups=dg
+    )
     return (x, offset, mask, weight, b), kwargs
 
 
@@ -162,8 +164,8 @@ def test_gradcheck(seed):
 def test_modules_at_init():
     x = torch.randn(2, 4, 6, 7)
     pack = ModulatedDeformConv2dPack(4, 3, 3, padding=1)
-    torch.testing.assert_close(pack(x), 0.5 * F.conv2d(x, pack.weight, None, padding=1)
-                               + pack.bias.view(1, -1, 1, 1) * 1.0, rtol=1e-5, atol=1e-5)  # fmt: skip
+    expected = 0.5 * F.conv2d(x, pack.weight, None, padding=1) + pack.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(pack(x), expected, rtol=1e-5, atol=1e-5)
     dcn = DeformConv2d(4, 5, 3, stride=2, padding=1, modulation=False)
     conv = torch.nn.Conv2d(4, 5, 3, stride=2, padding=1)
     conv.load_state_dict({"weight": dcn.weight, "bias": dcn.bias})
@@ -292,7 +294,9 @@ def test_mmcv_deform_conv_v1_case(dtype, step):
     layer = DeformConv2d(1, 1, 2, bias=False, modulation=False).to(dtype)
     layer.im2col_step = step  # 3 does not divide the batch: must work (mmcv asserts instead)
     with torch.no_grad():
-        layer.conv_offset.weight.copy_(torch.tensor(inputs["offset_weight"]["value"]).view(8, 1, 2, 2))
+        layer.conv_offset.weight.copy_(
+            torch.tensor(inputs["offset_weight"]["value"]).view(8, 1, 2, 2)
+        )
         layer.conv_offset.bias.copy_(torch.tensor(inputs["offset_bias"]["value"]))
         layer.weight.copy_(torch.tensor(inputs["deform_weight"]["value"]).view(1, 1, 2, 2))
     x = torch.tensor(inputs["x_single"]["value"], dtype=dtype).repeat(batch, 1, 1, 1)
@@ -329,13 +333,13 @@ def test_detectron2_forward_case():
 
 @pytest.mark.parametrize("modulated,bias", [(True, True), (False, False)])
 def test_opcheck(modulated, bias):
-    args, kw = make_case(2, 4, 2, 5, 4, 3, padding=1, dg=2, modulated=modulated, bias=bias,
+    args, kw = make_case(2, 2, 2, 4, 3, 3, padding=1, dg=2, modulated=modulated, bias=bias,
                          scale=1.0)  # fmt: skip
     x, offset, mask, weight, b = args
     args = [a.requires_grad_() if a is not None else None for a in args]
     params = (1, 1, 1, 1, 1, 1, 1, 2, 64)
     torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*args, *params))
-    grad = torch.randn(2, 2, 5, 4, dtype=torch.float64)
+    grad = torch.randn(2, 2, 4, 3, dtype=torch.float64)
     plain = [a.detach() if a is not None else None for a in args]
     torch.library.opcheck(torch.ops.detection._modulated_deform_conv2d_backward.default,
                           (grad, *plain, *params))  # fmt: skip
@@ -384,19 +388,39 @@ def _bad(name):
         "weight_rank": ((x, offset, mask, weight[0], b), kw, "weight must be a 4-D"),
         "offset_channels": ((x, offset[:, :9], mask, weight, b), kw, "offset must have shape"),
         "offset_size": ((x, offset[:, :, :4], mask, weight, b), kw, "offset must have shape"),
-        "mask_channels": ((x, offset, torch.cat([mask, mask], 1), weight, b), kw, "mask must have shape"),
+        "mask_channels": (
+            (x, offset, torch.cat([mask, mask], 1), weight, b),
+            kw,
+            "mask must have shape",
+        ),
         "bias_shape": ((x, offset, mask, weight, b[:2]), kw, "bias must have shape"),
         "weight_channels": ((x, offset, mask, weight[:, :2], b), kw, "weight must have C/groups"),
         "groups": ((x, offset, mask, weight, b), {**kw, "groups": 3}, "divisible by groups"),
-        "deform_groups": ((x, offset, mask, weight, b), {**kw, "deform_groups": 3}, "divisible by deform_groups"),
-        "offset_dtype": ((x, offset.double(), mask, weight, b), kw, "offset must have the same dtype"),
+        "deform_groups": (
+            (x, offset, mask, weight, b),
+            {**kw, "deform_groups": 3},
+            "divisible by deform_groups",
+        ),
+        "offset_dtype": (
+            (x, offset.double(), mask, weight, b),
+            kw,
+            "offset must have the same dtype",
+        ),
         "mask_dtype": ((x, offset, mask.double(), weight, b), kw, "mask must have the same dtype"),
         "int_input": ((x.int(), offset, mask, weight, b), kw, "input must be a floating-point"),
-        "half_on_cpu": ([a.half() for a in (x, offset, mask, weight, b)], kw, "float32 and float64"),
+        "half_on_cpu": (
+            [a.half() for a in (x, offset, mask, weight, b)],
+            kw,
+            "float32 and float64",
+        ),
         "stride": ((x, offset, mask, weight, b), {**kw, "stride": 0}, "stride must be positive"),
         "kernel_too_big": ((x[:, :, :1, :1], offset, mask, weight, b), {**kw, "padding": 0},
                            "kernel .* is larger than the padded input"),  # fmt: skip
-        "offset_device": ((x, offset.to("meta"), mask, weight, b), kw, "offset must be on the same device"),
+        "offset_device": (
+            (x, offset.to("meta"), mask, weight, b),
+            kw,
+            "offset must be on the same device",
+        ),
     }
     return cases[name]
 
@@ -522,3 +546,31 @@ def test_cuda_device_mismatch():
     x, offset, mask, weight, b = args
     with pytest.raises(RuntimeError, match="offset"):
         modulated_deform_conv2d(x.cuda(), offset, mask.cuda(), weight.cuda(), b.cuda(), **kw)
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck():
+    args, kw = make_case(2, 2, 2, 4, 3, 3, padding=1, dg=2, scale=1.0)
+    args = [a.cuda().requires_grad_() for a in args]
+    params = (1, 1, 1, 1, 1, 1, 1, 2, 64)
+    torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*args, *params))
+    grad = torch.randn(2, 2, 4, 3, dtype=torch.float64, device="cuda")
+    plain = [a.detach() for a in args]
+    torch.library.opcheck(
+        torch.ops.detection._modulated_deform_conv2d_backward.default, (grad, *plain, *params)
+    )
+
+
+@pytest.mark.cuda
+def test_cuda_compile_under_autocast():
+    torch._dynamo.reset()
+    layer = DeformConv2d(2, 3, 3, padding=1).cuda()
+    x = torch.randn(1, 2, 6, 5, device="cuda", requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = compiled(x)
+        eager = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, eager)
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32

@@ -36,7 +36,9 @@ constexpr int64_t kMaxColumnBytes = int64_t(256) << 20;
 constexpr int64_t kMinParallelWork = int64_t(1) << 14;
 
 // at::parallel_for grain size: how many tasks of `work` evaluations each make one chunk.
-int64_t grain(int64_t work) { return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work)); }
+int64_t grain(int64_t work) {
+  return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work));
+}
 
 struct Geometry {
   int64_t channels, height, width, deform_groups, kernel_h, kernel_w, out_h, out_w;
@@ -48,7 +50,7 @@ struct Geometry {
 };
 
 Geometry geometry(const ConvShape& s, const ConvParams& p) {
-  return Geometry{s.channels, s.height, s.width, p.deform_groups,
+  return Geometry{s.channels, s.height,   s.width, p.deform_groups,
                   s.kernel_h, s.kernel_w, s.out_h, s.out_w};
 }
 
@@ -74,8 +76,7 @@ void make_plan(const scalar_t* offset, const scalar_t* mask, int64_t batch, cons
         const scalar_t y0 = static_cast<scalar_t>(ho * p.stride_h - p.pad_h + i * p.dilation_h);
         for (int64_t wo = 0; wo < geo.out_w; ++wo) {
           const int64_t q = ho * geo.out_w + wo;
-          const scalar_t x0 =
-              static_cast<scalar_t>(wo * p.stride_w - p.pad_w + j * p.dilation_w);
+          const scalar_t x0 = static_cast<scalar_t>(wo * p.stride_w - p.pad_w + j * p.dilation_w);
           int64_t y_low, x_low;
           scalar_t ly, lx;
           if (locate<scalar_t>(y0 + off_y[q], x0 + off_x[q], geo.height, geo.width, y_low, x_low,
@@ -105,14 +106,14 @@ void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y
   at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      const scalar_t* src = padded + bc * plane;
+      const scalar_t* __restrict__ src = padded + bc * plane;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* idx = index + r * P;
-        const scalar_t* fy = frac_y + r * P;
-        const scalar_t* fx = frac_x + r * P;
-        const scalar_t* pm = plan_mask + r * P;
-        scalar_t* out = columns + (bc * K + k) * P;
+        const int32_t* __restrict__ idx = index + r * P;
+        const scalar_t* __restrict__ fy = frac_y + r * P;
+        const scalar_t* __restrict__ fx = frac_x + r * P;
+        const scalar_t* __restrict__ pm = plan_mask + r * P;
+        scalar_t* __restrict__ out = columns + (bc * K + k) * P;
         for (int64_t q = 0; q < P; ++q) {
           const scalar_t* v = src + idx[q];
           const scalar_t ly = fy[q], lx = fx[q];
@@ -158,58 +159,64 @@ void col2im(const scalar_t* grad_columns, const int32_t* index, const scalar_t* 
 }
 
 // grad_offset and grad_mask of B images; one thread per (image, deform group, kernel point) row.
+// Positions are processed in blocks so the accumulators and the plan stay in L1 while the
+// group's channels are summed.
 template <typename scalar_t>
 void coordinate_grad(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
                      const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
                      int64_t batch, const Geometry& geo, scalar_t* grad_offset,
                      scalar_t* grad_mask) {
+  constexpr int64_t kBlock = 512;
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> acc(3 * P);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t k = r % K, bg = r / K;
-      const int64_t b = bg / geo.deform_groups, g = bg % geo.deform_groups;
-      const int32_t* idx = index + r * P;
-      const scalar_t* fy = frac_y + r * P;
-      const scalar_t* fx = frac_x + r * P;
-      scalar_t* acc_y = acc.data();
-      scalar_t* acc_x = acc_y + P;
-      scalar_t* acc_v = acc_x + P;
-      std::fill(acc.begin(), acc.end(), scalar_t(0));
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const scalar_t* src = padded + (b * C + c) * plane;
-        const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          const scalar_t* v = src + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
-          const scalar_t gq = gc[q];
-          acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
-          acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
-          acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
+  at::parallel_for(
+      0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
+        scalar_t acc_y[kBlock], acc_x[kBlock], acc_v[kBlock];
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t k = r % K, bg = r / K;
+          const int64_t b = bg / geo.deform_groups, g = bg % geo.deform_groups;
+          const scalar_t* pm = plan_mask + r * P;
+          scalar_t* go_y = grad_offset + 2 * r * P;
+          scalar_t* go_x = go_y + P;
+          for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
+            const int64_t n = std::min(kBlock, P - q0);
+            const int32_t* idx = index + r * P + q0;
+            const scalar_t* fy = frac_y + r * P + q0;
+            const scalar_t* fx = frac_x + r * P + q0;
+            std::fill(acc_y, acc_y + n, scalar_t(0));
+            std::fill(acc_x, acc_x + n, scalar_t(0));
+            std::fill(acc_v, acc_v + n, scalar_t(0));
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+              const scalar_t* src = padded + (b * C + c) * plane;
+              const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P + q0;
+              for (int64_t q = 0; q < n; ++q) {
+                const scalar_t* v = src + idx[q];
+                const scalar_t ly = fy[q], lx = fx[q];
+                const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
+                const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
+                const scalar_t gq = gc[q];
+                acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
+                acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
+                acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
+              }
+            }
+            for (int64_t q = 0; q < n; ++q) {
+              go_y[q0 + q] = pm[q0 + q] * acc_y[q];
+              go_x[q0 + q] = pm[q0 + q] * acc_x[q];
+            }
+            if (grad_mask != nullptr) {
+              std::copy(acc_v, acc_v + n, grad_mask + r * P + q0);
+            }
+          }
         }
-      }
-      const scalar_t* pm = plan_mask + r * P;
-      scalar_t* go_y = grad_offset + 2 * r * P;
-      scalar_t* go_x = go_y + P;
-      for (int64_t q = 0; q < P; ++q) {
-        go_y[q] = pm[q] * acc_y[q];
-        go_x[q] = pm[q] * acc_x[q];
-      }
-      if (grad_mask != nullptr) {
-        std::copy(acc_v, acc_v + P, grad_mask + r * P);
-      }
-    }
-  });
+      });
 }
 
 ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        int64_t dilation_h, int64_t dilation_w, int64_t groups,
                        int64_t deform_groups, int64_t im2col_step) {
-  return ConvParams{stride_h, stride_w, pad_h,  pad_w,        dilation_h,
-                    dilation_w, groups, deform_groups, im2col_step};
+  return ConvParams{stride_h,   stride_w, pad_h,         pad_w,      dilation_h,
+                    dilation_w, groups,   deform_groups, im2col_step};
 }
 
 void check_cpu(const at::Tensor& input, const ConvShape& s) {
@@ -246,9 +253,9 @@ Chunk prepare_chunk(const at::Tensor& input, const at::Tensor& offset,
   ch.columns = at::empty({batch, geo.channels * geo.kk(), geo.positions()}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
     const scalar_t* mask_ptr =
-        mask.has_value() ? mask->data_ptr<scalar_t>() + b0 * geo.deform_groups * geo.kk() *
-                                                           geo.positions()
-                         : nullptr;
+        mask.has_value()
+            ? mask->data_ptr<scalar_t>() + b0 * geo.deform_groups * geo.kk() * geo.positions()
+            : nullptr;
     make_plan<scalar_t>(
         offset.data_ptr<scalar_t>() + b0 * 2 * geo.deform_groups * geo.kk() * geo.positions(),
         mask_ptr, batch, geo, p, ch.index.data_ptr<int32_t>(), ch.frac_y.data_ptr<scalar_t>(),
@@ -265,8 +272,8 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                        const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w,
                        int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
                        int64_t groups, int64_t deform_groups, int64_t im2col_step) {
-  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   groups, deform_groups, im2col_step);
+  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                   deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
   check_cpu(input_, s);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
@@ -303,8 +310,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t groups, int64_t deform_groups,
     int64_t im2col_step) {
-  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                   groups, deform_groups, im2col_step);
+  const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
+                                   deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   check_cpu(input_, s);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
@@ -317,8 +324,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_mask = mask.has_value() ? at::empty_like(*mask, at::MemoryFormat::Contiguous)
                                           : at::empty({0}, input.options());
   at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
-  at::Tensor grad_bias = bias_.has_value() ? grad_output.sum({0, 2, 3})
-                                           : at::empty({0}, input.options());
+  at::Tensor grad_bias =
+      bias_.has_value() ? grad_output.sum({0, 2, 3}) : at::empty({0}, input.options());
   if (s.batch == 0) return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
 
   const Geometry geo = geometry(s, p);
