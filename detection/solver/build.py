@@ -40,7 +40,8 @@ def get_param_groups(
 ) -> list[dict[str, Any]]:
     """One parameter group per trainable parameter, with its own lr and weight decay.
 
-    Rules, in order: parameters of normalisation layers get `weight_decay_norm`; biases get
+    Rules, in order: parameters of normalisation layers get `weight_decay_norm`; every bias
+    (normalisation biases included, as in maskrcnn-benchmark and detectron2) then gets
     `base_lr * bias_lr_factor` and `weight_decay_bias`; parameters whose qualified name contains
     one of OFFSET_PARAM_KEYS additionally have their lr multiplied by `offset_lr_factor`. Frozen
     (requires_grad=False) and shared (seen twice) parameters are skipped. Each group records the
@@ -58,7 +59,7 @@ def get_param_groups(
             lr, wd = base_lr, weight_decay
             if is_norm:
                 wd = weight_decay_norm
-            elif pname == "bias":
+            if pname == "bias":
                 lr, wd = base_lr * bias_lr_factor, weight_decay_bias
             if any(key in full for key in OFFSET_PARAM_KEYS):
                 lr *= offset_lr_factor

@@ -57,9 +57,9 @@ def test_param_group_rules():
         "conv.weight": (base_lr, wd),
         "conv.bias": (base_lr * 2.0, 0.0),
         "gn.weight": (base_lr, 0.0),
-        "gn.bias": (base_lr, 0.0),
+        "gn.bias": (base_lr * 2.0, 0.0),
         "bn.weight": (base_lr, 0.0),
-        "bn.bias": (base_lr, 0.0),
+        "bn.bias": (base_lr * 2.0, 0.0),
         "conv_offset.weight": (base_lr * 0.1, wd),
         "conv_offset.bias": (base_lr * 2.0 * 0.1, 0.0),
         "pool.offset_fc.weight": (base_lr * 0.1, wd),
@@ -81,7 +81,8 @@ def test_norm_and_bias_decay_configurable():
     c = _cfg(WEIGHT_DECAY=1e-4, WEIGHT_DECAY_NORM=3e-5, WEIGHT_DECAY_BIAS=7e-5)
     groups = _groups_by_name(build_optimizer(c, _Net()))
     assert groups["gn.weight"]["weight_decay"] == pytest.approx(3e-5)
-    assert groups["bn.bias"]["weight_decay"] == pytest.approx(3e-5)
+    assert groups["bn.weight"]["weight_decay"] == pytest.approx(3e-5)
+    assert groups["bn.bias"]["weight_decay"] == pytest.approx(7e-5)  # a bias first
     assert groups["fc.bias"]["weight_decay"] == pytest.approx(7e-5)
     assert groups["fc.weight"]["weight_decay"] == pytest.approx(1e-4)
 
