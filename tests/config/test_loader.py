@@ -89,7 +89,9 @@ def test_suggestions_are_the_closest_valid_keys(typo, expected):
     valid = flat_keys(defaults)
     assert expected in valid
     assert suggest_keys(typo, valid)[0] == expected
-    with pytest.raises(ConfigError, match=re.escape(typo) + ".*did you mean " + re.escape(expected)):
+    with pytest.raises(
+        ConfigError, match=re.escape(typo) + ".*did you mean " + re.escape(expected)
+    ):
         load_config(None, [typo, "1"], world_size=1)
 
 
@@ -260,7 +262,9 @@ def test_all_problems_are_listed_at_once():
     assert "SOLVER.AMP.DTYPE" in str(err.value) and "SOLVER.STEPS" in str(err.value)
 
 
-@pytest.mark.parametrize("world_size, ok", [(1, True), (2, True), (4, True), (3, False), (32, False)])
+@pytest.mark.parametrize(
+    "world_size, ok", [(1, True), (2, True), (4, True), (3, False), (32, False)]
+)
 def test_ims_per_batch_divisible_by_world_size(world_size, ok):
     # SOLVER.IMS_PER_BATCH 16, TEST.IMS_PER_BATCH 8
     cfg = load_config(None, world_size=1)
@@ -268,7 +272,9 @@ def test_ims_per_batch_divisible_by_world_size(world_size, ok):
         validate_config(cfg, world_size)
         load_config(None, world_size=world_size)
         return
-    with pytest.raises(ConfigError, match=r"SOLVER\.IMS_PER_BATCH \(16\).*world size \(%d" % world_size):
+    with pytest.raises(
+        ConfigError, match=r"SOLVER\.IMS_PER_BATCH \(16\).*world size \(%d" % world_size
+    ):
         validate_config(cfg, world_size)
 
 
@@ -329,7 +335,9 @@ def test_model_checks_become_config_errors(opts, key):
 
 
 def test_load_config_or_exit_returns_the_cfg():
-    cfg = load_config_or_exit(SHAPES, ["SOLVER.STEPS", "(5,)", "SOLVER.MAX_ITER", "10"], world_size=1)
+    cfg = load_config_or_exit(
+        SHAPES, ["SOLVER.STEPS", "(5,)", "SOLVER.MAX_ITER", "10"], world_size=1
+    )
     assert cfg.SOLVER.MAX_ITER == 10 and cfg.is_frozen()
 
 
