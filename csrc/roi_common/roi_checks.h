@@ -9,8 +9,8 @@ namespace detection {
 namespace roi {
 
 // input: Tensor[N, C, H, W] floating; rois: Tensor[R, 5] floating (batch_index, x1, y1, x2, y2)
-// on input's device, every batch index in [0, N). The batch-index check reads the values (one
-// device synchronisation on CUDA) so that a kernel never indexes outside `input`.
+// on input's device, finite, every batch index in [0, N). The finiteness and batch-index checks
+// read the values (device synchronisations on CUDA) so that a kernel never indexes outside `input`.
 inline void check_input_and_rois(const at::Tensor& input, const at::Tensor& rois, const char* op) {
   TORCH_CHECK(input.dim() == 4, op, ": input must be a 4-D Tensor[N, C, H, W], got ", input.dim(),
               " dimensions");
@@ -24,6 +24,11 @@ inline void check_input_and_rois(const at::Tensor& input, const at::Tensor& rois
   TORCH_CHECK(rois.device() == input.device(), op, ": rois must be on input's device (",
               input.device(), "), got ", rois.device());
   if (rois.size(0) == 0) return;
+  // NaN/inf box corners would give undefined float-to-int casts in the sampling grid
+  const auto finite_rows = at::isfinite(rois).all(1);
+  TORCH_CHECK(finite_rows.all().item<bool>(), op,
+              ": rois must be finite (batch_index, x1, y1, x2, y2); got NaN or inf in ",
+              rois.size(0) - finite_rows.sum().item<int64_t>(), " of ", rois.size(0), " rows");
   const auto batch_index = rois.select(1, 0);
   const bool in_range =
       at::logical_and(batch_index >= 0, batch_index < input.size(0)).all().item<bool>();

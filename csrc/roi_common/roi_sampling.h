@@ -49,8 +49,13 @@ C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale
   }
   g.bin_h = g.roi_h / static_cast<T>(pooled_h);
   g.bin_w = g.roi_w / static_cast<T>(pooled_w);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_h / pooled_h));
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_w / pooled_w));
+  // adaptive grid: an inverted box (x2 < x1 or y2 < y1, aligned) has a negative size; its grid
+  // is 0 (no samples, output 0, as torchvision), never negative (a negative grid sized the
+  // per-RoI sample tables as ~2^64 entries)
+  const T gh = ceil(g.roi_h / pooled_h), gw = ceil(g.roi_w / pooled_w);
+  const T zero = static_cast<T>(0);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : (gh > zero ? static_cast<int>(gh) : 0);
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : (gw > zero ? static_cast<int>(gw) : 0);
   const int n = g.grid_h * g.grid_w;
   g.count = static_cast<T>(n > 1 ? n : 1);
   return g;
@@ -58,7 +63,7 @@ C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale
 
 // One coordinate of a bilinear sample along an axis of `size` pixels: the two neighbouring
 // indices (clamped), their weights, and the unclamped coordinate (for the offset gradient).
-// `valid` is false outside the band [-1, size]: such a sample reads 0.
+// `valid` is false outside the band [-1, size] (and for NaN): such a sample reads 0.
 template <typename T>
 struct AxisSample {
   int low, high;
@@ -71,7 +76,9 @@ template <typename T>
 C10_HOST_DEVICE inline AxisSample<T> axis_sample(int size, T v) {
   AxisSample<T> a;
   a.coord = v;
-  if (v < static_cast<T>(-1) || v > static_cast<T>(size) || size <= 0) {
+  // written as a negated range test so that NaN (a NaN offset or RoI) is outside too: casting
+  // NaN to int below would be undefined and index far outside the plane
+  if (!(v >= static_cast<T>(-1) && v <= static_cast<T>(size)) || size <= 0) {
     a.low = a.high = 0;
     a.l = a.h = static_cast<T>(0);
     a.valid = false;
