@@ -160,43 +160,45 @@ def do_train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    model.train()
-    data_iter = iter(data_loader)
-    if rng_state is not None:
-        set_rng_state(rng_state)
-    logger.info("Start training: iterations %d..%d", start_iter, o.max_iter)
-    train_start = end = time.perf_counter()
-    for iteration in range(start_iter, o.max_iter):
-        try:
-            images, targets, _ = next(data_iter)
-        except StopIteration:
-            raise RuntimeError(
-                f"the training data loader ended at iteration {iteration} < SOLVER.MAX_ITER"
-            ) from None
-        data_time = time.perf_counter() - end
-        it = iteration + 1
-        lr_factor = optimizer.param_groups[0]["lr"] / base_lrs[0]
-        loss_dict = _train_step(model, images, targets, optimizer, scaler, device, o, iteration)
-        scheduler.step()
-        reduced = comm.reduce_dict(loss_dict)
-        total = sum(reduced.values())
-        batch_time = time.perf_counter() - end
-        meters.update(loss=total, **reduced)
-        meters.update(time=batch_time, data=data_time)
-        if it % o.log_period == 0 or it == o.max_iter or iteration == start_iter:
-            _log_iteration(log, meters, it, start_iter, o, lr_factor, optimizer, device, logger)
-        _save_checkpoints(checkpointer, it, o)
-        if test_fn is not None and o.test_period and it % o.test_period == 0:
-            _evaluate(test_fn, model, it, log, logger)
-            model.train()
-        end = time.perf_counter()
-    total_time = time.perf_counter() - train_start
-    logger.info(
-        "Total training time: %s (%.4f s / it)",
-        format_seconds(total_time),
-        total_time / max(o.max_iter - start_iter, 1),
-    )
-    log.close()
+    try:
+        model.train()
+        data_iter = iter(data_loader)
+        if rng_state is not None:
+            set_rng_state(rng_state)
+        logger.info("Start training: iterations %d..%d", start_iter, o.max_iter)
+        train_start = end = time.perf_counter()
+        for iteration in range(start_iter, o.max_iter):
+            try:
+                images, targets, _ = next(data_iter)
+            except StopIteration:
+                raise RuntimeError(
+                    f"the training data loader ended at iteration {iteration} < SOLVER.MAX_ITER"
+                ) from None
+            data_time = time.perf_counter() - end
+            it = iteration + 1
+            lr_factor = optimizer.param_groups[0]["lr"] / base_lrs[0]
+            loss_dict = _train_step(model, images, targets, optimizer, scaler, device, o, iteration)
+            scheduler.step()
+            reduced = comm.reduce_dict(loss_dict)
+            total = sum(reduced.values())
+            batch_time = time.perf_counter() - end
+            meters.update(loss=total, **reduced)
+            meters.update(time=batch_time, data=data_time)
+            if it % o.log_period == 0 or it == o.max_iter or iteration == start_iter:
+                _log_iteration(log, meters, it, start_iter, o, lr_factor, optimizer, device, logger)
+            _save_checkpoints(checkpointer, it, o)
+            if test_fn is not None and o.test_period and it % o.test_period == 0:
+                _evaluate(test_fn, model, it, log, logger)
+                model.train()
+            end = time.perf_counter()
+        total_time = time.perf_counter() - train_start
+        logger.info(
+            "Total training time: %s (%.4f s / it)",
+            format_seconds(total_time),
+            total_time / max(o.max_iter - start_iter, 1),
+        )
+    finally:
+        log.close()
 
 
 def _train_step(model, images, targets, optimizer, scaler, device, o: TrainOptions, iteration: int):
