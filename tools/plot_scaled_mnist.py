@@ -50,7 +50,9 @@ def markdown_table(labels: list[str], scales: list[float], accs: list[list[list[
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--title", default="Scaled-MNIST: test accuracy per scale")

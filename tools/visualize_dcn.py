@@ -30,21 +30,42 @@ from detection.experiments.scaled_mnist.train import load_checkpoint, run_label 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory of a deformable model (holds model.pt)")
     src.add_argument("--ckpt", help="a model.pt file")
     p.add_argument("--compare-run", help="run directory or model.pt of a regular model for (b)")
     p.add_argument("--image", default="0", help="index into the run's test set, or a PNG file")
-    p.add_argument("--scale", type=float, nargs="+", default=[1.0],
-                   help="scale(s) applied to the image (one figure row each)")
-    p.add_argument("--position", type=float, nargs=2, metavar=("Y", "X"), default=None,
-                   help="output position in input pixels (default: centre)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="scale(s) applied to the image (one figure row each)",
+    )
+    p.add_argument(
+        "--position",
+        type=float,
+        nargs=2,
+        metavar=("Y", "X"),
+        default=None,
+        help="output position in input pixels (default: centre)",
+    )
     p.add_argument("--data-root", default=None, help="override the run's --data-root")
-    p.add_argument("--spread-images", type=int, default=0,
-                   help="N > 0: also measure the sampling spread over N test images per scale")
-    p.add_argument("--spread-runs", nargs="*", default=[],
-                   help="more deformable runs (e.g. DCNv1) for the spread measurement")
+    p.add_argument(
+        "--spread-images",
+        type=int,
+        default=0,
+        help="N > 0: also measure the sampling spread over N test images per scale",
+    )
+    p.add_argument(
+        "--spread-runs",
+        nargs="*",
+        default=[],
+        help="more deformable runs (e.g. DCNv1) for the spread measurement",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", required=True, help="output directory for the PNG files")
     return p
@@ -54,11 +75,14 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     """(uint8[28, 28] white-on-black digit, a short description) from an index or a PNG path."""
     if spec.isdigit():
         root = data_root or args["data_root"]
-        images, labels = D.load_data(args["data"], root, args["train_size"], args["test_size"],
-                                     args["seed"])["test"]
+        images, labels = D.load_data(
+            args["data"], root, args["train_size"], args["test_size"], args["seed"]
+        )["test"]
         index = int(spec)
         if index >= len(images):
-            raise SystemExit(f"--image {index} is out of range: the test set has {len(images)} images")
+            raise SystemExit(
+                f"--image {index} is out of range: the test set has {len(images)} images"
+            )
         return images[index], f"test #{index} (label {labels[index]})"
     img = cv2.imread(spec, cv2.IMREAD_GRAYSCALE)
     if img is None:
@@ -71,8 +95,13 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
 
 def write_spread(a, model, margs, out: str) -> list[str]:
     """spread.csv / spread.png for --run and --spread-runs over the first --spread-images images."""
-    images, _ = D.load_data(margs["data"], a.data_root or margs["data_root"], margs["train_size"],
-                            margs["test_size"], margs["seed"])["test"]
+    images, _ = D.load_data(
+        margs["data"],
+        a.data_root or margs["data_root"],
+        margs["train_size"],
+        margs["test_size"],
+        margs["seed"],
+    )["test"]
     images = images[: a.spread_images]
     models = {run_label(margs): model}
     for run in a.spread_runs:
@@ -118,12 +147,15 @@ def main(argv=None) -> list[str]:
         _, fixed = V.trace_sampling_points(layers, a.position, hw, zero_offsets=True)
         unit_xy = V.unit_to_image(unit, layers[-1].out_hw, hw)
         title = f"{desc}, scale {s:g}"
-        sampling_rows.append({"image": image, "title": title, "unit_xy": unit_xy, "levels": levels,
-                              "fixed": fixed})
+        sampling_rows.append(
+            {"image": image, "title": title, "unit_xy": unit_xy, "levels": levels, "fixed": fixed}
+        )
         grads = {name: V.input_gradients(model, x, unit)}
         if compare is not None:
             other = run_label(compare[1])
-            grads[other if other != name else other + " [compare]"] = V.input_gradients(compare[0], x, unit)
+            grads[other if other != name else other + " [compare]"] = V.input_gradients(
+                compare[0], x, unit
+            )
         grad_rows.append({"image": image, "title": title, "grads": grads})
     paths = [os.path.join(a.out, "sampling_locations.png"), os.path.join(a.out, "gradients.png")]
     V.plot_sampling(sampling_rows, paths[0])

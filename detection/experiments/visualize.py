@@ -97,7 +97,9 @@ def capture_sampling_batch(model: nn.Module, images: torch.Tensor) -> list[list[
     layers = [m for m in model.modules() if hasattr(m, "conv_offset")]
     seen: list[tuple[nn.Module, tuple, tuple, torch.Tensor]] = []
     hooks = [
-        m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0].shape, out.shape, inp[0])))
+        m.register_forward_hook(
+            lambda mod, inp, out: seen.append((mod, inp[0].shape, out.shape, inp[0]))
+        )
         for m in layers
     ]
     model.eval()
@@ -114,7 +116,11 @@ def capture_sampling_batch(model: nn.Module, images: torch.Tensor) -> list[list[
     result: list[list[DeformSampling]] = [[] for _ in range(len(images))]
     for (mod, in_shape, out_shape, _), (offset, mask) in zip(seen, cap.calls):
         weight = getattr(mod, "weight", None)
-        ks = tuple(weight.shape[-2:]) if weight is not None else _pair(getattr(mod, "kernel_size", 3))
+        ks = (
+            tuple(weight.shape[-2:])
+            if weight is not None
+            else _pair(getattr(mod, "kernel_size", 3))
+        )
         for b in range(len(images)):
             result[b].append(
                 DeformSampling(
@@ -189,7 +195,10 @@ def trace_sampling_points(
         unit = ((ho - 1) // 2, (wo - 1) // 2)
     else:
         u = _from_image(torch.tensor([position], dtype=torch.float64), last.out_hw, image_hw)[0]
-        unit = (int(np.clip(round(float(u[0])), 0, ho - 1)), int(np.clip(round(float(u[1])), 0, wo - 1)))
+        unit = (
+            int(np.clip(round(float(u[0])), 0, ho - 1)),
+            int(np.clip(round(float(u[1])), 0, wo - 1)),
+        )
     points = torch.tensor([unit], dtype=torch.float64)
     weights = torch.ones(1, dtype=torch.float64)
     levels = []
@@ -199,7 +208,9 @@ def trace_sampling_points(
         K = kh * kw
         ii, jj = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
         base = torch.stack([ii.flatten() * layer.dilation[0], jj.flatten() * layer.dilation[1]], -1)
-        origin = points * torch.tensor(layer.stride, dtype=torch.float64) - torch.tensor(layer.padding)
+        origin = points * torch.tensor(layer.stride, dtype=torch.float64) - torch.tensor(
+            layer.padding
+        )
         samples = origin[:, None, :] + base[None].double()  # [M, K, 2]
         if not zero_offsets:
             off = _interp(layer.offset.double(), points).view(-1, K, 2)  # (dy, dx) pairs
@@ -286,7 +297,9 @@ def _show_image(ax, image: np.ndarray, upscale: int, margin: float = 0) -> None:
     ax.set_yticks([])
 
 
-def _scatter(ax, pts: np.ndarray, weights: np.ndarray, upscale: int, color: str, size: float) -> None:
+def _scatter(
+    ax, pts: np.ndarray, weights: np.ndarray, upscale: int, color: str, size: float
+) -> None:
     alpha = np.clip(weights / max(weights.max(), 1e-12), 0.15, 1.0)
     rgba = np.zeros((len(pts), 4))
     rgba[:, :3] = {"red": (1, 0.1, 0.1), "blue": (0.2, 0.5, 1), "yellow": (1, 0.9, 0.1)}[color]
@@ -304,8 +317,10 @@ def plot_sampling(rows: list[dict], path: str, upscale: int = 10, margin: float 
     for r, row in enumerate(rows):
         n_layers = len(row["levels"])
         panels = [("regular conv: fixed grid", row["fixed"][-1], "blue")]
-        panels += [(f"deformable: {len(row['levels'][d][0])} points", row["levels"][d],
-                    "red") for d in range(n_layers)]
+        panels += [
+            (f"deformable: {len(row['levels'][d][0])} points", row["levels"][d], "red")
+            for d in range(n_layers)
+        ]
         for c, (title, (pts, wts), color) in enumerate(panels):
             ax = axes[r, c]
             _show_image(ax, row["image"], upscale, margin)
@@ -315,8 +330,9 @@ def plot_sampling(rows: list[dict], path: str, upscale: int = 10, margin: float 
             ax.set_title(title if r == 0 else "", fontsize=8)
             if c == 0:
                 ax.set_ylabel(row["title"], fontsize=8)
-    fig.suptitle("sampling locations of one output unit (green x); DCNv2: opacity = mask product",
-                 fontsize=9)
+    fig.suptitle(
+        "sampling locations of one output unit (green x); DCNv2: opacity = mask product", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
@@ -342,13 +358,17 @@ def plot_gradients(rows: list[dict], names: list[str], path: str) -> None:
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("|gradient| of the output w.r.t. the input pixels (cyan: digit outline)", fontsize=9)
+    fig.suptitle(
+        "|gradient| of the output w.r.t. the input pixels (cyan: digit outline)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
 
 
-def plot_spread(scales: list[float], spreads: dict[str, list[float]], fixed: float, path: str) -> None:
+def plot_spread(
+    scales: list[float], spreads: dict[str, list[float]], fixed: float, path: str
+) -> None:
     """Mean sampling distance vs test scale for each model in `spreads`, fixed grid as a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -13,7 +13,7 @@ from detection.experiments.scaled_mnist import data as D
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
 def test_idx_round_trip(tmp_path, name, dtype):
     arr = (np.arange(2 * 3 * 5) * 7 - 11).reshape(2, 3, 5)
-    arr = (arr % 256 if dtype == np.uint8 else arr / (4 if dtype in (np.float32, np.float64) else 1))
+    arr = arr % 256 if dtype == np.uint8 else arr / (4 if dtype in (np.float32, np.float64) else 1)
     arr = arr.astype(dtype)
     path = str(tmp_path / name)
     D.write_idx(path, arr)
@@ -64,8 +64,13 @@ def test_missing_mnist_error_says_where_and_what(tmp_path):
         D.load_data("mnist", str(tmp_path), 10, 10, 0)
     msg = str(info.value)
     assert os.path.join(str(tmp_path), "mnist") in msg
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte", "--data synthetic"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "--data synthetic",
+    ):
         assert name in msg
 
 
@@ -83,7 +88,12 @@ def test_synthetic_deterministic_and_prefix_stable():
     assert a_lbl.min() >= 0 and a_lbl.max() <= 9
     for img in a_img:  # a visible digit that does not touch the border
         assert img.max() > 200
-        assert img[0].max() == 0 and img[-1].max() == 0 and img[:, 0].max() == 0 and img[:, -1].max() == 0
+        assert (
+            img[0].max() == 0
+            and img[-1].max() == 0
+            and img[:, 0].max() == 0
+            and img[:, -1].max() == 0
+        )
 
 
 def test_synthetic_cache_written_in_idx_format(tmp_path):

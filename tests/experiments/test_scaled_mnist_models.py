@@ -62,7 +62,9 @@ def test_deformable_shapes_and_placement(arch, modulation, min_layer):
     out = model(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 10)
     out.sum().backward()
-    assert all(p.grad is not None for _, m in deformable_layers(model) for p in m.conv_offset.parameters())
+    assert all(
+        p.grad is not None for _, m in deformable_layers(model) for p in m.conv_offset.parameters()
+    )
 
 
 @needs_dcn

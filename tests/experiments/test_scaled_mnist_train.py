@@ -20,8 +20,23 @@ needs_dcn = pytest.mark.skipif(
 
 def _run(tmp_path, *extra):
     out = str(tmp_path / "run")
-    argv = ["--epochs", "1", "--train-size", "256", "--test-size", "32", "--batch-size", "64",
-            "--data-root", str(tmp_path / "data"), "--out", out, "--threads", "1", *extra]
+    argv = [
+        "--epochs",
+        "1",
+        "--train-size",
+        "256",
+        "--test-size",
+        "32",
+        "--batch-size",
+        "64",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        out,
+        "--threads",
+        "1",
+        *extra,
+    ]
     return T.main(argv), out
 
 
@@ -34,7 +49,9 @@ def _check_outputs(out, result):
         srows = list(csv.DictReader(f))
     assert [float(r["scale"]) for r in srows] == list(TEST_SCALES)
     assert all(0 <= float(r["accuracy"]) <= 1 for r in srows)
-    assert [float(r["accuracy"]) for r in srows] == pytest.approx(list(result["scale_accuracy"].values()))
+    assert [float(r["accuracy"]) for r in srows] == pytest.approx(
+        list(result["scale_accuracy"].values())
+    )
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     model, args = T.load_checkpoint(out)
     assert args["epochs"] == 1 and json.load(open(os.path.join(out, "args.json")))["out"] == out
@@ -53,8 +70,9 @@ def test_one_epoch_regular(tmp_path, capsys):
 
 @needs_dcn
 def test_one_epoch_dcnv2(tmp_path):
-    result, out = _run(tmp_path, "--arch", "MNISTClassifier", "--deform", "True", "--modulation", "True",
-                       "--quiet")
+    result, out = _run(
+        tmp_path, "--arch", "MNISTClassifier", "--deform", "True", "--modulation", "True", "--quiet"
+    )
     args = _check_outputs(out, result)
     assert T.run_label(args) == "DCNv2"
     model, _ = T.load_checkpoint(out)

@@ -21,8 +21,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _layer(hw, offset=None, mask=None):
     return V.DeformSampling(
-        offset=torch.zeros(18, *hw) if offset is None else offset, mask=mask, in_hw=hw, out_hw=hw,
-        stride=(1, 1), padding=(1, 1), dilation=(1, 1), kernel_size=(3, 3))
+        offset=torch.zeros(18, *hw) if offset is None else offset,
+        mask=mask,
+        in_hw=hw,
+        out_hw=hw,
+        stride=(1, 1),
+        padding=(1, 1),
+        dilation=(1, 1),
+        kernel_size=(3, 3),
+    )
 
 
 def test_fixed_grid_geometry():
@@ -73,7 +80,11 @@ def test_capture_matches_predictor_and_gradients():
             torch.nn.init.normal_(m.conv_offset.weight, std=0.1)
     x = torch.randn(1, 1, 28, 28)
     layers = V.capture_sampling(model, x)
-    assert len(layers) == 2 and layers[0].offset.shape == (18, 7, 7) and layers[0].mask.shape == (9, 7, 7)
+    assert (
+        len(layers) == 2
+        and layers[0].offset.shape == (18, 7, 7)
+        and layers[0].mask.shape == (9, 7, 7)
+    )
     assert [layer.source for layer in layers] == ["op", "op"]  # read from the op's arguments
     # the captured offsets are the Pack convention applied to the predictor's output
     feats = {}
@@ -108,38 +119,84 @@ def test_sampling_spread_of_untrained_model_is_the_fixed_grid():
 def test_tools_write_pngs(tmp_path, monkeypatch):
     from detection.experiments.scaled_mnist import train as T
 
-    common = ["--epochs", "1", "--train-size", "64", "--test-size", "16", "--quiet",
-              "--arch", "MNISTClassifier", "--data-root", str(tmp_path / "data"), "--threads", "1"]
+    common = [
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "16",
+        "--quiet",
+        "--arch",
+        "MNISTClassifier",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--threads",
+        "1",
+    ]
     T.main(common + ["--deform", "True", "--out", str(tmp_path / "dcn")])
     T.main(common + ["--deform", "False", "--out", str(tmp_path / "reg")])
     out = tmp_path / "vis"
-    monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "dcn"), "--compare-run",
-                                      str(tmp_path / "reg"), "--image", "3", "--scale", "0.6", "1.2",
-                                      "--out", str(out), "--spread-images", "4", "--threads", "1"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "visualize_dcn.py",
+            "--run",
+            str(tmp_path / "dcn"),
+            "--compare-run",
+            str(tmp_path / "reg"),
+            "--image",
+            "3",
+            "--scale",
+            "0.6",
+            "1.2",
+            "--out",
+            str(out),
+            "--spread-images",
+            "4",
+            "--threads",
+            "1",
+        ],
+    )
     runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
     for name in ("sampling_locations.png", "gradients.png", "spread.png"):
         assert (out / name).stat().st_size > 2000
     rows = (out / "spread.csv").read_text().split()
     assert rows[0] == "scale,DCNv2,fixed_grid" and len(rows) == 12
     png = tmp_path / "plot.png"
-    monkeypatch.setattr(sys, "argv", ["plot_scaled_mnist.py", str(tmp_path / "reg"), str(tmp_path / "dcn"),
-                                      "--out", str(png)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["plot_scaled_mnist.py", str(tmp_path / "reg"), str(tmp_path / "dcn"), "--out", str(png)],
+    )
     runpy.run_path(os.path.join(ROOT, "tools", "plot_scaled_mnist.py"), run_name="__main__")
     assert png.stat().st_size > 2000
     with pytest.raises(SystemExit, match="deformable"):
-        monkeypatch.setattr(sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "reg"),
-                                          "--out", str(out)])
+        monkeypatch.setattr(
+            sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "reg"), "--out", str(out)]
+        )
         runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
 
 
 def test_plot_table_averages_runs_with_the_same_label():
     tool = runpy.run_path(os.path.join(ROOT, "tools", "plot_scaled_mnist.py"), run_name="plot")
-    table = tool["markdown_table"](["a", "b"], [0.5, 1.0], [[[0.5, 1.0], [0.7, 0.9]], [[0.25, 1.0]]])
+    table = tool["markdown_table"](
+        ["a", "b"], [0.5, 1.0], [[[0.5, 1.0], [0.7, 0.9]], [[0.25, 1.0]]]
+    )
     lines = table.splitlines()
     assert lines[0] == "| scale | a (n=2) | b |"
     assert lines[2] == "| 0.5 | 60.00 (50.00-70.00) | 25.00 |"
     assert lines[3] == "| 1.0 | 95.00 (90.00-100.00) | 100.00 |"
     assert lines[4] == "| mean | 77.50 (75.00-80.00) | 62.50 |"
-    label = tool["describe"]({"arch": "ScaledMNISTNet", "deform": True, "modulation": False,
-                              "min_deform_layer": None, "scale_min": 1.0, "scale_max": 1.0})
+    label = tool["describe"](
+        {
+            "arch": "ScaledMNISTNet",
+            "deform": True,
+            "modulation": False,
+            "min_deform_layer": None,
+            "scale_min": 1.0,
+            "scale_max": 1.0,
+        }
+    )
     assert label == "DCNv1 (ScaledMNISTNet, deformable from conv3, train scale 1 only)"

@@ -80,7 +80,7 @@ def write_idx(path: str, array: np.ndarray) -> None:
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    with (gzip.open(tmp, "wb", compresslevel=6) if path.endswith(".gz") else open(tmp, "wb")) as f:
+    with gzip.open(tmp, "wb", compresslevel=6) if path.endswith(".gz") else open(tmp, "wb") as f:
         f.write(header)
         f.write(np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes())
     os.replace(tmp, path)
@@ -104,7 +104,9 @@ def load_idx_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"{root}: missing idx file(s) {missing} (plain or .gz)")
     images, labels = read_idx(paths[0]), read_idx(paths[1]).astype(np.int64)
     if images.ndim != 3 or len(images) != len(labels):
-        raise ValueError(f"{root}: {split} images {images.shape} do not match labels {labels.shape}")
+        raise ValueError(
+            f"{root}: {split} images {images.shape} do not match labels {labels.shape}"
+        )
     return images.astype(np.uint8), labels
 
 
@@ -146,8 +148,9 @@ def render_digit(digit: int, rng: np.random.Generator) -> np.ndarray:
     font = int(_FONTS[rng.integers(len(_FONTS))]) | (cv2.FONT_ITALIC if rng.random() < 0.2 else 0)
     thickness = int(rng.integers(2, 6))
     (w, h), _ = cv2.getTextSize(str(digit), font, 1.6, thickness)
-    cv2.putText(canvas, str(digit), ((96 - w) // 2, (96 + h) // 2), font, 1.6, 255, thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        canvas, str(digit), ((96 - w) // 2, (96 + h) // 2), font, 1.6, 255, thickness, cv2.LINE_AA
+    )
     shear = rng.uniform(-0.35, 0.35)
     angle = np.deg2rad(rng.uniform(-12.0, 12.0))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -189,7 +192,9 @@ def synthetic_dir(root: str, seed: int, train_size: int, test_size: int) -> str:
     return os.path.join(root, "synthetic_digits", f"seed{seed}_train{train_size}_test{test_size}")
 
 
-def load_synthetic(root: str, split: str, n: int, seed: int, cache: str) -> tuple[np.ndarray, np.ndarray]:
+def load_synthetic(
+    root: str, split: str, n: int, seed: int, cache: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic `split` of `n` images, read from the idx cache `cache` or generated there."""
     try:
         images, labels = load_idx_split(cache, split)

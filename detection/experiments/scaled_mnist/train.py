@@ -50,21 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Scaled-MNIST with and without deformable convs.")
     p.add_argument("--arch", choices=ARCHS, default="ScaledMNISTNet")
     p.add_argument("--deform", type=str2bool, default=False, help="deformable convs (True/False)")
-    p.add_argument("--modulation", type=str2bool, default=True,
-                   help="DCNv2 modulation masks (True) or DCNv1 (False); only with --deform True")
-    p.add_argument("--min-deform-layer", type=int, default=None,
-                   help="convs numbered >= N are deformable (default: 3 ScaledMNISTNet, 4 MNISTClassifier)")
+    p.add_argument(
+        "--modulation",
+        type=str2bool,
+        default=True,
+        help="DCNv2 modulation masks (True) or DCNv1 (False); only with --deform True",
+    )
+    p.add_argument(
+        "--min-deform-layer",
+        type=int,
+        default=None,
+        help="convs numbered >= N are deformable (default: 3 ScaledMNISTNet, 4 MNISTClassifier)",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--gamma", type=float, default=0.7, help="StepLR factor per epoch")
-    p.add_argument("--offset-lr-factor", type=float, default=0.1,
-                   help="lr factor of parameters whose name contains conv_offset")
+    p.add_argument(
+        "--offset-lr-factor",
+        type=float,
+        default=0.1,
+        help="lr factor of parameters whose name contains conv_offset",
+    )
     p.add_argument("--train-size", type=int, default=60000)
     p.add_argument("--test-size", type=int, default=10000)
     p.add_argument("--data", choices=("synthetic", "mnist"), default="synthetic")
-    p.add_argument("--data-root", default="datasets",
-                   help="holds mnist/ (real MNIST idx files) and synthetic_digits/ (the cache)")
+    p.add_argument(
+        "--data-root",
+        default="datasets",
+        help="holds mnist/ (real MNIST idx files) and synthetic_digits/ (the cache)",
+    )
     p.add_argument("--scale-min", type=float, default=0.5)
     p.add_argument("--scale-max", type=float, default=1.5)
     p.add_argument("--seed", type=int, default=0)
@@ -81,7 +96,9 @@ def check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.scale_min <= args.scale_max:
-        raise ValueError(f"need 0 < --scale-min <= --scale-max, got {args.scale_min}, {args.scale_max}")
+        raise ValueError(
+            f"need 0 < --scale-min <= --scale-max, got {args.scale_min}, {args.scale_max}"
+        )
     if args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.min_deform_layer is not None and args.min_deform_layer < 1:
@@ -89,14 +106,16 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run_label(args: dict) -> str:
-    """"regular", "DCNv1" or "DCNv2" (from a run's args)."""
+    """ "regular", "DCNv1" or "DCNv2" (from a run's args)."""
     if not args.get("deform"):
         return "regular"
     return "DCNv2" if args.get("modulation", True) else "DCNv1"
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on `x` `[N, 1, 28, 28]`, labels `y` `[N]`."""
     model.eval()
     loss, correct = 0.0, 0
@@ -183,14 +202,22 @@ def _run(args: argparse.Namespace) -> dict:
     sets = D.load_data(args.data, args.data_root, args.train_size, args.test_size, args.seed)
     (train_images, train_labels), (test_images, test_labels) = sets["train"], sets["test"]
     train_set = D.ScaledDigits(train_images, train_labels, args.scale_min, args.scale_max)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(args.seed))
+    loader = DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     val_scales = D.fixed_scales(len(test_images), args.scale_min, args.scale_max, args.seed)
     x_val = D.scaled_tensor(test_images, val_scales).to(args.device)
     y_val = torch.from_numpy(test_labels).to(args.device)
 
-    model = build_model(args.arch, args.deform, args.modulation, args.min_deform_layer).to(args.device)
-    optimizer = torch.optim.Adam(parameter_groups(model, args.lr, args.offset_lr_factor), lr=args.lr)
+    model = build_model(args.arch, args.deform, args.modulation, args.min_deform_layer).to(
+        args.device
+    )
+    optimizer = torch.optim.Adam(
+        parameter_groups(model, args.lr, args.offset_lr_factor), lr=args.lr
+    )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=args.gamma)
 
     log: list[dict] = []
@@ -199,16 +226,26 @@ def _run(args: argparse.Namespace) -> dict:
         train_loss, train_acc = train_epoch(model, loader, optimizer, args.device)
         scheduler.step()
         val_loss, val_acc = evaluate(model, x_val, y_val)
-        row = {"epoch": epoch, "main/loss": train_loss, "validation/main/loss": val_loss,
-               "main/accuracy": train_acc, "validation/main/accuracy": val_acc,
-               "elapsed_time": time.time() - start}
+        row = {
+            "epoch": epoch,
+            "main/loss": train_loss,
+            "validation/main/loss": val_loss,
+            "main/accuracy": train_acc,
+            "validation/main/accuracy": val_acc,
+            "elapsed_time": time.time() - start,
+        }
         log.append(row)
         if not args.quiet:
             _print_row(row, header=epoch == 1)
-        _write_csv(os.path.join(args.out, "log.csv"), LOG_COLUMNS,
-                   [[r[c] for c in LOG_COLUMNS] for r in log])
-        torch.save({"model": model.state_dict(), "args": vars(args), "epoch": epoch},
-                   os.path.join(args.out, "model.pt"))
+        _write_csv(
+            os.path.join(args.out, "log.csv"),
+            LOG_COLUMNS,
+            [[r[c] for c in LOG_COLUMNS] for r in log],
+        )
+        torch.save(
+            {"model": model.state_dict(), "args": vars(args), "epoch": epoch},
+            os.path.join(args.out, "model.pt"),
+        )
 
     scale_rows = []
     for s in D.TEST_SCALES:
@@ -217,7 +254,9 @@ def _run(args: argparse.Namespace) -> dict:
         scale_rows.append((s, acc, loss))
         if not args.quiet:
             print(f"scale {s:.1f}: accuracy {acc:.4f}  loss {loss:.4f}", flush=True)
-    _write_csv(os.path.join(args.out, "scale_accuracy.csv"), ("scale", "accuracy", "loss"), scale_rows)
+    _write_csv(
+        os.path.join(args.out, "scale_accuracy.csv"), ("scale", "accuracy", "loss"), scale_rows
+    )
     title = f"{args.arch} {run_label(vars(args))}"
     plot_learning_curves(log, os.path.join(args.out, "learning_curves.png"), title)
     return {"log": log, "scale_accuracy": {s: a for s, a, _ in scale_rows}, "out": args.out}
@@ -228,7 +267,9 @@ def load_checkpoint(path: str, device: str = "cpu") -> tuple[nn.Module, dict]:
     if os.path.isdir(path):
         path = os.path.join(path, "model.pt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist (train with tools/train_scaled_mnist.py)")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist (train with tools/train_scaled_mnist.py)"
+        )
     ckpt = torch.load(path, map_location=device, weights_only=False)
     a = ckpt["args"]
     model = build_model(a["arch"], a["deform"], a["modulation"], a["min_deform_layer"])
