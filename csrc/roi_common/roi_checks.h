@@ -24,10 +24,11 @@ inline void check_input_and_rois(const at::Tensor& input, const at::Tensor& rois
   TORCH_CHECK(rois.device() == input.device(), op, ": rois must be on input's device (",
               input.device(), "), got ", rois.device());
   if (rois.size(0) == 0) return;
-  // NaN/inf box corners would give undefined float-to-int casts in the sampling grid
-  const auto finite_rows = at::isfinite(rois).all(1);
+  // NaN/inf box corners would give undefined float-to-int casts in the sampling grid (a NaN
+  // batch index fails the range check below)
+  const auto finite_rows = at::isfinite(rois.slice(1, 1, 5)).all(1);
   TORCH_CHECK(finite_rows.all().item<bool>(), op,
-              ": rois must be finite (batch_index, x1, y1, x2, y2); got NaN or inf in ",
+              ": rois must be finite (x1, y1, x2, y2 of rois[:, 1:5]); got NaN or inf in ",
               rois.size(0) - finite_rows.sum().item<int64_t>(), " of ", rois.size(0), " rows");
   const auto batch_index = rois.select(1, 0);
   const bool in_range =

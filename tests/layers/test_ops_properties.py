@@ -131,13 +131,14 @@ def test_non_finite_rois_raise_instead_of_crashing():
 
 def test_inverted_box_with_adaptive_sampling_reads_zero():
     """An inverted box (y2 < y1) with sampling_ratio 0 used to size the sample tables from a
-    negative grid (std::length_error 'vector::_M_default_append'); torchvision returns 0."""
+    negative grid (std::length_error 'vector::_M_default_append'; torchvision's CPU roi_align
+    fails the same way). Convention: no samples, the average over count 1 is 0."""
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
     rois = torch.tensor([[0, 0.1344, 4.2867, 1.8052, 3.1203]], dtype=torch.float64)
-    ref = torchvision.ops.roi_align(x, rois, 1, 1.0, 0, True)
-    torch.testing.assert_close(roi_align(x, rois, 1, 1.0, 0, True), ref, rtol=0, atol=0)
+    zero = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
+    torch.testing.assert_close(roi_align(x, rois, 1, 1.0, 0, True), zero, rtol=0, atol=0)
     out = modulated_deform_roi_pool(x, rois, None, None, output_size=1, sampling_ratio=0)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(out, zero, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_dcn_integer_tensors_raise_naming_the_argument(problem, which):
 
 
 @st.composite
-def roi_problems(draw, num_rois=st.integers(0, 6)):
+def roi_problems(draw, num_rois=st.integers(0, 6), proper=st.booleans()):
     n = draw(st.integers(1, 2))
     c = draw(st.integers(1, 3))
     h, w = draw(st.integers(1, 8)), draw(st.integers(1, 8))
@@ -281,7 +282,7 @@ def roi_problems(draw, num_rois=st.integers(0, 6)):
     # corners anywhere from beyond the top-left to beyond the bottom-right: inverted, empty
     # and partly outside boxes included
     xy = torch.rand(r, 4, generator=g, dtype=torch.float64) * (img + 8) - 4
-    if draw(st.booleans()):  # mostly proper boxes
+    if draw(proper):  # x1 <= x2, y1 <= y2
         xy = torch.cat(
             [torch.minimum(xy[:, :2], xy[:, 2:]), torch.maximum(xy[:, :2], xy[:, 2:])], 1
         )
@@ -297,8 +298,10 @@ def roi_problems(draw, num_rois=st.integers(0, 6)):
 
 
 @SETTINGS
-@given(roi_problems(), st.booleans())
+@given(roi_problems(proper=st.just(True)), st.booleans())
 def test_roi_align_matches_torchvision(problem, aligned):
+    # proper boxes only: torchvision's CPU kernel raises std::length_error on an inverted box
+    # with adaptive sampling (see test_inverted_box_with_adaptive_sampling_reads_zero)
     x, rois, a = problem
     xs = x.clone().requires_grad_()
     xt = x.clone().requires_grad_()
