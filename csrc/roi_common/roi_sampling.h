@@ -51,6 +51,9 @@ C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale
   g.bin_w = g.roi_w / static_cast<T>(pooled_w);
   g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_h / pooled_h));
   g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(g.roi_w / pooled_w));
+  // an inverted box (x2 < x1) with an adaptive grid has no samples
+  if (g.grid_h < 0) g.grid_h = 0;
+  if (g.grid_w < 0) g.grid_w = 0;
   const int n = g.grid_h * g.grid_w;
   g.count = static_cast<T>(n > 1 ? n : 1);
   return g;
