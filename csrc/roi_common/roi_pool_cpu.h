@@ -199,13 +199,11 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
             const auto& ay = s.ys[bin * s.g.grid_h + iy];
             for (int ix = 0; ix < s.g.grid_w; ++ix) {
               const auto& ax = s.xs[bin * s.g.grid_w + ix];
-              if (grad_mask) val += sample<T>(p, width, ay, ax);
-              if (grad_offset) {
-                T gx, gy;
-                sample_grad_xy<T>(p, width, ay, ax, &gx, &gy);
-                dx += gx;
-                dy += gy;
-              }
+              T v, gx, gy;
+              sample_with_grad_xy<T>(p, width, ay, ax, &v, &gx, &gy);
+              val += v;
+              dx += gx;
+              dy += gy;
             }
           }
           sum_gm += go * (val / s.g.count);

@@ -150,13 +150,11 @@ __global__ void roi_pool_backward_offset_mask_kernel(
           for (int ix = 0; ix < g.grid_w; ++ix) {
             const AxisSample<acc_t> ax =
                 axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
-            if (grad_mask != nullptr) val += sample<acc_t, scalar_t>(plane, width, ay, ax);
-            if (grad_offset != nullptr) {
-              acc_t gx, gy;
-              sample_grad_xy<acc_t, scalar_t>(plane, width, ay, ax, &gx, &gy);
-              vx += gx;
-              vy += gy;
-            }
+            acc_t v, gx, gy;
+            sample_with_grad_xy<acc_t, scalar_t>(plane, width, ay, ax, &v, &gx, &gy);
+            val += v;
+            vx += gx;
+            vy += gy;
           }
         }
         sum_gm += go * (val / g.count);
