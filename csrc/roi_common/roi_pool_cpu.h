@@ -185,15 +185,18 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
   const T gamma = static_cast<T>(a.gamma);
   at::parallel_for(0, num_rois, grain_for(channels * bins * 8), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
+    // per-bin sums over channels; channels outermost so that each input plane is read once
+    std::vector<T> sum_gx(bins), sum_gy(bins), sum_gm(bins);
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
       const T* input_n = input + s.g.batch * channels * plane;
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        T sum_gx = 0, sum_gy = 0, sum_gm = 0;
-        for (int64_t c = 0; c < channels; ++c) {
-          const T* p = input_n + c * plane;
-          const T go = grad[(r * channels + c) * bins + bin];
+      std::fill(sum_gx.begin(), sum_gx.end(), static_cast<T>(0));
+      std::fill(sum_gy.begin(), sum_gy.end(), static_cast<T>(0));
+      std::fill(sum_gm.begin(), sum_gm.end(), static_cast<T>(0));
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* p = input_n + c * plane;
+        const T* go = grad + (r * channels + c) * bins;
+        for (int64_t bin = 0; bin < bins; ++bin) {
           T val = 0, dx = 0, dy = 0;
           for (int iy = 0; iy < s.g.grid_h; ++iy) {
             const auto& ay = s.ys[bin * s.g.grid_h + iy];
@@ -206,14 +209,17 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
               dy += gy;
             }
           }
-          sum_gm += go * (val / s.g.count);
-          sum_gx += go * dx;
-          sum_gy += go * dy;
+          sum_gm[bin] += go[bin] * (val / s.g.count);
+          sum_gx[bin] += go[bin] * dx;
+          sum_gy[bin] += go[bin] * dy;
         }
-        if (grad_mask) grad_mask[r * bins + bin] = sum_gm;
+      }
+      for (int64_t bin = 0; bin < bins; ++bin) {
+        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
+        if (grad_mask) grad_mask[r * bins + bin] = sum_gm[bin];
         if (grad_offset) {
-          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx / s.g.count;
-          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy / s.g.count;
+          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx[bin] / s.g.count;
+          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy[bin] / s.g.count;
         }
       }
     }
