@@ -64,6 +64,40 @@ struct RoISamples {
       }
     }
   }
+
+  // Flattened corners: for sample k = (bin * grid_h + iy) * grid_w + ix, the four plane indices
+  // and weights (index -1 for a sample outside the band: skipped), computed once per RoI and
+  // reused for every channel.
+  std::vector<int64_t> pos;  // [samples * 4]
+  std::vector<T> w;          // [samples * 4]
+
+  void build_corners(int width, int64_t bins) {
+    const int64_t per_bin = static_cast<int64_t>(g.grid_h) * g.grid_w;
+    pos.resize(static_cast<size_t>(bins * per_bin * 4));
+    w.resize(pos.size());
+    int64_t k = 0;
+    for (int64_t bin = 0; bin < bins; ++bin) {
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const auto& ay = ys[bin * g.grid_h + iy];
+        for (int ix = 0; ix < g.grid_w; ++ix, k += 4) {
+          const auto& ax = xs[bin * g.grid_w + ix];
+          if (!(ay.valid && ax.valid)) {
+            pos[k] = pos[k + 1] = pos[k + 2] = pos[k + 3] = -1;
+            w[k] = w[k + 1] = w[k + 2] = w[k + 3] = static_cast<T>(0);
+            continue;
+          }
+          pos[k] = static_cast<int64_t>(ay.low) * width + ax.low;
+          pos[k + 1] = static_cast<int64_t>(ay.low) * width + ax.high;
+          pos[k + 2] = static_cast<int64_t>(ay.high) * width + ax.low;
+          pos[k + 3] = static_cast<int64_t>(ay.high) * width + ax.high;
+          w[k] = ay.h * ax.h;
+          w[k + 1] = ay.h * ax.l;
+          w[k + 2] = ay.l * ax.h;
+          w[k + 3] = ay.l * ax.l;
+        }
+      }
+    }
+  }
 };
 
 // output[R, C, ph, pw]; rois in T (float or double); offset [R, 2, ph, pw] / mask [R, 1, ph, pw]
@@ -79,16 +113,19 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
     RoISamples<T> s;
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      s.build_corners(width, bins);
+      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
       const T* input_n = input + s.g.batch * channels * plane;
       for (int64_t c = 0; c < channels; ++c) {
         const T* p = input_n + c * plane;
         T* out = output + (r * channels + c) * bins;
+        const int64_t* pos = s.pos.data();
+        const T* w = s.w.data();
         for (int64_t bin = 0; bin < bins; ++bin) {
           T acc = 0;
-          for (int iy = 0; iy < s.g.grid_h; ++iy) {
-            const auto& ay = s.ys[bin * s.g.grid_h + iy];
-            for (int ix = 0; ix < s.g.grid_w; ++ix)
-              acc += sample<T>(p, width, ay, s.xs[bin * s.g.grid_w + ix]);
+          for (int64_t k = 0; k < per_bin; ++k, pos += 4, w += 4) {
+            if (pos[0] < 0) continue;
+            acc += w[0] * p[pos[0]] + w[1] * p[pos[1]] + w[2] * p[pos[2]] + w[3] * p[pos[3]];
           }
           acc /= s.g.count;
           out[bin] = mask ? acc * mask[r * bins + bin] : acc;
@@ -111,23 +148,22 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
     RoISamples<T> s;
     for (int64_t r = 0; r < num_rois; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      s.build_corners(width, bins);
+      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
       for (int64_t c = c_begin; c < c_end; ++c) {
         T* gp = grad_input + (s.g.batch * channels + c) * plane;
         const T* go = grad + (r * channels + c) * bins;
+        const int64_t* pos = s.pos.data();
+        const T* w = s.w.data();
         for (int64_t bin = 0; bin < bins; ++bin) {
           T gbin = go[bin] / s.g.count;
           if (mask) gbin *= mask[r * bins + bin];
-          for (int iy = 0; iy < s.g.grid_h; ++iy) {
-            const auto& ay = s.ys[bin * s.g.grid_h + iy];
-            if (!ay.valid) continue;
-            for (int ix = 0; ix < s.g.grid_w; ++ix) {
-              const auto& ax = s.xs[bin * s.g.grid_w + ix];
-              if (!ax.valid) continue;
-              gp[ay.low * width + ax.low] += (ay.h * ax.h) * gbin;
-              gp[ay.low * width + ax.high] += (ay.h * ax.l) * gbin;
-              gp[ay.high * width + ax.low] += (ay.l * ax.h) * gbin;
-              gp[ay.high * width + ax.high] += (ay.l * ax.l) * gbin;
-            }
+          for (int64_t k = 0; k < per_bin; ++k, pos += 4, w += 4) {
+            if (pos[0] < 0) continue;
+            gp[pos[0]] += w[0] * gbin;
+            gp[pos[1]] += w[1] * gbin;
+            gp[pos[2]] += w[2] * gbin;
+            gp[pos[3]] += w[3] * gbin;
           }
         }
       }
@@ -149,37 +185,41 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
   const T gamma = static_cast<T>(a.gamma);
   at::parallel_for(0, num_rois, grain_for(channels * bins * 8), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
+    // per-bin sums over channels; channels outermost so that each input plane is read once
+    std::vector<T> sum_gx(bins), sum_gy(bins), sum_gm(bins);
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
       const T* input_n = input + s.g.batch * channels * plane;
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        T sum_gx = 0, sum_gy = 0, sum_gm = 0;
-        for (int64_t c = 0; c < channels; ++c) {
-          const T* p = input_n + c * plane;
-          const T go = grad[(r * channels + c) * bins + bin];
+      std::fill(sum_gx.begin(), sum_gx.end(), static_cast<T>(0));
+      std::fill(sum_gy.begin(), sum_gy.end(), static_cast<T>(0));
+      std::fill(sum_gm.begin(), sum_gm.end(), static_cast<T>(0));
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* p = input_n + c * plane;
+        const T* go = grad + (r * channels + c) * bins;
+        for (int64_t bin = 0; bin < bins; ++bin) {
           T val = 0, dx = 0, dy = 0;
           for (int iy = 0; iy < s.g.grid_h; ++iy) {
             const auto& ay = s.ys[bin * s.g.grid_h + iy];
             for (int ix = 0; ix < s.g.grid_w; ++ix) {
               const auto& ax = s.xs[bin * s.g.grid_w + ix];
-              if (grad_mask) val += sample<T>(p, width, ay, ax);
-              if (grad_offset) {
-                T gx, gy;
-                sample_grad_xy<T>(p, width, ay, ax, &gx, &gy);
-                dx += gx;
-                dy += gy;
-              }
+              T v, gx, gy;
+              sample_with_grad_xy<T>(p, width, ay, ax, &v, &gx, &gy);
+              val += v;
+              dx += gx;
+              dy += gy;
             }
           }
-          sum_gm += go * (val / s.g.count);
-          sum_gx += go * dx;
-          sum_gy += go * dy;
+          sum_gm[bin] += go[bin] * (val / s.g.count);
+          sum_gx[bin] += go[bin] * dx;
+          sum_gy[bin] += go[bin] * dy;
         }
-        if (grad_mask) grad_mask[r * bins + bin] = sum_gm;
+      }
+      for (int64_t bin = 0; bin < bins; ++bin) {
+        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
+        if (grad_mask) grad_mask[r * bins + bin] = sum_gm[bin];
         if (grad_offset) {
-          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx / s.g.count;
-          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy / s.g.count;
+          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx[bin] / s.g.count;
+          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy[bin] / s.g.count;
         }
       }
     }

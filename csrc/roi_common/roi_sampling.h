@@ -111,22 +111,23 @@ C10_HOST_DEVICE inline T sample(const scalar_t* plane, int width, const AxisSamp
   return (ay.h * ax.h) * v_ll + (ay.h * ax.l) * v_lh + (ay.l * ax.h) * v_hl + (ay.l * ax.l) * v_hh;
 }
 
-// Derivatives of the sampled value with respect to the sample coordinates x and y, using the
-// (clamped) corner indices but the unclamped coordinate, as the reference operator does: inside
-// the clamped border bands this is an extrapolated, not an exact, derivative. 0 when invalid.
+// The sampled value and its derivatives with respect to the sample coordinates x and y, from one
+// read of the four corners. The derivatives use the (clamped) corner indices but the unclamped
+// coordinate, as the reference operator does: inside the clamped border bands this is an
+// extrapolated, not an exact, derivative. All 0 for a sample outside the band.
 template <typename T, typename scalar_t>
-C10_HOST_DEVICE inline void sample_grad_xy(const scalar_t* plane, int width,
-                                           const AxisSample<T>& ay, const AxisSample<T>& ax,
-                                           T* dval_dx, T* dval_dy) {
+C10_HOST_DEVICE inline void sample_with_grad_xy(const scalar_t* plane, int width,
+                                                const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                                T* val, T* dval_dx, T* dval_dy) {
   if (!(ay.valid && ax.valid)) {
-    *dval_dx = static_cast<T>(0);
-    *dval_dy = static_cast<T>(0);
+    *val = *dval_dx = *dval_dy = static_cast<T>(0);
     return;
   }
   const T v_ll = static_cast<T>(plane[ay.low * width + ax.low]);
   const T v_lh = static_cast<T>(plane[ay.low * width + ax.high]);
   const T v_hl = static_cast<T>(plane[ay.high * width + ax.low]);
   const T v_hh = static_cast<T>(plane[ay.high * width + ax.high]);
+  *val = (ay.h * ax.h) * v_ll + (ay.h * ax.l) * v_lh + (ay.l * ax.h) * v_hl + (ay.l * ax.l) * v_hh;
   const T y = ay.coord, x = ax.coord;
   const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
   const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);

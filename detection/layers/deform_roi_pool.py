@@ -187,9 +187,10 @@ def _fake_forward(input, rois, offset, mask, pooled_height, pooled_width, scale,
 
 
 def _fake_backward(grad, input, rois, offset, mask, pooled_height, pooled_width, scale, sr, gamma):
-    grad_offset = torch.empty_like(offset) if offset is not None else input.new_empty((0,))
-    grad_mask = torch.empty_like(mask) if mask is not None else input.new_empty((0,))
-    return torch.empty_like(input), grad_offset, grad_mask
+    # all three are contiguous, like the kernels' results
+    grad_offset = offset.new_empty(offset.shape) if offset is not None else input.new_empty((0,))
+    grad_mask = mask.new_empty(mask.shape) if mask is not None else input.new_empty((0,))
+    return input.new_empty(input.shape), grad_offset, grad_mask
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -81,6 +81,17 @@ def test_edge_cases_outside_degenerate_zero_rois():
     assert torch.all(x.grad == 0)
 
 
+def test_inverted_boxes():
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    rois = torch.tensor([[0, 6.0, 1.0, 2.0, 5.0], [0, 6.0, 7.0, 1.0, 2.0], [0, 1.0, 6.0, 5.0, 2.0]],
+                        dtype=torch.float64)
+    # aligned with an adaptive grid: an inverted box has no samples (legacy boxes are >= 1 px)
+    assert torch.all(roi_align(x, rois, 2, 1.0, 0, True) == 0)
+    for aligned in (True, False):
+        ours = roi_align(x, rois, 2, 1.0, 2, aligned)
+        torch.testing.assert_close(ours, torchvision.ops.roi_align(x, rois, 2, 1.0, 2, aligned))
+
+
 def test_module():
     module = RoIAlign((7, 7), spatial_scale=0.25, sampling_ratio=2)
     assert module.aligned and "aligned=True" in repr(module)

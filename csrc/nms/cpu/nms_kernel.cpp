@@ -8,46 +8,34 @@
 #include <algorithm>
 #include <vector>
 
-namespace detection {
+#include "nms/nms_checks.h"
 
-// Shared with the CUDA file: argument checks naming the argument.
-void nms_check_args(const at::Tensor& dets, const at::Tensor& scores) {
-  TORCH_CHECK(dets.dim() == 2 && dets.size(1) == 4,
-              "nms: dets (boxes) must be a Tensor[K, 4] (x1, y1, x2, y2), got shape ",
-              dets.sizes());
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == dets.size(0),
-              "nms: scores must be a Tensor[K] with one score per box (K = ", dets.size(0),
-              "), got shape ", scores.sizes());
-  TORCH_CHECK(at::isFloatingType(dets.scalar_type()),
-              "nms: dets (boxes) must be floating point, got ", dets.scalar_type());
-  TORCH_CHECK(at::isFloatingType(scores.scalar_type()) || at::isIntegralType(scores.scalar_type(), false),
-              "nms: scores must be a real-valued tensor, got ", scores.scalar_type());
-  TORCH_CHECK(dets.device() == scores.device(), "nms: dets and scores must be on the same device, got ",
-              dets.device(), " and ", scores.device());
-}
+namespace detection {
 
 namespace {
 
 template <typename scalar_t>
-void nms_cpu_impl(const at::Tensor& dets, const int64_t* order, int64_t n, double iou_threshold,
+void nms_cpu_impl(const scalar_t* d, const int64_t* order, int64_t n, double iou_threshold,
                   std::vector<int64_t>& keep) {
-  const auto d = dets.accessor<scalar_t, 2>();
-  std::vector<scalar_t> areas(n);
-  for (int64_t i = 0; i < n; ++i) areas[i] = (d[i][2] - d[i][0]) * (d[i][3] - d[i][1]);
+  // boxes in score order, one contiguous array per coordinate
+  std::vector<scalar_t> x1(n), y1(n), x2(n), y2(n), areas(n);
+  for (int64_t o = 0; o < n; ++o) {
+    const scalar_t* b = d + order[o] * 4;
+    x1[o] = b[0];
+    y1[o] = b[1];
+    x2[o] = b[2];
+    y2[o] = b[3];
+    areas[o] = (b[2] - b[0]) * (b[3] - b[1]);
+  }
   std::vector<char> suppressed(n, 0);
-  for (int64_t oi = 0; oi < n; ++oi) {
-    const int64_t i = order[oi];
+  for (int64_t i = 0; i < n; ++i) {
     if (suppressed[i]) continue;
-    keep.push_back(i);
-    const scalar_t ix1 = d[i][0], iy1 = d[i][1], ix2 = d[i][2], iy2 = d[i][3];
-    const scalar_t iarea = areas[i];
-    for (int64_t oj = oi + 1; oj < n; ++oj) {
-      const int64_t j = order[oj];
+    keep.push_back(order[i]);
+    const scalar_t ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = areas[i];
+    for (int64_t j = i + 1; j < n; ++j) {
       if (suppressed[j]) continue;
-      const scalar_t w = std::max(static_cast<scalar_t>(0),
-                                  std::min(ix2, d[j][2]) - std::max(ix1, d[j][0]));
-      const scalar_t h = std::max(static_cast<scalar_t>(0),
-                                  std::min(iy2, d[j][3]) - std::max(iy1, d[j][1]));
+      const scalar_t w = std::max(static_cast<scalar_t>(0), std::min(ix2, x2[j]) - std::max(ix1, x1[j]));
+      const scalar_t h = std::max(static_cast<scalar_t>(0), std::min(iy2, y2[j]) - std::max(iy1, y1[j]));
       const scalar_t inter = w * h;
       const scalar_t iou = inter / (iarea + areas[j] - inter);
       if (iou > iou_threshold) suppressed[j] = 1;
@@ -64,7 +52,8 @@ at::Tensor nms_cpu(const at::Tensor& dets, const at::Tensor& scores, double iou_
   const auto dets_c = dets.contiguous();
   std::vector<int64_t> keep;
   AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "nms_cpu", [&] {
-    nms_cpu_impl<scalar_t>(dets_c, order.const_data_ptr<int64_t>(), n, iou_threshold, keep);
+    nms_cpu_impl<scalar_t>(dets_c.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(), n,
+                           iou_threshold, keep);
   });
   auto out = at::empty({static_cast<int64_t>(keep.size())}, dets.options().dtype(at::kLong));
   std::copy(keep.begin(), keep.end(), out.mutable_data_ptr<int64_t>());

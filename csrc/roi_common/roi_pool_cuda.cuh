@@ -1,0 +1,177 @@
+// CUDA implementation shared by roi_align and modulated_deform_roi_pool (see roi_pool_cpu.h for
+// the CPU twin). Element types: float, double, half, bfloat16; arithmetic in acc_t =
+// at::opmath_type<scalar_t> (float for half/bfloat16); rois are given in acc_t.
+//
+// forward: one thread per output element; grad_input: one thread per grad element, scattered
+// with gpuAtomicAdd into an acc_t buffer; grad_offset / grad_mask: one thread per (RoI, bin)
+// summing over channels (no atomics).
+#pragma once
+
+#include <ATen/cuda/Atomic.cuh>
+
+#include "roi_common/roi_sampling.h"
+
+namespace detection {
+namespace roi {
+
+#define DETECTION_CUDA_KERNEL_LOOP(i, n)                                                     \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+constexpr int kThreads = 256;
+
+inline unsigned int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+}
+
+struct CudaPoolArgs {
+  int pooled_h, pooled_w;
+  int sampling_ratio;
+  bool aligned;
+};
+
+// Geometry of RoI r, validated batch index (outside [0, N) -> -1, never read).
+template <typename acc_t>
+__device__ inline RoIGeometry<acc_t> roi_at(const acc_t* rois, int64_t r, acc_t scale,
+                                            const CudaPoolArgs& a, int64_t batch_size) {
+  RoIGeometry<acc_t> g =
+      roi_geometry<acc_t>(rois + r * 5, scale, a.pooled_h, a.pooled_w, a.sampling_ratio, a.aligned);
+  if (g.batch < 0 || g.batch >= batch_size) g.batch = -1;
+  return g;
+}
+
+template <typename acc_t, typename scalar_t>
+__device__ inline void bin_shift(const RoIGeometry<acc_t>& g, const scalar_t* offset, int64_t r,
+                                 int bin, int bins, acc_t gamma, acc_t* dx, acc_t* dy) {
+  *dx = 0;
+  *dy = 0;
+  if (offset != nullptr) {
+    *dx = gamma * g.roi_w * static_cast<acc_t>(offset[r * 2 * bins + bin]);
+    *dy = gamma * g.roi_h * static_cast<acc_t>(offset[r * 2 * bins + bins + bin]);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
+                                        const acc_t* __restrict__ rois,
+                                        const scalar_t* __restrict__ offset,
+                                        const scalar_t* __restrict__ mask,
+                                        scalar_t* __restrict__ output, int64_t batch_size,
+                                        int64_t channels, int height, int width, acc_t scale,
+                                        acc_t gamma, CudaPoolArgs a) {
+  const int bins = a.pooled_h * a.pooled_w;
+  DETECTION_CUDA_KERNEL_LOOP(index, total) {
+    const int bin = static_cast<int>(index % bins);
+    const int64_t c = (index / bins) % channels;
+    const int64_t r = index / bins / channels;
+    const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
+    const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
+    if (g.batch < 0) {
+      output[index] = static_cast<scalar_t>(0);
+      continue;
+    }
+    acc_t dx, dy;
+    bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+    const scalar_t* plane = input + (g.batch * channels + c) * height * width;
+    acc_t acc = 0;
+    for (int iy = 0; iy < g.grid_h; ++iy) {
+      const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
+      for (int ix = 0; ix < g.grid_w; ++ix) {
+        const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
+        acc += sample<acc_t, scalar_t>(plane, width, ay, ax);
+      }
+    }
+    acc /= g.count;
+    if (mask != nullptr) acc *= static_cast<acc_t>(mask[r * bins + bin]);
+    output[index] = static_cast<scalar_t>(acc);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void roi_pool_backward_input_kernel(int64_t total, const scalar_t* __restrict__ grad,
+                                               const acc_t* __restrict__ rois,
+                                               const scalar_t* __restrict__ offset,
+                                               const scalar_t* __restrict__ mask,
+                                               acc_t* __restrict__ grad_input, int64_t batch_size,
+                                               int64_t channels, int height, int width,
+                                               acc_t scale, acc_t gamma, CudaPoolArgs a) {
+  const int bins = a.pooled_h * a.pooled_w;
+  DETECTION_CUDA_KERNEL_LOOP(index, total) {
+    const int bin = static_cast<int>(index % bins);
+    const int64_t c = (index / bins) % channels;
+    const int64_t r = index / bins / channels;
+    const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
+    const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
+    if (g.batch < 0) continue;
+    acc_t dx, dy;
+    bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+    acc_t gbin = static_cast<acc_t>(grad[index]) / g.count;
+    if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
+    acc_t* gp = grad_input + (g.batch * channels + c) * height * width;
+    for (int iy = 0; iy < g.grid_h; ++iy) {
+      const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
+      if (!ay.valid) continue;
+      for (int ix = 0; ix < g.grid_w; ++ix) {
+        const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
+        if (!ax.valid) continue;
+        gpuAtomicAdd(gp + ay.low * width + ax.low, (ay.h * ax.h) * gbin);
+        gpuAtomicAdd(gp + ay.low * width + ax.high, (ay.h * ax.l) * gbin);
+        gpuAtomicAdd(gp + ay.high * width + ax.low, (ay.l * ax.h) * gbin);
+        gpuAtomicAdd(gp + ay.high * width + ax.high, (ay.l * ax.l) * gbin);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void roi_pool_backward_offset_mask_kernel(
+    int64_t total, const scalar_t* __restrict__ grad, const scalar_t* __restrict__ input,
+    const acc_t* __restrict__ rois, const scalar_t* __restrict__ offset,
+    const scalar_t* __restrict__ mask, scalar_t* __restrict__ grad_offset,
+    scalar_t* __restrict__ grad_mask, int64_t batch_size, int64_t channels, int height, int width,
+    acc_t scale, acc_t gamma, CudaPoolArgs a) {
+  const int bins = a.pooled_h * a.pooled_w;
+  DETECTION_CUDA_KERNEL_LOOP(index, total) {  // index = r * bins + bin
+    const int bin = static_cast<int>(index % bins);
+    const int64_t r = index / bins;
+    const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
+    const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
+    acc_t sum_gx = 0, sum_gy = 0, sum_gm = 0;
+    if (g.batch >= 0) {
+      acc_t dx, dy;
+      bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+      for (int64_t c = 0; c < channels; ++c) {
+        const scalar_t* plane = input + (g.batch * channels + c) * height * width;
+        const acc_t go = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]);
+        acc_t val = 0, vx = 0, vy = 0;
+        for (int iy = 0; iy < g.grid_h; ++iy) {
+          const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
+          for (int ix = 0; ix < g.grid_w; ++ix) {
+            const AxisSample<acc_t> ax =
+                axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
+            acc_t v, gx, gy;
+            sample_with_grad_xy<acc_t, scalar_t>(plane, width, ay, ax, &v, &gx, &gy);
+            val += v;
+            vx += gx;
+            vy += gy;
+          }
+        }
+        sum_gm += go * (val / g.count);
+        sum_gx += go * vx;
+        sum_gy += go * vy;
+      }
+    }
+    if (grad_mask != nullptr) grad_mask[index] = static_cast<scalar_t>(sum_gm);
+    if (grad_offset != nullptr) {
+      const acc_t m = mask != nullptr ? static_cast<acc_t>(mask[index]) : static_cast<acc_t>(1);
+      grad_offset[r * 2 * bins + bin] =
+          static_cast<scalar_t>(gamma * g.roi_w * m * sum_gx / g.count);
+      grad_offset[r * 2 * bins + bins + bin] =
+          static_cast<scalar_t>(gamma * g.roi_h * m * sum_gy / g.count);
+    }
+  }
+}
+
+}  // namespace roi
+}  // namespace detection
