@@ -7,6 +7,12 @@
 Trailing KEY VALUE pairs override the config. Outputs under WORKSPACE: model/ (periodic
 checkpoints, rotated, with a last_checkpoint pointer), save/ (milestone checkpoints), final/
 (model_final.pth), log/ (log.txt, TensorBoard events, metrics.jsonl), inference/ (evaluations).
+
+Exit status: 0 trained to SOLVER.MAX_ITER; 1 stopped at a non-finite loss or gradient
+(SOLVER.SKIP_NONFINITE_STEPS); 2 bad config, or weights (MODEL.WEIGHT, or the checkpoint
+--resume found) of another architecture; 143 / 130 stopped by SIGTERM / SIGINT after saving a
+checkpoint of the current iteration (continue with --resume). A SIGKILL loses at most the
+iterations since the last checkpoint (SOLVER.CHECKPOINT_PERIOD): --resume continues from it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch
 
-from detection.engine.checkpointer import Checkpointer
+from detection.engine.checkpointer import (
+    CheckpointMismatchError,
+    Checkpointer,
+    remove_stale_temp_files,
+)
 from detection.engine.setup import load_config, load_initial_weights, run_evaluation, setup_runtime
-from detection.engine.trainer import TrainOptions, do_train
+from detection.engine.trainer import NonFiniteStepError, TrainingInterrupted, TrainOptions, do_train
 from detection.solver import build_lr_scheduler, build_optimizer
 from detection.utils import comm
 
@@ -73,6 +83,8 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
     if comm.is_main_process():
         for sub in ("model", "log", "final", "save"):
             os.makedirs(os.path.join(cfg.WORKSPACE, sub), exist_ok=True)
+            for stale in remove_stale_temp_files(os.path.join(cfg.WORKSPACE, sub)):
+                logger.info("Removed %s (a write interrupted by a kill)", stale)
         logger.info("Running with config:\n%s", cfg.dump())
     options = TrainOptions.from_config(cfg, device, logger)
     model = build_detection_model(cfg).to(device)
@@ -86,10 +98,11 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
         keep=cfg.SOLVER.CHECKPOINT_KEEP,
         save_to_disk=comm.is_main_process(),
         logger=logger,
+        cfg_yaml=cfg.dump(),
     )
     start_iter, rng_state = _resume_state(checkpointer, logger) if resume else (0, None)
     if start_iter == 0 and cfg.MODEL.WEIGHT:
-        load_initial_weights(model, cfg.MODEL.WEIGHT, logger)
+        load_initial_weights(model, cfg.MODEL.WEIGHT, logger, cfg_yaml=cfg.dump())
     if start_iter >= cfg.SOLVER.MAX_ITER:
         logger.info(
             "Checkpoint is at iteration %d >= SOLVER.MAX_ITER: nothing to train", start_iter
@@ -157,6 +170,15 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.opts, exit_on_error=True)
     try:
         train(cfg, resume=args.resume)
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    except NonFiniteStepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except CheckpointMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         if comm.is_dist_avail_and_initialized():
             torch.distributed.destroy_process_group()

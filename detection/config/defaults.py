@@ -155,6 +155,7 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning rate at iteration 0, relative to B
 _C.SOLVER.WARMUP_ITERS = 500  # iterations of warmup
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.CLIP_GRAD_NORM = 0.0  # clip the global gradient norm to this (0 = off)
+_C.SOLVER.SKIP_NONFINITE_STEPS = 0  # non-finite loss/gradients: 0 = stop, N = skip up to N steps in a row
 _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration, over all ranks (the global batch)
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # iterations between checkpoints in model/
 _C.SOLVER.CHECKPOINT_KEEP = 3  # periodic checkpoints kept in model/ (older ones rotated away)

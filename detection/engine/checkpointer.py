@@ -5,7 +5,11 @@ A checkpoint is a dict with "model" (state dict), "optimizer", "scheduler", "ite
 distributed) and "cfg" (the config as a YAML string). Files are written to a temporary name in
 the target folder, fsynced and renamed over the target with `os.replace`, so a crash leaves
 either the old or the new file, never a truncated one; the pointer file is written the same way
-and only after the checkpoint is in place.
+and only after the checkpoint is in place. A SIGKILL in the middle of a write leaves a stray
+`.<name>.*.tmp` file, which `remove_stale_temp_files` clears at the next start.
+
+Test hook: `DETECTION_TEST_CKPT_WRITE_DELAY=<seconds>` makes `atomic_write` sleep between the
+fsync of the temporary file and the rename, so a test can kill a process in that window.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -56,6 +61,9 @@ def atomic_write(path: str, write_fn: Callable[[Any], None], binary: bool = True
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        delay = os.environ.get("DETECTION_TEST_CKPT_WRITE_DELAY")
+        if delay:
+            time.sleep(float(delay))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -71,9 +79,55 @@ def strip_prefix(state_dict: dict[str, Any], prefix: str = "module.") -> dict[st
     return state_dict
 
 
-def check_state_dict_compatible(model: nn.Module, state_dict: dict[str, Any], source: str) -> None:
-    """Raise ValueError naming every missing, unexpected and shape-mismatched key between
-    `model.state_dict()` and `state_dict` (loaded from `source`)."""
+class CheckpointMismatchError(ValueError):
+    """The weights in a checkpoint do not fit the model being built (another architecture)."""
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Delete the `.<name>.*.tmp` files an interrupted `atomic_write` left in `folder`.
+
+    Only call it when no other process writes to `folder` (rank 0, before training)."""
+    stale = glob.glob(os.path.join(glob.escape(folder), ".*.tmp"))
+    for path in stale:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+    return stale
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(saved_yaml: str, current_yaml: str, section: str = "MODEL") -> list[str]:
+    """`KEY: saved -> current` for every key under `section` that differs between two configs
+    given as YAML strings (the "cfg" entry of a checkpoint and `cfg.dump()`)."""
+    import yaml
+
+    try:
+        saved = _flatten(yaml.safe_load(saved_yaml) or {})
+        current = _flatten(yaml.safe_load(current_yaml) or {})
+    except yaml.YAMLError:
+        return []
+    keys = sorted(k for k in set(saved) | set(current) if k.startswith(section + "."))
+    return [
+        f"{k}: {saved.get(k, '<absent>')!r} in the checkpoint, {current.get(k, '<absent>')!r} now"
+        for k in keys
+        if saved.get(k) != current.get(k) and k not in ("MODEL.WEIGHT", "MODEL.DEVICE")
+    ]
+
+
+def check_state_dict_compatible(
+    model: nn.Module, state_dict: dict[str, Any], source: str, hint: str = ""
+) -> None:
+    """Raise CheckpointMismatchError naming every missing, unexpected and shape-mismatched key
+    between `model.state_dict()` and `state_dict` (loaded from `source`); `hint` is appended."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -90,12 +144,13 @@ def check_state_dict_compatible(model: nn.Module, state_dict: dict[str, Any], so
         shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
         return f"\n  {title} ({len(items)}): " + ", ".join(shown) if items else ""
 
-    raise ValueError(
+    raise CheckpointMismatchError(
         f"weights in {source} do not match the model architecture "
         f"(is MODEL.WEIGHT / --ckpt from a different config?)"
         + _fmt("missing in checkpoint", missing)
         + _fmt("unexpected in checkpoint", unexpected)
         + _fmt("shape mismatch", mismatched)
+        + hint
     )
 
 
@@ -109,6 +164,9 @@ class Checkpointer:
         keep: how many periodic checkpoints `save(..., rotate=True)` keeps (0 = all).
         save_to_disk: False on ranks other than 0 (they never write).
         logger: where to log; defaults to "detection.checkpointer".
+        cfg_yaml: the current config (`cfg.dump()`); when given, a load compares it with the
+            checkpoint's "cfg": a weight mismatch lists the differing MODEL.* keys, and a load
+            that fits despite such differences logs them as a warning.
     """
 
     def __init__(
@@ -120,7 +178,9 @@ class Checkpointer:
         keep: int = 0,
         save_to_disk: bool = True,
         logger: logging.Logger | None = None,
+        cfg_yaml: str = "",
     ) -> None:
+        self.cfg_yaml = cfg_yaml
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -203,7 +263,8 @@ class Checkpointer:
         """Load weights from `path` (a checkpoint dict or a bare state dict).
 
         With `resume` the optimizer and scheduler states are restored too (they must be in the
-        file). The model must match exactly; otherwise a ValueError names the mismatched keys.
+        file). The model must match exactly; otherwise a CheckpointMismatchError (a ValueError)
+        names the mismatched keys and, with `cfg_yaml`, the differing MODEL.* config keys.
         Returns the remaining entries of the checkpoint ("iteration", "rng", "cfg", ...).
         """
         if not os.path.isfile(path):
@@ -216,7 +277,20 @@ class Checkpointer:
         is_checkpoint = "model" in data and isinstance(data["model"], dict)
         state_dict = strip_prefix(data["model"] if is_checkpoint else data)
         model = unwrap_model(self.model)
-        check_state_dict_compatible(model, state_dict, path)
+        diffs = []
+        if is_checkpoint and self.cfg_yaml and isinstance(data.get("cfg"), str):
+            diffs = config_differences(data["cfg"], self.cfg_yaml)
+        hint = (
+            "\n  the checkpoint was trained with a different model config:\n    "
+            + "\n    ".join(diffs)
+            if diffs
+            else ""
+        )
+        check_state_dict_compatible(model, state_dict, path, hint=hint)
+        if diffs:
+            self.logger.warning(
+                "%s fits the model, but its config differs:\n  %s", path, "\n  ".join(diffs)
+            )
         model.load_state_dict(state_dict)
         self.logger.info("Loaded model weights from %s", path)
         rest = {k: v for k, v in data.items() if k != "model"} if is_checkpoint else {}

@@ -137,10 +137,13 @@ def _is_torchvision_resnet(state_dict: dict) -> bool:
     return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
 
 
-def load_initial_weights(model: nn.Module, path: str, logger: logging.Logger) -> None:
+def load_initial_weights(
+    model: nn.Module, path: str, logger: logging.Logger, cfg_yaml: str = ""
+) -> None:
     """MODEL.WEIGHT: a checkpoint or bare state dict of this architecture (loaded strictly; a
-    mismatch raises naming the keys), or a torchvision ResNet state dict (loaded into the backbone
-    only). No optimizer state is taken."""
+    mismatch raises CheckpointMismatchError naming the keys and, given the current config as
+    `cfg_yaml`, the MODEL.* keys that differ from the checkpoint's), or a torchvision ResNet
+    state dict (loaded into the backbone only). No optimizer state is taken."""
     from detection.engine.checkpointer import Checkpointer, unwrap_model
 
     data = (
@@ -158,4 +161,4 @@ def load_initial_weights(model: nn.Module, path: str, logger: logging.Logger) ->
             len(skipped),
         )
         return
-    Checkpointer(model, logger=logger).load(path, resume=False)
+    Checkpointer(model, logger=logger, cfg_yaml=cfg_yaml).load(path, resume=False)

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -292,24 +293,29 @@ def test_resume_gives_the_same_weights(tmp_path, data_root, trained):
     assert recs == [1, 2, 3, 4], "the log continues after the resume"
 
 
-def test_weights_into_another_architecture_fail_clearly(trained):
+def test_weights_into_another_architecture_fail_clearly(trained, capsys):
+    """`error: ...` and exit status 2 (more cases in tests/engine/test_faults.py)."""
     ws, opts = trained
     train = _load_tool("train")
     weight = os.path.join(ws, "final", "model_final.pth")
-    with pytest.raises(ValueError, match=r"shape mismatch .*roi_box_head"):
-        train.main(
-            [
-                "--config",
-                CONFIG,
-                *opts,
-                "WORKSPACE",
-                ws + "_other",
-                "MODEL.WEIGHT",
-                weight,
-                "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
-                "48",
-            ]
-        )
+    status = train.main(
+        [
+            "--config",
+            CONFIG,
+            *opts,
+            "WORKSPACE",
+            ws + "_other",
+            "MODEL.WEIGHT",
+            weight,
+            "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+            "48",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert re.search(
+        r"error: weights in .* do not match .*shape mismatch .*roi_box_head", err, re.S
+    )
 
 
 def _torchrun(nproc, argv, tool="train"):
