@@ -8,7 +8,8 @@ Faults (see RELIABILITY.md section 4):
   gradients, checked before SOLVER.CLIP_GRAD_NORM clips with that same norm (clipping would make
   every gradient NaN and hide which were bad), so the check costs nothing when clipping is on.
   With the float16 grad scaler its own inf check is used instead (overflowing steps are expected
-  there and lower the scale). With SOLVER.SKIP_NONFINITE_STEPS 0 training stops with a
+  there and lower the scale). Before any checkpoint is written the weights are checked too (an
+  update with finite gradients can still overflow): non-finite weights stop training unsaved. With SOLVER.SKIP_NONFINITE_STEPS 0 training stops with a
   `NonFiniteStepError` naming the iteration and the non-finite loss terms (or parameters), before
   the optimizer step and before anything is written for that iteration. With N > 0 the step is
   skipped (no optimizer update; the schedule still advances), counted in the log as
@@ -37,7 +38,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from detection.engine.checkpointer import Checkpointer
+from detection.engine.checkpointer import Checkpointer, unwrap_model
 from detection.utils import comm
 from detection.utils.metric_logger import MetricLogger
 from detection.utils.seed import get_rng_state, set_rng_state
@@ -430,6 +431,7 @@ def _save_checkpoints(
     final = not force and it == o.max_iter
     if not (periodic or milestone or final):
         return None
+    _check_weights_finite(checkpointer, it)
     rng_all = comm.all_gather(get_rng_state())  # collective: every rank takes part
     extra = {"iteration": it, "rng": rng_all[0], "rng_all_ranks": rng_all, "cfg": o.cfg_yaml}
     path = None
@@ -457,6 +459,20 @@ def _save_checkpoints(
             cfg=o.cfg_yaml,
         )
     return path
+
+
+def _check_weights_finite(checkpointer: Checkpointer, it: int) -> None:
+    """Refuse to write non-finite weights (an update can overflow with finite gradients), so the
+    last checkpoint is always a good one. Same verdict on every rank (replicas are identical)."""
+    state = unwrap_model(checkpointer.model).state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        last = checkpointer.get_checkpoint_file() if checkpointer.save_dir else None
+        raise NonFiniteStepError(
+            f"iteration {it}: non-finite weights after the update in {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + f"; training stopped without saving; last checkpoint: {last or 'none'}"
+        )
 
 
 def _evaluate(test_fn, model, it: int, log: _TrainLog, logger: logging.Logger) -> None:

@@ -131,6 +131,26 @@ def test_non_finite_gradient_stops_naming_parameters(tmp_path, clip):
     assert torch.equal(model.fc.weight, seen[2]), "no optimizer update at the bad step"
 
 
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    """An update can overflow with finite loss and gradients (here: a weight set to inf during
+    the forward pass of iteration 4, a checkpoint iteration): nothing is saved."""
+    c = toy._cfg(tmp_path)
+    model = toy._Model()
+    seen = _snapshots(model)
+
+    def corrupt(m, args, out):
+        if len(seen) == 4:
+            m.fc.bias.data[0] = float("inf")
+
+    model.register_forward_hook(corrupt)
+    with pytest.raises(NonFiniteStepError) as info:
+        _train(c, toy._loader, model=model)
+    msg = str(info.value)
+    assert "iteration 4: non-finite weights" in msg and "fc.bias" in msg, msg
+    assert "model_0000002.pth" in msg
+    assert sorted(os.listdir(tmp_path / "model")) == ["last_checkpoint", "model_0000002.pth"]
+
+
 def test_skip_mode_skips_bad_steps_then_stops_after_too_many(tmp_path):
     c = toy._cfg(tmp_path / "a", SKIP_NONFINITE_STEPS=2, LOG_PERIOD=1)
     model = toy._Model()
