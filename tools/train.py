@@ -107,6 +107,7 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
         logger.info(
             "Checkpoint is at iteration %d >= SOLVER.MAX_ITER: nothing to train", start_iter
         )
+        _ensure_final(cfg, model, start_iter, logger)
         return model
 
     train_model = model
@@ -149,6 +150,16 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
     if comm.is_main_process():
         logger.info("Final model: %s", os.path.join(cfg.WORKSPACE, "final", "model_final.pth"))
     return model
+
+
+def _ensure_final(cfg, model: torch.nn.Module, iteration: int, logger) -> None:
+    """A kill between the last periodic checkpoint and final/model_final.pth leaves no final
+    model: write it from the checkpoint just loaded."""
+    final = os.path.join(cfg.WORKSPACE, "final")
+    if comm.is_main_process() and not os.path.isfile(os.path.join(final, "model_final.pth")):
+        Checkpointer(model, logger=logger).save(
+            "model_final", folder=final, rotate=False, iteration=iteration, cfg=cfg.dump()
+        )
 
 
 def check_replicas_identical(model: torch.nn.Module, logger) -> None:

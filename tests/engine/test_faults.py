@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -352,3 +353,20 @@ def test_architecture_mismatch_is_refused_with_the_config_difference(
     assert status == 2, err
     assert "missing in checkpoint" in err and "model_0000006.pth" in err
     assert "MODEL.ROI_MASK_HEAD.CONV_LAYERS: [8] in the checkpoint, [8, 8] now" in err, err
+
+
+@real
+@pytest.mark.slow
+def test_kill_before_the_final_model_is_written_is_repaired_on_resume(
+    straight, tmp_path, _tool_env
+):
+    """A kill after the last periodic checkpoint but before final/model_final.pth: --resume has
+    nothing to train and writes the final model from that checkpoint."""
+    ref_ws, opts = straight
+    ws = str(tmp_path / "ws")
+    shutil.copytree(ref_ws, ws)
+    os.remove(os.path.join(ws, "final", "model_final.pth"))
+    assert _train_tool(opts + ["WORKSPACE", ws], resume=True) == 0
+    final = torch.load(os.path.join(ws, "final", "model_final.pth"), weights_only=False)
+    assert final["iteration"] == 6
+    _assert_same_final_weights(ref_ws, ws)
