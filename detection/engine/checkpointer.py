@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 POINTER_NAME = "last_checkpoint"
+_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -57,6 +59,7 @@ def atomic_write(path: str, write_fn: Callable[[Any], None], binary: bool = True
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write_fn(f)
             f.flush()

@@ -370,3 +370,14 @@ def test_kill_before_the_final_model_is_written_is_repaired_on_resume(
     final = torch.load(os.path.join(ws, "final", "model_final.pth"), weights_only=False)
     assert final["iteration"] == 6
     _assert_same_final_weights(ref_ws, ws)
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    """atomic_write's temporary file starts 0600 (mkstemp); the result must be what a plain
+    open() gives under the process's umask, so other users of a shared disk can read it."""
+    import detection.engine.checkpointer as ck
+
+    path = Checkpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path)).save("model_1", iteration=1)
+    expected = 0o666 & ~ck._UMASK
+    assert os.stat(path).st_mode & 0o777 == expected
+    assert os.stat(tmp_path / "last_checkpoint").st_mode & 0o777 == expected
