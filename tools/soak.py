@@ -12,7 +12,9 @@ was never interrupted.
    the others at start-up + uniform [0, 4 x CHECKPOINT_PERIOD iterations] -- so kills land
    during start-up, iterations and checkpoint writes, until --minutes have passed; then it runs
    to the end unkilled (so --minutes bounds the killing: size --iters so that training outlasts
-   it, else the soak ends early with fewer kills). After every kill: the `last_checkpoint` pointer must name a
+   it, else the soak ends early with fewer kills). CHECKPOINT_PERIOD of both runs:
+   --checkpoint-period, default MAX_ITER // 40 unless the overrides set it (the demo's 500 would
+   give a handful of kills). After every kill: the `last_checkpoint` pointer must name a
    checkpoint that loads, and it must be at most CHECKPOINT_PERIOD iterations behind the last
    logged iteration (the most a SIGKILL may lose). Stray temporary files left by a kill inside a
    checkpoint write are counted (train.py removes them at the next start).
@@ -61,6 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ap-tolerance", type=float, default=0.02, help="|AP difference| allowed when not exact"
     )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the runs")
+    parser.add_argument(
+        "--checkpoint-period",
+        type=int,
+        default=0,
+        help="SOLVER.CHECKPOINT_PERIOD of both runs (0: MAX_ITER // 40 unless overrides set it)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -282,6 +290,11 @@ def main(argv=None) -> int:
     overrides += ["SOLVER.MAX_ITER", str(args.iters)] if args.iters else []
     overrides += list(args.opts)
     cfg = load_config(args.config, overrides, exit_on_error=True)
+    # the config's period (2500, or 500 for the demo) would give a handful of kills in 30 min
+    period = args.checkpoint_period or max(cfg.SOLVER.MAX_ITER // 40, 1)
+    if args.checkpoint_period or "SOLVER.CHECKPOINT_PERIOD" not in args.opts[::2]:
+        overrides += ["SOLVER.CHECKPOINT_PERIOD", str(period)]
+        cfg = load_config(args.config, overrides, exit_on_error=True)
     opts += overrides
     period = cfg.SOLVER.CHECKPOINT_PERIOD
     log(f"soak: {cfg.SOLVER.MAX_ITER} iterations, CHECKPOINT_PERIOD {period}, {args.minutes} min")

@@ -8,12 +8,13 @@ Faults (see RELIABILITY.md section 4):
   gradients, checked before SOLVER.CLIP_GRAD_NORM clips with that same norm (clipping would make
   every gradient NaN and hide which were bad), so the check costs nothing when clipping is on.
   With the float16 grad scaler its own inf check is used instead (overflowing steps are expected
-  there and lower the scale). Before any checkpoint is written the weights are checked too (an
-  update with finite gradients can still overflow): non-finite weights stop training unsaved. With SOLVER.SKIP_NONFINITE_STEPS 0 training stops with a
+  there and lower the scale). With SOLVER.SKIP_NONFINITE_STEPS 0 training stops with a
   `NonFiniteStepError` naming the iteration and the non-finite loss terms (or parameters), before
   the optimizer step and before anything is written for that iteration. With N > 0 the step is
   skipped (no optimizer update; the schedule still advances), counted in the log as
-  `skipped_steps`, and training stops once more than N steps in a row were bad.
+  `skipped_steps` (since this start), and training stops once more than N steps in a row were
+  bad. Before any checkpoint is written the weights are checked too (an update with finite
+  gradients can still overflow): non-finite weights always stop training, unsaved.
 * SIGTERM / SIGINT. A handler only sets a flag; at the next iteration boundary (all-reduced over
   ranks, so every rank stops at the same iteration) a checkpoint of that iteration is written
   through the checkpointer and `TrainingInterrupted` is raised (tools/train.py exits 128 +
