@@ -10,10 +10,15 @@
 //     the mask. Samples outside the band -1 < y < H, -1 < x < W (and NaN / huge offsets) point
 //     at the zero block with ly = lx = 0, so every inner loop is branch-free and in bounds;
 //  3. deformable im2col into columns [B, C*K, Ho*Wo] and one GEMM per (image, conv group).
-// Backward recomputes the columns for grad_weight, then grad_columns = W^T grad_output, a
-// col2im parallel over (image, channel) planes (each thread owns its plane: no atomics) and the
-// offset/mask gradients parallel over (image, deform group, kernel point) rows, summing over
-// the group's channels. Accumulation is in the input dtype (float32 or float64).
+// Backward recomputes the columns for grad_weight, then grad_columns = W^T grad_output, and one
+// sweep over grad_columns does both the col2im (into padded grad planes) and the offset/mask
+// gradients. The sampling passes run over tasks (image, deform group, chunk of kChannelChunk
+// channels), each (kernel point, block of positions) expanding the plan to corner weights once
+// for the chunk's channels. A task owns its channels' grad planes (no atomics) and writes its
+// partial sums over channels of the coordinate gradients; the chunks are then summed in a fixed
+// order. The chunking never depends on the thread count, so every result is bit-identical
+// across runs and thread counts (the deterministic mode needs nothing else on CPU).
+// Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -96,120 +101,169 @@ void make_plan(const scalar_t* offset, const scalar_t* mask, int64_t batch, cons
   });
 }
 
+// Channels per task of the sampling passes. Fixed (never derived from the thread count), so the
+// chunked sums of the coordinate gradients are the same whatever the number of threads.
+constexpr int64_t kChannelChunk = 16;
+// Output positions per block: the block's bilinear weights stay in L1 while the chunk's
+// channels reuse them.
+constexpr int64_t kBlock = 256;
+
+// Channel chunks of one deformable group.
+int64_t chunks_per_group(const Geometry& geo) {
+  const int64_t cpg = geo.channels / geo.deform_groups;
+  return (cpg + kChannelChunk - 1) / kChannelChunk;
+}
+
+// One block of the sampling plan expanded to corner weights (mask folded in) for the inner loops.
+template <typename scalar_t>
+struct BlockWeights {
+  int32_t idx[kBlock];
+  scalar_t w00[kBlock], w01[kBlock], w10[kBlock], w11[kBlock];
+
+  void load(const int32_t* index, const scalar_t* frac_y, const scalar_t* frac_x,
+            const scalar_t* plan_mask, int64_t n) {
+    for (int64_t q = 0; q < n; ++q) {
+      const scalar_t ly = frac_y[q], lx = frac_x[q], m = plan_mask[q];
+      const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
+      idx[q] = index[q];
+      w00[q] = m * (hy * hx);
+      w01[q] = m * (hy * lx);
+      w10[q] = m * (ly * hx);
+      w11[q] = m * (ly * lx);
+    }
+  }
+};
+
 // columns[b, c*K + k, q] = mask * bilinear(input[b, c], sample(b, g(c), k, q)).
+// Tasks: (image, deform group, channel chunk); within a task, (kernel point, position block)
+// outermost so the block's weights are computed once and reused by the chunk's channels.
 template <typename scalar_t>
 void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y,
             const scalar_t* frac_x, const scalar_t* plan_mask, int64_t batch, const Geometry& geo,
             scalar_t* columns) {
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
   const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
-    for (int64_t bc = begin; bc < end; ++bc) {
-      const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      const scalar_t* __restrict__ src = padded + bc * plane;
+  const int64_t nch = chunks_per_group(geo), dg = geo.deform_groups;
+  at::parallel_for(0, batch * dg * nch, grain(kChannelChunk * K * P), [&](int64_t begin,
+                                                                          int64_t end) {
+    BlockWeights<scalar_t> bw;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bg = t / nch, chunk = t % nch;
+      const int64_t b = bg / dg, g = bg % dg;
+      const int64_t c0 = g * cpg + chunk * kChannelChunk;
+      const int64_t c1 = std::min(c0 + kChannelChunk, (g + 1) * cpg);
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* __restrict__ idx = index + r * P;
-        const scalar_t* __restrict__ fy = frac_y + r * P;
-        const scalar_t* __restrict__ fx = frac_x + r * P;
-        const scalar_t* __restrict__ pm = plan_mask + r * P;
-        scalar_t* __restrict__ out = columns + (bc * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          const scalar_t* v = src + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          out[q] = pm[q] * (hy * (hx * v[0] + lx * v[1]) + ly * (hx * v[Wp] + lx * v[Wp + 1]));
-        }
-      }
-    }
-  });
-}
-
-// Transpose of im2col into zero-initialised padded planes; one thread per (image, channel).
-template <typename scalar_t>
-void col2im(const scalar_t* grad_columns, const int32_t* index, const scalar_t* frac_y,
-            const scalar_t* frac_x, const scalar_t* plan_mask, int64_t batch, const Geometry& geo,
-            scalar_t* grad_padded) {
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
-    for (int64_t bc = begin; bc < end; ++bc) {
-      const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      scalar_t* dst = grad_padded + bc * plane;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* idx = index + r * P;
-        const scalar_t* fy = frac_y + r * P;
-        const scalar_t* fx = frac_x + r * P;
-        const scalar_t* pm = plan_mask + r * P;
-        const scalar_t* gc = grad_columns + (bc * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          scalar_t* v = dst + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t gq = gc[q] * pm[q];
-          v[0] += hy * hx * gq;
-          v[1] += hy * lx * gq;
-          v[Wp] += ly * hx * gq;
-          v[Wp + 1] += ly * lx * gq;
-        }
-      }
-    }
-  });
-}
-
-// grad_offset and grad_mask of B images; one thread per (image, deform group, kernel point) row.
-// Positions are processed in blocks so the accumulators and the plan stay in L1 while the
-// group's channels are summed.
-template <typename scalar_t>
-void coordinate_grad(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
-                     const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
-                     int64_t batch, const Geometry& geo, scalar_t* grad_offset,
-                     scalar_t* grad_mask) {
-  constexpr int64_t kBlock = 512;
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(
-      0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
-        scalar_t acc_y[kBlock], acc_x[kBlock], acc_v[kBlock];
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t k = r % K, bg = r / K;
-          const int64_t b = bg / geo.deform_groups, g = bg % geo.deform_groups;
-          const scalar_t* pm = plan_mask + r * P;
-          scalar_t* go_y = grad_offset + 2 * r * P;
-          scalar_t* go_x = go_y + P;
-          for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
-            const int64_t n = std::min(kBlock, P - q0);
-            const int32_t* idx = index + r * P + q0;
-            const scalar_t* fy = frac_y + r * P + q0;
-            const scalar_t* fx = frac_x + r * P + q0;
-            std::fill(acc_y, acc_y + n, scalar_t(0));
-            std::fill(acc_x, acc_x + n, scalar_t(0));
-            std::fill(acc_v, acc_v + n, scalar_t(0));
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-              const scalar_t* src = padded + (b * C + c) * plane;
-              const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P + q0;
-              for (int64_t q = 0; q < n; ++q) {
-                const scalar_t* v = src + idx[q];
-                const scalar_t ly = fy[q], lx = fx[q];
-                const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-                const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
-                const scalar_t gq = gc[q];
-                acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
-                acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
-                acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
-              }
-            }
+        const int64_t r = bg * K + k;
+        for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
+          const int64_t n = std::min(kBlock, P - q0);
+          bw.load(index + r * P + q0, frac_y + r * P + q0, frac_x + r * P + q0,
+                  plan_mask + r * P + q0, n);
+          for (int64_t c = c0; c < c1; ++c) {
+            const scalar_t* __restrict__ src = padded + (b * C + c) * plane;
+            scalar_t* __restrict__ out = columns + ((b * C + c) * K + k) * P + q0;
             for (int64_t q = 0; q < n; ++q) {
-              go_y[q0 + q] = pm[q0 + q] * acc_y[q];
-              go_x[q0 + q] = pm[q0 + q] * acc_x[q];
-            }
-            if (grad_mask != nullptr) {
-              std::copy(acc_v, acc_v + n, grad_mask + r * P + q0);
+              const scalar_t* v = src + bw.idx[q];
+              out[q] = (bw.w00[q] * v[0] + bw.w01[q] * v[1]) +
+                       (bw.w10[q] * v[Wp] + bw.w11[q] * v[Wp + 1]);
             }
           }
         }
-      });
+      }
+    }
+  });
+}
+
+// The whole backward sampling pass in one sweep over grad_columns: the transpose of im2col
+// into zero-initialised padded planes (grad_padded) and the coordinate/mask gradients.
+// Tasks: (image, deform group, channel chunk). A task owns its chunk's grad planes (no atomics)
+// and writes the chunk's partial sums over channels of d/dy, d/dx and the unmasked sample into
+// partial[t, k, 0..2, q]; `reduce_coordinate_grad` then sums the chunks in a fixed order.
+// Nothing depends on the thread count, so the result is bit-identical for any number of threads.
+template <typename scalar_t>
+void col2im_coordinate(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
+                       const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
+                       int64_t batch, const Geometry& geo, scalar_t* grad_padded,
+                       scalar_t* partial) {
+  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
+  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
+  const int64_t nch = chunks_per_group(geo), dg = geo.deform_groups;
+  at::parallel_for(0, batch * dg * nch, grain(kChannelChunk * K * P), [&](int64_t begin,
+                                                                          int64_t end) {
+    BlockWeights<scalar_t> bw;
+    scalar_t acc_y[kBlock], acc_x[kBlock], acc_v[kBlock];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bg = t / nch, chunk = t % nch;
+      const int64_t b = bg / dg, g = bg % dg;
+      const int64_t c0 = g * cpg + chunk * kChannelChunk;
+      const int64_t c1 = std::min(c0 + kChannelChunk, (g + 1) * cpg);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t r = bg * K + k;
+        const scalar_t* fy = frac_y + r * P;
+        const scalar_t* fx = frac_x + r * P;
+        scalar_t* part = partial + (t * K + k) * 3 * P;
+        for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
+          const int64_t n = std::min(kBlock, P - q0);
+          bw.load(index + r * P + q0, fy + q0, fx + q0, plan_mask + r * P + q0, n);
+          std::fill(acc_y, acc_y + n, scalar_t(0));
+          std::fill(acc_x, acc_x + n, scalar_t(0));
+          std::fill(acc_v, acc_v + n, scalar_t(0));
+          for (int64_t c = c0; c < c1; ++c) {
+            const scalar_t* __restrict__ src = padded + (b * C + c) * plane;
+            scalar_t* __restrict__ dst = grad_padded + (b * C + c) * plane;
+            const scalar_t* __restrict__ gc = grad_columns + ((b * C + c) * K + k) * P + q0;
+            for (int64_t q = 0; q < n; ++q) {
+              const int32_t o = bw.idx[q];
+              const scalar_t* v = src + o;
+              scalar_t* d = dst + o;
+              const scalar_t ly = fy[q0 + q], lx = fx[q0 + q];
+              const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
+              const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
+              const scalar_t gq = gc[q];
+              d[0] += bw.w00[q] * gq;
+              d[1] += bw.w01[q] * gq;
+              d[Wp] += bw.w10[q] * gq;
+              d[Wp + 1] += bw.w11[q] * gq;
+              acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
+              acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
+              acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
+            }
+          }
+          std::copy(acc_y, acc_y + n, part + q0);
+          std::copy(acc_x, acc_x + n, part + P + q0);
+          std::copy(acc_v, acc_v + n, part + 2 * P + q0);
+        }
+      }
+    }
+  });
+}
+
+// grad_offset / grad_mask rows r = (b, g, k) from the chunk partials, chunks summed in order.
+template <typename scalar_t>
+void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, int64_t batch,
+                            const Geometry& geo, scalar_t* grad_offset, scalar_t* grad_mask) {
+  const int64_t K = geo.kk(), P = geo.positions(), nch = chunks_per_group(geo);
+  at::parallel_for(0, batch * geo.deform_groups * K, grain(3 * nch * P), [&](int64_t begin,
+                                                                             int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t bg = r / K, k = r % K;
+      const scalar_t* pm = plan_mask + r * P;
+      scalar_t* go_y = grad_offset + 2 * r * P;
+      scalar_t* go_x = go_y + P;
+      scalar_t* gm = grad_mask != nullptr ? grad_mask + r * P : nullptr;
+      for (int64_t q = 0; q < P; ++q) {
+        scalar_t sy = 0, sx = 0, sv = 0;
+        for (int64_t ch = 0; ch < nch; ++ch) {
+          const scalar_t* part = partial + ((bg * nch + ch) * K + k) * 3 * P;
+          sy += part[q];
+          sx += part[P + q];
+          sv += part[2 * P + q];
+        }
+        go_y[q] = pm[q] * sy;
+        go_x[q] = pm[q] * sx;
+        if (gm != nullptr) gm[q] = sv;
+      }
+    }
+  });
 }
 
 ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
@@ -348,15 +402,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       }
     }
     at::Tensor grad_padded = at::zeros_like(ch.padded);
+    at::Tensor partial = at::empty(
+        {batch * geo.deform_groups * chunks_per_group(geo), geo.kk(), 3, P}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_backward", [&] {
-      col2im<scalar_t>(ch.columns.data_ptr<scalar_t>(), ch.index.data_ptr<int32_t>(),
-                       ch.frac_y.data_ptr<scalar_t>(), ch.frac_x.data_ptr<scalar_t>(),
-                       ch.mask.data_ptr<scalar_t>(), batch, geo, grad_padded.data_ptr<scalar_t>());
-      const int64_t rows_before = b0 * geo.deform_groups * geo.kk() * P;
-      coordinate_grad<scalar_t>(
+      col2im_coordinate<scalar_t>(
           ch.columns.data_ptr<scalar_t>(), ch.padded.data_ptr<scalar_t>(),
           ch.index.data_ptr<int32_t>(), ch.frac_y.data_ptr<scalar_t>(),
           ch.frac_x.data_ptr<scalar_t>(), ch.mask.data_ptr<scalar_t>(), batch, geo,
+          grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+      const int64_t rows_before = b0 * geo.deform_groups * geo.kk() * P;
+      reduce_coordinate_grad<scalar_t>(
+          partial.data_ptr<scalar_t>(), ch.mask.data_ptr<scalar_t>(), batch, geo,
           grad_offset.data_ptr<scalar_t>() + 2 * rows_before,
           mask.has_value() ? grad_mask.data_ptr<scalar_t>() + rows_before : nullptr);
     });
