@@ -5,6 +5,8 @@ Sections (CPU always, CUDA when available):
 
 - ``ops``: the deformable conv table of ``bench_ops.py`` (ours vs ``F.conv2d`` vs torchvision) and
   the RoI tables of ``bench_roi_ops.py``;
+- ``determinism``: fwd+bwd time with ``torch.use_deterministic_algorithms(True)`` over the
+  default mode (the cost of the deterministic backward);
 - ``memory``: peak memory of DCN forward+backward against dense conv on the same shape, and the
   effect of ``im2col_step`` on it (the column buffer). CPU: the allocations ATen reports to
   ``torch.profiler`` (``profile_memory=True``) replayed in time order; CUDA:
@@ -14,7 +16,7 @@ Sections (CPU always, CUDA when available):
   each against the same model with dense convs and RoIAlign pooling (the "dense" baseline), plus
   the share of time spent in our ops (``detection::*`` events of ``torch.profiler``).
 
-    python benchmarks/run.py [--sections ops,memory,model] [--devices cpu,cuda] [--repeat 2]
+    python benchmarks/run.py [--sections ops,determinism,memory,model] [--devices cpu,cuda] [--repeat 2]
                              [--out benchmarks/out]
 """
 
@@ -98,6 +100,60 @@ def bench_memory(device: str, shapes: list[str]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# determinism
+# ---------------------------------------------------------------------------------------------
+def bench_determinism(device: str, repeat: int, shapes: list[str]) -> list[dict]:
+    """fwd+bwd time with ``torch.use_deterministic_algorithms(True)`` over the default mode, for
+    the DCN shapes and the RoI ops (CPU: the same atomic-free kernels, so ~1; CUDA: the
+    plane-serial scatters replace the atomic ones)."""
+    import bench_roi_ops
+
+    from detection.layers import modulated_deform_roi_pool, roi_align
+
+    def dcn(x, offset, mask, weight, bias, **kw):
+        return modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+
+    cases = []
+    for name in shapes:
+        tensors, kw = bench_ops._dcn_inputs(bench_ops.SHAPES[name], device)
+        cases.append((f"deform_conv2d {name}", bench_ops._fwd_bwd(dcn, tensors, kw)))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(bench_roi_ops.NUM_IMAGES, bench_roi_ops.CHANNELS, bench_roi_ops.HEIGHT,
+                    bench_roi_ops.WIDTH, generator=g).to(device)  # fmt: skip
+    rois = bench_roi_ops._rois(device)
+    scale = 1.0 / bench_roi_ops.STRIDE
+    sr = bench_roi_ops.SAMPLING_RATIO
+    off = (torch.randn(rois.shape[0], 2, 7, 7, generator=g) * 0.1).to(device)
+    msk = torch.rand(rois.shape[0], 1, 7, 7, generator=g).to(device)
+
+    def pool(inp, o, m, **kw):
+        return modulated_deform_roi_pool(inp, rois, o, m, output_size=7, spatial_scale=scale,
+                                         sampling_ratio=sr)  # fmt: skip
+
+    def align(inp, **kw):
+        return roi_align(inp, rois, 7, scale, sr, True)
+
+    cases.append(("modulated_deform_roi_pool 7x7", bench_ops._fwd_bwd(pool, [x, off, msk], {})))
+    cases.append(("roi_align 7x7", bench_ops._fwd_bwd(align, [x], {})))
+    rows = []
+    old = torch.are_deterministic_algorithms_enabled()
+    try:
+        for name, fn in cases:
+            torch.use_deterministic_algorithms(False)
+            t_default = bench_ops.time_ms(fn, device, repeat)
+            torch.use_deterministic_algorithms(True)
+            t_det = bench_ops.time_ms(fn, device, repeat)
+            row = {"op": "determinism: fwd+bwd", "case": name, "device": device,
+                   "default_ms": t_default, "deterministic_ms": t_det,
+                   "deterministic/default": t_det / t_default}  # fmt: skip
+            rows.append(row)
+            print(bench_ops._format_table([row], markdown=False), flush=True)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------
 def _model_cfg(config: str, dense: bool, device: str, size: tuple[int, int] | None):
@@ -148,8 +204,11 @@ def _batch(cfg, n: int, device: str, seed: int = 0):
 
 
 def _our_op_share(prof) -> float:
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    ours = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("detection::"))
+    """CPU time inside our ops (``detection::*``, their GEMMs included: they never nest in one
+    another) over the total self CPU time of the profiled step."""
+    ka = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ka)
+    ours = sum(e.cpu_time_total for e in ka if e.key.startswith("detection::"))
     return ours / max(total, 1e-9)
 
 
@@ -254,7 +313,7 @@ def environment() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="ops,memory,model")
+    parser.add_argument("--sections", default="ops,determinism,memory,model")
     parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: all available)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per measurement (best)")
     parser.add_argument("--shapes", default=",".join(bench_ops.SHAPES))
@@ -268,7 +327,7 @@ def main(argv=None) -> int:
     sections = [s for s in args.sections.split(",") if s]
     shapes = [s for s in args.shapes.split(",") if s]
     for s in sections:
-        if s not in ("ops", "memory", "model"):
+        if s not in ("ops", "determinism", "memory", "model"):
             parser.error(f"--sections: unknown section {s!r}")
     env = environment()
     print(env, flush=True)
@@ -279,6 +338,8 @@ def main(argv=None) -> int:
             import bench_roi_ops
 
             rows += bench_roi_ops.run(device, args.repeat)
+        if "determinism" in sections:
+            rows += bench_determinism(device, args.repeat, shapes)
         if "memory" in sections:
             rows += bench_memory(device, shapes)
         if "model" in sections:
