@@ -3,11 +3,14 @@
 // at::opmath_type<scalar_t> (float for half/bfloat16); rois are given in acc_t.
 //
 // forward: one thread per output element; grad_input: one thread per grad element, scattered
-// with gpuAtomicAdd into an acc_t buffer; grad_offset / grad_mask: one thread per (RoI, bin)
+// with gpuAtomicAdd into an acc_t buffer, or, under torch.use_deterministic_algorithms(True),
+// one thread per input plane with a fixed summation order (no atomics); grad_offset / grad_mask: one thread per (RoI, bin)
 // summing over channels (no atomics).
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/cuda/Atomic.cuh>
+#include <c10/cuda/CUDAException.h>
 
 #include "roi_common/roi_sampling.h"
 
@@ -88,6 +91,42 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
   }
 }
 
+// Scatters grad_output[r, c, bin] into the [H, W] plane gp (plain adds unless Atomic).
+template <bool Atomic, typename scalar_t, typename acc_t>
+__device__ inline void scatter_bin(const scalar_t* grad, const acc_t* rois, const scalar_t* offset,
+                                   const scalar_t* mask, acc_t* gp, const RoIGeometry<acc_t>& g,
+                                   int64_t r, int64_t c, int bin, int64_t channels, int height,
+                                   int width, acc_t gamma, const CudaPoolArgs& a) {
+  const int bins = a.pooled_h * a.pooled_w;
+  const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
+  acc_t dx, dy;
+  bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+  acc_t gbin = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]) / g.count;
+  if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
+  for (int iy = 0; iy < g.grid_h; ++iy) {
+    const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
+    if (!ay.valid) continue;
+    for (int ix = 0; ix < g.grid_w; ++ix) {
+      const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
+      if (!ax.valid) continue;
+      const int64_t i00 = ay.low * width + ax.low, i01 = ay.low * width + ax.high;
+      const int64_t i10 = ay.high * width + ax.low, i11 = ay.high * width + ax.high;
+      if (Atomic) {
+        gpuAtomicAdd(gp + i00, (ay.h * ax.h) * gbin);
+        gpuAtomicAdd(gp + i01, (ay.h * ax.l) * gbin);
+        gpuAtomicAdd(gp + i10, (ay.l * ax.h) * gbin);
+        gpuAtomicAdd(gp + i11, (ay.l * ax.l) * gbin);
+      } else {
+        gp[i00] += (ay.h * ax.h) * gbin;
+        gp[i01] += (ay.h * ax.l) * gbin;
+        gp[i10] += (ay.l * ax.h) * gbin;
+        gp[i11] += (ay.l * ax.l) * gbin;
+      }
+    }
+  }
+}
+
+// grad_input, fast path: one thread per grad_output element, atomic adds (order not fixed).
 template <typename scalar_t, typename acc_t>
 __global__ void roi_pool_backward_input_kernel(int64_t total, const scalar_t* __restrict__ grad,
                                                const acc_t* __restrict__ rois,
@@ -101,27 +140,58 @@ __global__ void roi_pool_backward_input_kernel(int64_t total, const scalar_t* __
     const int bin = static_cast<int>(index % bins);
     const int64_t c = (index / bins) % channels;
     const int64_t r = index / bins / channels;
-    const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
     const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
     if (g.batch < 0) continue;
-    acc_t dx, dy;
-    bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
-    acc_t gbin = static_cast<acc_t>(grad[index]) / g.count;
-    if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
     acc_t* gp = grad_input + (g.batch * channels + c) * height * width;
-    for (int iy = 0; iy < g.grid_h; ++iy) {
-      const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
-      if (!ay.valid) continue;
-      for (int ix = 0; ix < g.grid_w; ++ix) {
-        const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
-        if (!ax.valid) continue;
-        gpuAtomicAdd(gp + ay.low * width + ax.low, (ay.h * ax.h) * gbin);
-        gpuAtomicAdd(gp + ay.low * width + ax.high, (ay.h * ax.l) * gbin);
-        gpuAtomicAdd(gp + ay.high * width + ax.low, (ay.l * ax.h) * gbin);
-        gpuAtomicAdd(gp + ay.high * width + ax.high, (ay.l * ax.l) * gbin);
+    scatter_bin<true, scalar_t, acc_t>(grad, rois, offset, mask, gp, g, r, c, bin, channels,
+                                       height, width, gamma, a);
+  }
+}
+
+// grad_input, deterministic path (torch.use_deterministic_algorithms): one thread per input
+// plane (image, channel) visits the RoIs of its image and their bins in order with plain adds,
+// so the summation order is fixed. Slower (parallel over N*C only), no atomics.
+template <typename scalar_t, typename acc_t>
+__global__ void roi_pool_backward_input_plane_kernel(
+    int64_t planes, int64_t num_rois, const scalar_t* __restrict__ grad,
+    const acc_t* __restrict__ rois, const scalar_t* __restrict__ offset,
+    const scalar_t* __restrict__ mask, acc_t* __restrict__ grad_input, int64_t batch_size,
+    int64_t channels, int height, int width, acc_t scale, acc_t gamma, CudaPoolArgs a) {
+  const int bins = a.pooled_h * a.pooled_w;
+  DETECTION_CUDA_KERNEL_LOOP(plane, planes) {
+    const int64_t b = plane / channels, c = plane % channels;
+    acc_t* gp = grad_input + plane * height * width;
+    for (int64_t r = 0; r < num_rois; ++r) {
+      const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
+      if (g.batch != b) continue;
+      for (int bin = 0; bin < bins; ++bin) {
+        scatter_bin<false, scalar_t, acc_t>(grad, rois, offset, mask, gp, g, r, c, bin, channels,
+                                            height, width, gamma, a);
       }
     }
   }
+}
+
+// Launches the grad_input scatter into the zeroed acc_t buffer grad_input [N, C, H, W]: the
+// plane-serial kernel when deterministic algorithms are requested, the atomic one otherwise.
+template <typename scalar_t, typename acc_t>
+void launch_backward_input(cudaStream_t stream, int64_t num_rois, const scalar_t* grad,
+                           const acc_t* rois, const scalar_t* offset, const scalar_t* mask,
+                           acc_t* grad_input, int64_t batch_size, int64_t channels, int height,
+                           int width, acc_t scale, acc_t gamma, const CudaPoolArgs& a) {
+  if (at::globalContext().deterministicAlgorithms()) {
+    const int64_t planes = batch_size * channels;
+    roi_pool_backward_input_plane_kernel<scalar_t, acc_t>
+        <<<blocks_for(planes), kThreads, 0, stream>>>(planes, num_rois, grad, rois, offset, mask,
+                                                      grad_input, batch_size, channels, height,
+                                                      width, scale, gamma, a);
+  } else {
+    const int64_t total = num_rois * channels * a.pooled_h * a.pooled_w;
+    roi_pool_backward_input_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        total, grad, rois, offset, mask, grad_input, batch_size, channels, height, width, scale,
+        gamma, a);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, typename acc_t>

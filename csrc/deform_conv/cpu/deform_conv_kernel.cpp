@@ -1,19 +1,28 @@
 // CPU kernels of the modulated deformable convolution (DCNv2; DCNv1 when mask is None).
 //
-// Per chunk of at most im2col_step images (also capped so the column buffer stays below
-// kMaxColumnBytes; results do not depend on the chunking):
-//  1. the input is copied zero-padded to planes of (H + 3) x (W + 2): one pixel on every side
-//     (the "zero-padded bilinear" of the convention) plus one extra row at the bottom, so that
-//     rows H + 1, H + 2 x columns 0, 1 form an all-zero 2x2 block;
-//  2. a sampling plan is built once per (image, deform group, kernel point, output position):
-//     the flat index of the top-left corner in the padded plane, the fractional parts ly, lx and
-//     the mask. Samples outside the band -1 < y < H, -1 < x < W (and NaN / huge offsets) point
-//     at the zero block with ly = lx = 0, so every inner loop is branch-free and in bounds;
-//  3. deformable im2col into columns [B, C*K, Ho*Wo] and one GEMM per (image, conv group).
-// Backward recomputes the columns for grad_weight, then grad_columns = W^T grad_output, a
-// col2im parallel over (image, channel) planes (each thread owns its plane: no atomics) and the
-// offset/mask gradients parallel over (image, deform group, kernel point) rows, summing over
-// the group's channels. Accumulation is in the input dtype (float32 or float64).
+// Per image:
+//  1. the input is copied channels-last and zero-padded to [H + 3, W + 2, C]: one pixel on
+//     every side (the "zero-padded bilinear" of the convention) plus one extra row at the bottom,
+//     so that rows H + 1, H + 2 x columns 0, 1 form an all-zero 2x2 block of pixels;
+//  2. a sampling plan is built once per (deform group, kernel point, output position): the
+//     top-left corner's pixel index in the padded plane, the fractional parts ly, lx and the
+//     mask. Samples outside the band -1 < y < H, -1 < x < W (and NaN / huge offsets) point at the
+//     zero block with ly = lx = 0, so every inner loop is branch-free and in bounds;
+//  3. channels-last deformable im2col into columns [positions, K*C] (per position: conv group,
+//     kernel point, channel), whose inner loop runs over contiguous channels (SIMD, no gathers),
+//     against the weight permuted to the same order.
+// Forward: one parallel region over (image, tile of positions); each thread samples a tile into
+// a cache-sized buffer and multiplies it right away, so the columns never travel to memory.
+// Backward, per image: the columns [P, K*C]; grad_weight += grad_output x columns and
+// grad_columns = grad_output^T x W (multi-threaded GEMMs, no copies); then one sweep over
+// grad_columns does both the col2im (into a padded channels-last grad) and the offset/mask
+// gradients. Its tasks are chunks of kChannelChunk channels: a task owns its channels of every
+// grad pixel (no atomics) and visits positions in a fixed order, and writes its partial sums over
+// channels of the coordinate gradients; the chunks are then summed in a fixed order. Nothing
+// depends on the thread count, so the sampling results are bit-identical across runs and thread
+// counts (the deterministic mode needs nothing else on CPU). im2col_step is checked but does not
+// matter on CPU (the column buffer is bounded by the tile / one image). Accumulation is in the
+// input dtype (float32 or float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -31,7 +40,6 @@ namespace detection {
 namespace deform_conv {
 namespace {
 
-constexpr int64_t kMaxColumnBytes = int64_t(256) << 20;
 // Smallest amount of inner-loop work (sample evaluations) worth handing to another thread.
 constexpr int64_t kMinParallelWork = int64_t(1) << 14;
 
@@ -96,120 +104,170 @@ void make_plan(const scalar_t* offset, const scalar_t* mask, int64_t batch, cons
   });
 }
 
-// columns[b, c*K + k, q] = mask * bilinear(input[b, c], sample(b, g(c), k, q)).
+// Channels per task of the backward sweep. Fixed (never derived from the thread count), so the
+// chunked sums of the coordinate gradients are the same whatever the number of threads.
+constexpr int64_t kChannelChunk = 32;
+
+// A run of channels [c_lo, c_hi) inside one conv group and one deformable group. Column layout
+// (per image and position, KC = K*C entries): conv group gc, then kernel point k, then the
+// group's channel: column(c, k) = gc*K*Cg + k*Cg + (c - gc*Cg); a segment's channels are
+// contiguous there and in the channels-last input, so the inner loops run over channels.
+struct Segment {
+  int64_t c_lo, c_hi, deform_group, column;  // column: column(c_lo, 0)
+};
+
+std::vector<Segment> segments(const Geometry& geo, int64_t groups) {
+  const int64_t C = geo.channels, K = geo.kk(), Cg = C / groups, cpg = C / geo.deform_groups;
+  std::vector<Segment> segs;
+  for (int64_t c = 0; c < C;) {
+    const int64_t gc = c / Cg, g = c / cpg;
+    const int64_t end = std::min((gc + 1) * Cg, (g + 1) * cpg);
+    segs.push_back(Segment{c, end, g, gc * K * Cg + (c - gc * Cg)});
+    c = end;
+  }
+  return segs;
+}
+
+// The backward sweep's tasks per image: each segment cut into runs of at most kChannelChunk.
+std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
+  std::vector<Segment> chunks;
+  for (const Segment& s : segs) {
+    for (int64_t c = s.c_lo; c < s.c_hi; c += kChannelChunk) {
+      chunks.push_back(Segment{c, std::min(c + kChannelChunk, s.c_hi), s.deform_group,
+                               s.column + (c - s.c_lo)});
+    }
+  }
+  return chunks;
+}
+
+// Channels-last im2col of positions [q0, q0 + T) of one image:
+// columns[q - q0, column(c, k)] = mask * bilinear(input[:, :, c], sample(g(c), k, q)) from the
+// padded channels-last image [H+3, W+2, C]; parallel over positions.
 template <typename scalar_t>
 void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y,
-            const scalar_t* frac_x, const scalar_t* plan_mask, int64_t batch, const Geometry& geo,
-            scalar_t* columns) {
+            const scalar_t* frac_x, const scalar_t* plan_mask, const Geometry& geo, int64_t groups,
+            const std::vector<Segment>& segs, int64_t q0, int64_t T, scalar_t* columns) {
   const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
-    for (int64_t bc = begin; bc < end; ++bc) {
-      const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      const scalar_t* __restrict__ src = padded + bc * plane;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* __restrict__ idx = index + r * P;
-        const scalar_t* __restrict__ fy = frac_y + r * P;
-        const scalar_t* __restrict__ fx = frac_x + r * P;
-        const scalar_t* __restrict__ pm = plan_mask + r * P;
-        scalar_t* __restrict__ out = columns + (bc * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          const scalar_t* v = src + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
+  const int64_t KC = K * C, Cg = C / groups;
+  at::parallel_for(q0, q0 + T, grain(KC), [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      scalar_t* row = columns + (q - q0) * KC;
+      for (const Segment& s : segs) {
+        const int64_t n = s.c_hi - s.c_lo;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t e = (s.deform_group * K + k) * P + q;
+          const scalar_t ly = frac_y[e], lx = frac_x[e], m = plan_mask[e];
           const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          out[q] = pm[q] * (hy * (hx * v[0] + lx * v[1]) + ly * (hx * v[Wp] + lx * v[Wp + 1]));
-        }
-      }
-    }
-  });
-}
-
-// Transpose of im2col into zero-initialised padded planes; one thread per (image, channel).
-template <typename scalar_t>
-void col2im(const scalar_t* grad_columns, const int32_t* index, const scalar_t* frac_y,
-            const scalar_t* frac_x, const scalar_t* plan_mask, int64_t batch, const Geometry& geo,
-            scalar_t* grad_padded) {
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(0, batch * C, grain(K * P), [&](int64_t begin, int64_t end) {
-    for (int64_t bc = begin; bc < end; ++bc) {
-      const int64_t b = bc / C, c = bc % C, g = c / cpg;
-      scalar_t* dst = grad_padded + bc * plane;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t r = (b * geo.deform_groups + g) * K + k;
-        const int32_t* idx = index + r * P;
-        const scalar_t* fy = frac_y + r * P;
-        const scalar_t* fx = frac_x + r * P;
-        const scalar_t* pm = plan_mask + r * P;
-        const scalar_t* gc = grad_columns + (bc * K + k) * P;
-        for (int64_t q = 0; q < P; ++q) {
-          scalar_t* v = dst + idx[q];
-          const scalar_t ly = fy[q], lx = fx[q];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t gq = gc[q] * pm[q];
-          v[0] += hy * hx * gq;
-          v[1] += hy * lx * gq;
-          v[Wp] += ly * hx * gq;
-          v[Wp + 1] += ly * lx * gq;
-        }
-      }
-    }
-  });
-}
-
-// grad_offset and grad_mask of B images; one thread per (image, deform group, kernel point) row.
-// Positions are processed in blocks so the accumulators and the plan stay in L1 while the
-// group's channels are summed.
-template <typename scalar_t>
-void coordinate_grad(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
-                     const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
-                     int64_t batch, const Geometry& geo, scalar_t* grad_offset,
-                     scalar_t* grad_mask) {
-  constexpr int64_t kBlock = 512;
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t plane = geo.padded_plane(), cpg = C / geo.deform_groups;
-  at::parallel_for(
-      0, batch * geo.deform_groups * K, grain(cpg * P), [&](int64_t begin, int64_t end) {
-        scalar_t acc_y[kBlock], acc_x[kBlock], acc_v[kBlock];
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t k = r % K, bg = r / K;
-          const int64_t b = bg / geo.deform_groups, g = bg % geo.deform_groups;
-          const scalar_t* pm = plan_mask + r * P;
-          scalar_t* go_y = grad_offset + 2 * r * P;
-          scalar_t* go_x = go_y + P;
-          for (int64_t q0 = 0; q0 < P; q0 += kBlock) {
-            const int64_t n = std::min(kBlock, P - q0);
-            const int32_t* idx = index + r * P + q0;
-            const scalar_t* fy = frac_y + r * P + q0;
-            const scalar_t* fx = frac_x + r * P + q0;
-            std::fill(acc_y, acc_y + n, scalar_t(0));
-            std::fill(acc_x, acc_x + n, scalar_t(0));
-            std::fill(acc_v, acc_v + n, scalar_t(0));
-            for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-              const scalar_t* src = padded + (b * C + c) * plane;
-              const scalar_t* gc = grad_columns + ((b * C + c) * K + k) * P + q0;
-              for (int64_t q = 0; q < n; ++q) {
-                const scalar_t* v = src + idx[q];
-                const scalar_t ly = fy[q], lx = fx[q];
-                const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-                const scalar_t v00 = v[0], v01 = v[1], v10 = v[Wp], v11 = v[Wp + 1];
-                const scalar_t gq = gc[q];
-                acc_y[q] += gq * (hx * (v10 - v00) + lx * (v11 - v01));
-                acc_x[q] += gq * (hy * (v01 - v00) + ly * (v11 - v10));
-                acc_v[q] += gq * (hy * (hx * v00 + lx * v01) + ly * (hx * v10 + lx * v11));
-              }
-            }
-            for (int64_t q = 0; q < n; ++q) {
-              go_y[q0 + q] = pm[q0 + q] * acc_y[q];
-              go_x[q0 + q] = pm[q0 + q] * acc_x[q];
-            }
-            if (grad_mask != nullptr) {
-              std::copy(acc_v, acc_v + n, grad_mask + r * P + q0);
-            }
+          const scalar_t w00 = m * (hy * hx), w01 = m * (hy * lx);
+          const scalar_t w10 = m * (ly * hx), w11 = m * (ly * lx);
+          const scalar_t* v0 = padded + int64_t(index[e]) * C + s.c_lo;
+          const scalar_t* v1 = v0 + C;
+          const scalar_t* v2 = v0 + Wp * C;
+          const scalar_t* v3 = v2 + C;
+          scalar_t* out = row + s.column + k * Cg;
+#pragma omp simd
+          for (int64_t c = 0; c < n; ++c) {
+            out[c] = (w00 * v0[c] + w01 * v1[c]) + (w10 * v2[c] + w11 * v3[c]);
           }
         }
-      });
+      }
+    }
+  });
+}
+
+// The backward sampling pass of positions [q0, q0 + T) of one image in one sweep over their
+// grad_columns [T, K*C]: the transpose of im2col into the zero-initialised padded channels-last
+// grad_padded, and the coordinate/mask gradients. Tasks: channel chunks. A task owns its chunk's
+// channels of every grad pixel and visits positions and kernel points in order (no atomics), and
+// writes its chunk's partial sums over channels of d/dy, d/dx and the unmasked sample to
+// partial[chunk, k, 0..2, q]; `reduce_coordinate_grad` then sums the chunks in order. Nothing
+// depends on the thread count, so the result is bit-identical for any number of threads.
+template <typename scalar_t>
+void col2im_coordinate(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
+                       const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
+                       const Geometry& geo, int64_t groups, const std::vector<Segment>& chunks,
+                       int64_t q0, int64_t T, scalar_t* grad_padded, scalar_t* partial) {
+  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
+  const int64_t KC = K * C, Cg = C / groups, nch = static_cast<int64_t>(chunks.size());
+  at::parallel_for(0, nch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const Segment& s = chunks[j];
+      const int64_t n = s.c_hi - s.c_lo;
+      const scalar_t* img = padded + s.c_lo;
+      scalar_t* gimg = grad_padded + s.c_lo;
+      scalar_t* part = partial + j * K * 3 * P;
+      for (int64_t q = q0; q < q0 + T; ++q) {
+        const scalar_t* grow = grad_columns + (q - q0) * KC + s.column;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t e = (s.deform_group * K + k) * P + q;
+          const scalar_t ly = frac_y[e], lx = frac_x[e], m = plan_mask[e];
+          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
+          const scalar_t w00 = m * (hy * hx), w01 = m * (hy * lx);
+          const scalar_t w10 = m * (ly * hx), w11 = m * (ly * lx);
+          const int64_t o = int64_t(index[e]) * C;
+          const scalar_t* v0 = img + o;
+          const scalar_t* v1 = v0 + C;
+          const scalar_t* v2 = v0 + Wp * C;
+          const scalar_t* v3 = v2 + C;
+          scalar_t* d0 = gimg + o;
+          scalar_t* d1 = d0 + C;
+          scalar_t* d2 = d0 + Wp * C;
+          scalar_t* d3 = d2 + C;
+          const scalar_t* gc = grow + k * Cg;
+          scalar_t sy = 0, sx = 0, sv = 0;
+#pragma omp simd reduction(+ : sy, sx, sv)
+          for (int64_t c = 0; c < n; ++c) {
+            const scalar_t g = gc[c];
+            const scalar_t a00 = v0[c], a01 = v1[c], a10 = v2[c], a11 = v3[c];
+            d0[c] += w00 * g;
+            d1[c] += w01 * g;
+            d2[c] += w10 * g;
+            d3[c] += w11 * g;
+            sy += g * (hx * (a10 - a00) + lx * (a11 - a01));
+            sx += g * (hy * (a01 - a00) + ly * (a11 - a10));
+            sv += g * (hy * (hx * a00 + lx * a01) + ly * (hx * a10 + lx * a11));
+          }
+          part[(k * 3) * P + q] = sy;
+          part[(k * 3 + 1) * P + q] = sx;
+          part[(k * 3 + 2) * P + q] = sv;
+        }
+      }
+    }
+  });
+}
+
+// grad_offset / grad_mask rows r = (g, k) of one image from the chunk partials, summed in order.
+template <typename scalar_t>
+void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, const Geometry& geo,
+                            const std::vector<Segment>& chunks, scalar_t* grad_offset,
+                            scalar_t* grad_mask) {
+  const int64_t K = geo.kk(), P = geo.positions();
+  const int64_t nch = static_cast<int64_t>(chunks.size());
+  at::parallel_for(0, geo.deform_groups * K, grain(3 * P), [&](int64_t begin, int64_t end) {
+    std::vector<const scalar_t*> parts;
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t g = r / K, k = r % K;
+      parts.clear();
+      for (int64_t j = 0; j < nch; ++j) {
+        if (chunks[j].deform_group == g) parts.push_back(partial + (j * K + k) * 3 * P);
+      }
+      const scalar_t* pm = plan_mask + r * P;
+      scalar_t* go_y = grad_offset + 2 * r * P;
+      scalar_t* go_x = go_y + P;
+      scalar_t* gm = grad_mask != nullptr ? grad_mask + r * P : nullptr;
+      for (int64_t q = 0; q < P; ++q) {
+        scalar_t sy = 0, sx = 0, sv = 0;
+        for (const scalar_t* part : parts) {
+          sy += part[q];
+          sx += part[P + q];
+          sv += part[2 * P + q];
+        }
+        go_y[q] = pm[q] * sy;
+        go_x[q] = pm[q] * sx;
+        if (gm != nullptr) gm[q] = sv;
+      }
+    }
+  });
 }
 
 ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
@@ -227,46 +285,63 @@ void check_cpu(const at::Tensor& input, const ConvShape& s) {
               "modulated_deform_conv2d: input plane too large (", s.height, "x", s.width, ")");
 }
 
-// Images per chunk: at most im2col_step, and few enough that the columns stay bounded.
-int64_t chunk_size(const ConvShape& s, const ConvParams& p, int64_t element_size) {
-  const int64_t per_image =
-      std::max<int64_t>(1, s.channels * s.kernel_h * s.kernel_w * s.out_h * s.out_w * element_size);
-  return std::max<int64_t>(1, std::min<int64_t>(p.im2col_step, kMaxColumnBytes / per_image));
+// Positions per tile: the tile's columns [T, K*C] (about kTileBytes) stay in cache between
+// the sampling pass and the GEMMs. Depends on the shape only (never on the thread count).
+constexpr int64_t kTileBytes = int64_t(2) << 20;
+
+int64_t tile_size(const Geometry& geo, int64_t element_size) {
+  const int64_t per_position = geo.kk() * geo.channels * element_size;
+  const int64_t t = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(1, per_position));
+  return std::min<int64_t>(geo.positions(), t);
 }
 
-// The per-chunk state: padded input, sampling plan, columns.
-struct Chunk {
-  at::Tensor padded, index, frac_y, frac_x, mask, columns;
+// One image's state: padded channels-last input and sampling plan (rows g * K + k).
+struct Image {
+  at::Tensor padded, index, frac_y, frac_x, mask;
 };
 
-Chunk prepare_chunk(const at::Tensor& input, const at::Tensor& offset,
-                    const std::optional<at::Tensor>& mask, int64_t b0, int64_t batch,
-                    const Geometry& geo, const ConvParams& p) {
-  Chunk ch;
-  // pad (left, right, top, bottom) = (1, 1, 1, 2)
-  ch.padded = at::constant_pad_nd(input.narrow(0, b0, batch), {1, 1, 1, 2}, 0).contiguous();
-  const int64_t rows = batch * geo.deform_groups * geo.kk();
-  ch.index = at::empty({rows, geo.positions()}, input.options().dtype(at::kInt));
-  ch.frac_y = at::empty({rows, geo.positions()}, input.options());
-  ch.frac_x = at::empty_like(ch.frac_y);
-  ch.mask = at::empty_like(ch.frac_y);
-  ch.columns = at::empty({batch, geo.channels * geo.kk(), geo.positions()}, input.options());
+Image prepare_image(const at::Tensor& input, const at::Tensor& offset,
+                    const std::optional<at::Tensor>& mask, int64_t b, const Geometry& geo,
+                    const ConvParams& p) {
+  Image im;
+  const int64_t H = geo.height, W = geo.width, C = geo.channels, P = geo.positions();
+  // one zero pixel on every side plus one extra zero row at the bottom (the zero block)
+  im.padded = at::zeros({H + 3, W + 2, C}, input.options());
+  im.padded.narrow(0, 1, H).narrow(1, 1, W).copy_(input[b].permute({1, 2, 0}));
+  const int64_t rows = geo.deform_groups * geo.kk();
+  im.index = at::empty({rows, P}, input.options().dtype(at::kInt));
+  im.frac_y = at::empty({rows, P}, input.options());
+  im.frac_x = at::empty_like(im.frac_y);
+  im.mask = at::empty_like(im.frac_y);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
-    const scalar_t* mask_ptr =
-        mask.has_value()
-            ? mask->data_ptr<scalar_t>() + b0 * geo.deform_groups * geo.kk() * geo.positions()
-            : nullptr;
-    make_plan<scalar_t>(
-        offset.data_ptr<scalar_t>() + b0 * 2 * geo.deform_groups * geo.kk() * geo.positions(),
-        mask_ptr, batch, geo, p, ch.index.data_ptr<int32_t>(), ch.frac_y.data_ptr<scalar_t>(),
-        ch.frac_x.data_ptr<scalar_t>(), ch.mask.data_ptr<scalar_t>());
-    im2col<scalar_t>(ch.padded.data_ptr<scalar_t>(), ch.index.data_ptr<int32_t>(),
-                     ch.frac_y.data_ptr<scalar_t>(), ch.frac_x.data_ptr<scalar_t>(),
-                     ch.mask.data_ptr<scalar_t>(), batch, geo, ch.columns.data_ptr<scalar_t>());
+    make_plan<scalar_t>(offset.data_ptr<scalar_t>() + b * 2 * rows * P,
+                        mask.has_value() ? mask->data_ptr<scalar_t>() + b * rows * P : nullptr, 1,
+                        geo, p, im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
+                        im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>());
   });
-  return ch;
+  return im;
 }
 
+// Fills columns[0:T] with the channels-last im2col of positions [q0, q0 + T).
+void fill_columns(const Image& im, const Geometry& geo, int64_t groups,
+                  const std::vector<Segment>& segs, int64_t q0, int64_t T, at::Tensor& columns) {
+  AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
+    im2col<scalar_t>(im.padded.data_ptr<scalar_t>(), im.index.data_ptr<int32_t>(),
+                     im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
+                     im.mask.data_ptr<scalar_t>(), geo, groups, segs, q0, T,
+                     columns.data_ptr<scalar_t>());
+  });
+}
+
+// weight [Cout, Cg, kh, kw] -> [G, Cout/G, K*Cg] in the column order (k outer, channel inner).
+at::Tensor weight_in_column_order(const at::Tensor& weight, int64_t G, int64_t K) {
+  const int64_t cout_g = weight.size(0) / G, Cg = weight.size(1);
+  return weight.reshape({G, cout_g, Cg, K}).permute({0, 1, 3, 2}).reshape({G, cout_g, K * Cg});
+}
+
+// The CPU kernels tile over output positions (tile_size) instead of chunking images: the column
+// buffer is bounded by the tile, so im2col_step (checked, kept in the schema for the CUDA
+// kernels) does not change the CPU results or memory.
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                        const std::optional<at::Tensor>& mask_, const at::Tensor& weight_,
                        const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w,
@@ -277,29 +352,37 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
   check_cpu(input_, s);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
   at::Tensor output = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, input.options());
   if (s.batch == 0) return output;
 
   const Geometry geo = geometry(s, p);
-  const int64_t G = p.groups, P = geo.positions();
-  const int64_t cout_g = s.out_channels / G, ck_g = s.channels / G * geo.kk();
-  const at::Tensor w = weight.view({G, cout_g, ck_g});
-  const int64_t chunk = chunk_size(s, p, input.element_size());
-  for (int64_t b0 = 0; b0 < s.batch; b0 += chunk) {
-    const int64_t batch = std::min(chunk, s.batch - b0);
-    const Chunk ch = prepare_chunk(input, offset, mask, b0, batch, geo, p);
-    for (int64_t b = 0; b < batch; ++b) {
-      const at::Tensor out_b = output[b0 + b].view({G, cout_g, P});
-      const at::Tensor col_b = ch.columns[b].view({G, ck_g, P});
+  const int64_t G = p.groups, P = geo.positions(), K = geo.kk();
+  const int64_t cout_g = s.out_channels / G, ck_g = s.channels / G * K;
+  // detached: the worker threads of the parallel region below do not inherit the dispatcher's
+  // below-autograd state, and mm_out refuses inputs that require grad.
+  const at::Tensor w = weight_in_column_order(weight_.detach(), G, K);
+  const std::vector<Segment> segs = segments(geo, G);
+  std::vector<Image> images;
+  for (int64_t b = 0; b < s.batch; ++b) images.push_back(prepare_image(input, offset, mask, b, geo, p));
+  // Tasks (image, tile of positions), one parallel region: each thread samples its tile into
+  // its own cache-sized buffer and multiplies it (single-threaded BLAS inside the region).
+  const int64_t tile = tile_size(geo, input.element_size());
+  const int64_t tiles = (P + tile - 1) / tile;
+  at::parallel_for(0, s.batch * tiles, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor columns = at::empty({tile, K * s.channels}, input.options());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / tiles, q0 = (t % tiles) * tile, T = std::min(tile, P - q0);
+      fill_columns(images[b], geo, G, segs, q0, T, columns);
+      const at::Tensor col = columns.narrow(0, 0, T);
+      const at::Tensor out_b = output[b].view({G, cout_g, P});
       for (int64_t g = 0; g < G; ++g) {
-        at::Tensor out_bg = out_b[g];
-        at::mm_out(out_bg, w[g], col_b[g]);
+        at::Tensor out_t = out_b[g].narrow(1, q0, T);
+        at::mm_out(out_t, w[g], col.narrow(1, g * ck_g, ck_g).t());
       }
     }
-  }
+  });
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
   return output;
 }
@@ -315,7 +398,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   check_cpu(input_, s);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
-  const at::Tensor weight = weight_.contiguous(), grad_output = grad_output_.contiguous();
+  const at::Tensor grad_output = grad_output_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
 
@@ -323,46 +406,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_offset = at::empty_like(offset, at::MemoryFormat::Contiguous);
   at::Tensor grad_mask = mask.has_value() ? at::empty_like(*mask, at::MemoryFormat::Contiguous)
                                           : at::empty({0}, input.options());
-  at::Tensor grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
   at::Tensor grad_bias =
       bias_.has_value() ? grad_output.sum({0, 2, 3}) : at::empty({0}, input.options());
-  if (s.batch == 0) return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
+  if (s.batch == 0) {
+    return {grad_input, grad_offset, grad_mask,
+            at::zeros_like(weight_, at::MemoryFormat::Contiguous), grad_bias};
+  }
 
   const Geometry geo = geometry(s, p);
-  const int64_t G = p.groups, P = geo.positions();
-  const int64_t cout_g = s.out_channels / G, ck_g = s.channels / G * geo.kk();
-  const at::Tensor w = weight.view({G, cout_g, ck_g});
-  const at::Tensor gw = grad_weight.view({G, cout_g, ck_g});
-  const int64_t chunk = chunk_size(s, p, input.element_size());
-  for (int64_t b0 = 0; b0 < s.batch; b0 += chunk) {
-    const int64_t batch = std::min(chunk, s.batch - b0);
-    Chunk ch = prepare_chunk(input, offset, mask, b0, batch, geo, p);
-    // grad_weight += grad_output x columns^T, then the columns become grad_columns.
-    for (int64_t b = 0; b < batch; ++b) {
-      const at::Tensor go_b = grad_output[b0 + b].view({G, cout_g, P});
-      const at::Tensor col_b = ch.columns[b].view({G, ck_g, P});
-      for (int64_t g = 0; g < G; ++g) {
-        gw[g].addmm_(go_b[g], col_b[g].t());
-        at::Tensor col_bg = col_b[g];
-        at::mm_out(col_bg, w[g].t(), go_b[g]);
+  const int64_t G = p.groups, P = geo.positions(), K = geo.kk();
+  const int64_t cout_g = s.out_channels / G, Cg = s.channels / G, ck_g = Cg * K;
+  const int64_t rows = geo.deform_groups * K;
+  const at::Tensor w = weight_in_column_order(weight_, G, K);
+  at::Tensor gw = at::zeros({G, cout_g, ck_g}, input.options());
+  const std::vector<Segment> segs = segments(geo, G);
+  const std::vector<Segment> chunks = channel_chunks(segs);
+  // One image at a time (the columns [P, K*C] of one image), with the multi-threaded GEMMs.
+  at::Tensor columns = at::empty({P, K * s.channels}, input.options());
+  at::Tensor partial =
+      at::empty({static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const Image im = prepare_image(input, offset, mask, b, geo, p);
+    at::Tensor grad_padded = at::zeros_like(im.padded);
+    const at::Tensor go_b = grad_output[b].view({G, cout_g, P});
+    fill_columns(im, geo, G, segs, 0, P, columns);
+    // grad_weight += grad_output x columns, then the columns become grad_columns.
+    for (int64_t g = 0; g < G; ++g) {
+      at::Tensor col_g = columns.narrow(1, g * ck_g, ck_g);
+      gw[g].addmm_(go_b[g], col_g);
+      if (G == 1) {
+        at::mm_out(col_g, go_b[g].t(), w[g]);
+      } else {
+        col_g.copy_(at::mm(go_b[g].t(), w[g]));
       }
     }
-    at::Tensor grad_padded = at::zeros_like(ch.padded);
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_backward", [&] {
-      col2im<scalar_t>(ch.columns.data_ptr<scalar_t>(), ch.index.data_ptr<int32_t>(),
-                       ch.frac_y.data_ptr<scalar_t>(), ch.frac_x.data_ptr<scalar_t>(),
-                       ch.mask.data_ptr<scalar_t>(), batch, geo, grad_padded.data_ptr<scalar_t>());
-      const int64_t rows_before = b0 * geo.deform_groups * geo.kk() * P;
-      coordinate_grad<scalar_t>(
-          ch.columns.data_ptr<scalar_t>(), ch.padded.data_ptr<scalar_t>(),
-          ch.index.data_ptr<int32_t>(), ch.frac_y.data_ptr<scalar_t>(),
-          ch.frac_x.data_ptr<scalar_t>(), ch.mask.data_ptr<scalar_t>(), batch, geo,
-          grad_offset.data_ptr<scalar_t>() + 2 * rows_before,
-          mask.has_value() ? grad_mask.data_ptr<scalar_t>() + rows_before : nullptr);
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
+      col2im_coordinate<scalar_t>(
+          columns.data_ptr<scalar_t>(), im.padded.data_ptr<scalar_t>(),
+          im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
+          im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, G, chunks, 0, P,
+          grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
     });
-    grad_input.narrow(0, b0, batch)
-        .copy_(grad_padded.slice(2, 1, s.height + 1).slice(3, 1, s.width + 1));
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_coord", [&] {
+      reduce_coordinate_grad<scalar_t>(
+          partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
+          grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
+          mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
+    });
+    grad_input[b].copy_(grad_padded.narrow(0, 1, s.height).narrow(1, 1, s.width).permute({2, 0, 1}));
   }
+  // back from the column order [G, Cout/G, K, Cg] to [Cout, Cg, kh, kw]
+  at::Tensor grad_weight = gw.view({G, cout_g, K, Cg})
+                               .permute({0, 1, 3, 2})
+                               .reshape({s.out_channels, Cg, s.kernel_h, s.kernel_w})
+                               .contiguous();
   return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
 }
 

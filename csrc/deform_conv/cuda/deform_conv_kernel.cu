@@ -5,10 +5,12 @@
 // [B, C*K, Ho*Wo] (one thread per (image, channel, position), looping over the kernel points),
 // then one GEMM per (image, conv group) through ATen. Backward: grad_weight accumulated in
 // opmath precision, grad_columns = W^T grad_output, col2im with atomic adds into an opmath
-// grad_input buffer, and the offset/mask gradients with one thread per (image, deform group,
+// grad_input buffer (under torch.use_deterministic_algorithms(True): one thread per input plane
+// with a fixed summation order instead, no atomics), and the offset/mask gradients with one thread per (image, deform group,
 // kernel point, position) summing over the group's channels (no atomics). Everything runs on the
 // current stream of the input's device. Semantics: deform_conv_math.h / CONVENTIONS.md.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -121,6 +123,46 @@ __global__ void col2im_kernel(int64_t n, Dims d, const scalar_t* __restrict__ gr
       const int64_t yy = y_low + corner / 2, xx = x_low + corner % 2;
       if (yy >= 0 && yy < d.height && xx >= 0 && xx < d.width) {
         gpuAtomicAdd(plane + yy * d.width + xx, w[corner] * grad);
+      }
+    }
+  }
+}
+
+// Deterministic col2im (torch.use_deterministic_algorithms(True)): one thread per input plane
+// (image, channel) walks its kernel points and positions in order with plain adds, so the
+// summation order is fixed. A deformable sample can land anywhere in the plane, so the gather
+// form has no bounded set of contributors; owning the plane is the simple atomic-free scheme.
+// Slower than the atomic kernel (parallel over B*C threads only); n = B * C threads.
+template <typename scalar_t, typename acc_t>
+__global__ void col2im_plane_kernel(int64_t n, Dims d, const scalar_t* __restrict__ grad_columns,
+                                    const scalar_t* __restrict__ offset,
+                                    const scalar_t* __restrict__ mask,
+                                    acc_t* __restrict__ grad_input) {
+  const int64_t P = d.out_h * d.out_w, K = d.kernel_h * d.kernel_w;
+  const int64_t cpg = d.channels / d.deform_groups;
+  for (int64_t bc = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; bc < n;
+       bc += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t b = bc / d.channels, c = bc % d.channels, g = c / cpg;
+    const int64_t row = b * d.deform_groups + g;
+    acc_t* plane = grad_input + bc * d.height * d.width;
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t* gc = grad_columns + (bc * K + k) * P;
+      for (int64_t q = 0; q < P; ++q) {
+        acc_t y, x;
+        sample_position<acc_t>(d, offset + row * 2 * K * P, k, q, P, y, x);
+        int64_t y_low, x_low;
+        acc_t ly, lx;
+        if (!locate<acc_t>(y, x, d.height, d.width, y_low, x_low, ly, lx)) continue;
+        acc_t grad = static_cast<acc_t>(gc[q]);
+        if (mask != nullptr) grad *= static_cast<acc_t>(mask[(row * K + k) * P + q]);
+        acc_t w[4];
+        bilinear_weights<acc_t>(ly, lx, w);
+        for (int corner = 0; corner < 4; ++corner) {
+          const int64_t yy = y_low + corner / 2, xx = x_low + corner % 2;
+          if (yy >= 0 && yy < d.height && xx >= 0 && xx < d.width) {
+            plane[yy * d.width + xx] += w[corner] * grad;
+          }
+        }
       }
     }
   }
@@ -305,9 +347,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
             const scalar_t* mask_ptr =
                 mask.has_value() ? mask->data_ptr<scalar_t>() + b0 * p.deform_groups * K * P
                                  : nullptr;
-            col2im_kernel<scalar_t, acc_t><<<num_blocks(n_col), kThreads, 0, stream>>>(
-                n_col, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr,
-                grad_input_acc.data_ptr<acc_t>() + b0 * s.channels * s.height * s.width);
+            acc_t* grad_in_ptr =
+                grad_input_acc.data_ptr<acc_t>() + b0 * s.channels * s.height * s.width;
+            if (at::globalContext().deterministicAlgorithms()) {
+              const int64_t n_planes = batch * s.channels;
+              col2im_plane_kernel<scalar_t, acc_t><<<num_blocks(n_planes), kThreads, 0, stream>>>(
+                  n_planes, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
+            } else {
+              col2im_kernel<scalar_t, acc_t><<<num_blocks(n_col), kThreads, 0, stream>>>(
+                  n_col, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
+            }
             C10_CUDA_KERNEL_LAUNCH_CHECK();
             coordinate_grad_kernel<scalar_t, acc_t><<<num_blocks(n_coord), kThreads, 0, stream>>>(
                 n_coord, d, columns.data_ptr<scalar_t>(),

@@ -99,7 +99,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
   const roi::CudaPoolArgs args{static_cast<int>(pooled_height), static_cast<int>(pooled_width),
                                static_cast<int>(sampling_ratio), true};
   const int height = static_cast<int>(input.size(2)), width = static_cast<int>(input.size(3));
-  const int64_t total = grad.numel();
   const int64_t total_bins = num_rois * pooled_height * pooled_width;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
@@ -107,12 +106,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* off_p = off ? off_c.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* msk_p = msk ? msk_c.const_data_ptr<scalar_t>() : nullptr;
-    roi::roi_pool_backward_input_kernel<scalar_t, acc_t>
-        <<<roi::blocks_for(total), roi::kThreads, 0, stream>>>(
-            total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(), off_p,
-            msk_p, grad_acc.mutable_data_ptr<acc_t>(), input.size(0), channels, height, width,
-            static_cast<acc_t>(spatial_scale), static_cast<acc_t>(gamma), args);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    roi::launch_backward_input<scalar_t, acc_t>(
+        stream, num_rois, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
+        off_p, msk_p, grad_acc.mutable_data_ptr<acc_t>(), input.size(0), channels, height, width,
+        static_cast<acc_t>(spatial_scale), static_cast<acc_t>(gamma), args);
     if (off || msk) {
       roi::roi_pool_backward_offset_mask_kernel<scalar_t, acc_t>
           <<<roi::blocks_for(total_bins), roi::kThreads, 0, stream>>>(

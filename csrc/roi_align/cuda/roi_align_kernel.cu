@@ -64,18 +64,15 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   const auto rois_c = roi::rois_for_kernel(rois, grad);
   const roi::CudaPoolArgs args{static_cast<int>(pooled_height), static_cast<int>(pooled_width),
                                static_cast<int>(sampling_ratio), aligned};
-  const int64_t total = grad.numel();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "roi_align_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    roi::roi_pool_backward_input_kernel<scalar_t, acc_t>
-        <<<roi::blocks_for(total), roi::kThreads, 0, stream>>>(
-            total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(), nullptr,
-            nullptr, grad_acc.mutable_data_ptr<acc_t>(), batch_size, channels,
-            static_cast<int>(height), static_cast<int>(width), static_cast<acc_t>(spatial_scale),
-            static_cast<acc_t>(0), args);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    roi::launch_backward_input<scalar_t, acc_t>(
+        stream, num_rois, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
+        nullptr, nullptr, grad_acc.mutable_data_ptr<acc_t>(), batch_size, channels,
+        static_cast<int>(height), static_cast<int>(width), static_cast<acc_t>(spatial_scale),
+        static_cast<acc_t>(0), args);
   });
   return grad_acc.to(grad.scalar_type());
 }

@@ -1,0 +1,365 @@
+"""The benchmark suite: op, memory and model benchmarks; every ratio against a baseline measured
+in the same run (robust to a loaded machine). Writes Markdown and CSV to benchmarks/out/.
+
+Sections (CPU always, CUDA when available):
+
+- ``ops``: the deformable conv table of ``bench_ops.py`` (ours vs ``F.conv2d`` vs torchvision) and
+  the RoI tables of ``bench_roi_ops.py``;
+- ``determinism``: fwd+bwd time with ``torch.use_deterministic_algorithms(True)`` over the
+  default mode (the cost of the deterministic backward);
+- ``memory``: peak memory of DCN forward+backward against dense conv on the same shape, and the
+  effect of ``im2col_step`` on it (the column buffer). CPU: the allocations ATen reports to
+  ``torch.profiler`` (``profile_memory=True``) replayed in time order; CUDA:
+  ``torch.cuda.max_memory_allocated``;
+- ``model``: training step images/s, peak memory and inference latency of the shapes demo config
+  (CPU) and of the paper config at 2 images of 800x1333 (CUDA only; float32 and bf16 autocast),
+  each against the same model with dense convs and RoIAlign pooling (the "dense" baseline), plus
+  the share of time spent in our ops (``detection::*`` events of ``torch.profiler``).
+
+    python benchmarks/run.py [--sections ops,determinism,memory,model] [--devices cpu,cuda] [--repeat 2]
+                             [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _p in (ROOT, HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import bench_ops  # noqa: E402
+
+from detection.layers import modulated_deform_conv2d  # noqa: E402
+
+SHAPES_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
+PAPER_CONFIG = os.path.join(ROOT, "configs", "e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------------
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak bytes allocated above the level at entry while `fn` runs (ATen allocations)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU
+    ]
+    level = peak = 0
+    for _, nbytes in sorted(events):
+        level += nbytes
+        peak = max(peak, level)
+    return peak
+
+
+def bench_memory(device: str, shapes: list[str]) -> list[dict]:
+    rows = []
+    for name in shapes:
+        tensors, kw = bench_ops._dcn_inputs(bench_ops.SHAPES[name], device)
+
+        def ours(x, offset, mask, weight, bias, **kw):
+            return modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+
+        def dense(x, offset, mask, weight, bias, **kw):
+            return F.conv2d(x, weight, bias, **kw)
+
+        row = {"op": "memory: DCN fwd+bwd", "shape": name, "device": device}
+        dense_mb = peak_bytes(bench_ops._fwd_bwd(dense, tensors, kw), device) / 2**20
+        row["conv2d_peak_MB"] = dense_mb
+        for step in (1, 2):
+            kws = dict(kw, im2col_step=step)
+            mb = peak_bytes(bench_ops._fwd_bwd(ours, tensors, kws), device) / 2**20
+            row[f"ours_step{step}_peak_MB"] = mb
+            row[f"ours_step{step}/conv2d"] = mb / dense_mb
+        rows.append(row)
+        print(bench_ops._format_table([row], markdown=False), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# determinism
+# ---------------------------------------------------------------------------------------------
+def bench_determinism(device: str, repeat: int, shapes: list[str]) -> list[dict]:
+    """fwd+bwd time with ``torch.use_deterministic_algorithms(True)`` over the default mode, for
+    the DCN shapes and the RoI ops (CPU: the same atomic-free kernels, so ~1; CUDA: the
+    plane-serial scatters replace the atomic ones)."""
+    import bench_roi_ops
+
+    from detection.layers import modulated_deform_roi_pool, roi_align
+
+    def dcn(x, offset, mask, weight, bias, **kw):
+        return modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+
+    cases = []
+    for name in shapes:
+        tensors, kw = bench_ops._dcn_inputs(bench_ops.SHAPES[name], device)
+        cases.append((f"deform_conv2d {name}", bench_ops._fwd_bwd(dcn, tensors, kw)))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(bench_roi_ops.NUM_IMAGES, bench_roi_ops.CHANNELS, bench_roi_ops.HEIGHT,
+                    bench_roi_ops.WIDTH, generator=g).to(device)  # fmt: skip
+    rois = bench_roi_ops._rois(device)
+    scale = 1.0 / bench_roi_ops.STRIDE
+    sr = bench_roi_ops.SAMPLING_RATIO
+    off = (torch.randn(rois.shape[0], 2, 7, 7, generator=g) * 0.1).to(device)
+    msk = torch.rand(rois.shape[0], 1, 7, 7, generator=g).to(device)
+
+    def pool(inp, o, m, **kw):
+        return modulated_deform_roi_pool(inp, rois, o, m, output_size=7, spatial_scale=scale,
+                                         sampling_ratio=sr)  # fmt: skip
+
+    def align(inp, **kw):
+        return roi_align(inp, rois, 7, scale, sr, True)
+
+    cases.append(("modulated_deform_roi_pool 7x7", bench_ops._fwd_bwd(pool, [x, off, msk], {})))
+    cases.append(("roi_align 7x7", bench_ops._fwd_bwd(align, [x], {})))
+    rows = []
+    old = torch.are_deterministic_algorithms_enabled()
+    try:
+        for name, fn in cases:
+            torch.use_deterministic_algorithms(False)
+            t_default = bench_ops.time_ms(fn, device, repeat)
+            torch.use_deterministic_algorithms(True)
+            t_det = bench_ops.time_ms(fn, device, repeat)
+            row = {"op": "determinism: fwd+bwd", "case": name, "device": device,
+                   "default_ms": t_default, "deterministic_ms": t_det,
+                   "deterministic/default": t_det / t_default}  # fmt: skip
+            rows.append(row)
+            print(bench_ops._format_table([row], markdown=False), flush=True)
+    finally:
+        torch.use_deterministic_algorithms(old)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+def _model_cfg(config: str, dense: bool, device: str, size: tuple[int, int] | None):
+    from detection.config import cfg as _cfg
+
+    cfg = _cfg.clone()
+    cfg.merge_from_file(config)
+    cfg.MODEL.DEVICE = device
+    if dense:
+        cfg.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+        cfg.MODEL.ROI_BOX_HEAD.POOLER = "RoIAlign"
+        cfg.MODEL.ROI_MASK_HEAD.POOLER = "RoIAlign"
+    if size is not None:
+        cfg.INPUT.MIN_SIZE_TRAIN = (size[0],)
+        cfg.INPUT.MAX_SIZE_TRAIN = size[1]
+        cfg.INPUT.MIN_SIZE_TEST = size[0]
+        cfg.INPUT.MAX_SIZE_TEST = size[1]
+    cfg.freeze()
+    return cfg
+
+
+def _batch(cfg, n: int, device: str, seed: int = 0):
+    from detection.structures.bounding_box import BoxList
+    from detection.structures.image_list import to_image_list
+    from detection.structures.segmentation_mask import SegmentationMask
+
+    g = torch.Generator().manual_seed(seed)
+    h = cfg.INPUT.MIN_SIZE_TRAIN[0]
+    w = min(cfg.INPUT.MAX_SIZE_TRAIN, h * 4 // 3) if cfg.INPUT.MAX_SIZE_TRAIN < 1000 else 1333
+    images, targets = [], []
+    for _ in range(n):
+        img = torch.randn(3, h, w, generator=g) * 30
+        boxes, polys = [], []
+        for _k in range(3):
+            s = int(torch.randint(16, h // 2, (1,), generator=g))
+            x = int(torch.randint(0, w - s, (1,), generator=g))
+            y = int(torch.randint(0, h - s, (1,), generator=g))
+            img[:, y : y + s, x : x + s] += 80.0
+            boxes.append([x, y, x + s, y + s])
+            polys.append([[x, y, x + s, y, x + s, y + s, x, y + s]])
+        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (w, h), mode="xyxy")
+        t.add_field("labels", torch.tensor([1, 2, 3])[: len(boxes)] % cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        t.add_field("masks", SegmentationMask(polys, (w, h), mode="poly"))
+        images.append(img)
+        targets.append(t.to(device))
+    images = to_image_list([i.to(device) for i in images], cfg.DATALOADER.SIZE_DIVISIBILITY)
+    return images, targets
+
+
+def _our_op_share(prof) -> float:
+    """CPU time inside our ops (``detection::*``, their GEMMs included: they never nest in one
+    another) over the total self CPU time of the profiled step."""
+    ka = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ka)
+    ours = sum(e.cpu_time_total for e in ka if e.key.startswith("detection::"))
+    return ours / max(total, 1e-9)
+
+
+def _model_numbers(cfg, device: str, n_img: int, iters: int, amp_dtype) -> dict:
+    from detection.modeling.detector import build_detection_model
+
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    images, targets = _batch(cfg, n_img, device)
+    amp = (
+        torch.autocast(device_type=device, dtype=amp_dtype)
+        if amp_dtype is not None
+        else torch.autocast(device_type=device, enabled=False)
+    )
+
+    def train_step():
+        with amp:
+            losses = model(images, targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad(), amp:
+            model(images)
+
+    res = {}
+    train_step()
+    res["train_ms"] = bench_ops.time_ms(train_step, device, iters, warmup=1)
+    res["train_img/s"] = n_img / (res["train_ms"] / 1e3)
+    res["train_peak_MB"] = peak_bytes(train_step, device) / 2**20
+    model.eval()
+    res["infer_ms"] = bench_ops.time_ms(infer, device, iters, warmup=1)
+    model.train()
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        train_step()
+    res["train_share_ours"] = _our_op_share(prof)
+    if device == "cuda":
+        ka = prof.key_averages()
+        tot = sum(e.self_device_time_total for e in ka)
+        ours = sum(e.self_device_time_total for e in ka if "deform" in e.key or "roi" in e.key)
+        res["train_gpu_share_ours"] = ours / max(tot, 1e-9)
+    return res
+
+
+def bench_model(device: str, repeat: int) -> list[dict]:
+    rows = []
+    if device == "cpu":
+        cases = [("shapes", SHAPES_CONFIG, 4, None, None)]
+    else:
+        cases = [
+            ("paper R-50-C5", PAPER_CONFIG, 2, (800, 1333), None),
+            ("paper R-50-C5", PAPER_CONFIG, 2, (800, 1333), torch.bfloat16),
+        ]
+    for name, config, n_img, size, amp_dtype in cases:
+        row = {"op": "model", "config": name, "device": device, "images": n_img,
+               "dtype": "bf16 autocast" if amp_dtype is not None else "float32"}  # fmt: skip
+        ours = _model_numbers(_model_cfg(config, False, device, size), device, n_img, repeat, amp_dtype)
+        base = _model_numbers(_model_cfg(config, True, device, size), device, n_img, repeat, amp_dtype)
+        for k, v in ours.items():
+            row[f"dcn_{k}"] = v
+        for k in ("train_ms", "train_peak_MB", "infer_ms"):
+            row[f"dense_{k}"] = base[k]
+            row[f"{k.rsplit('_', 1)[0]}_dcn/dense"] = ours[k] / max(base[k], 1e-9)
+        rows.append(row)
+        print(bench_ops._format_table([row], markdown=False), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+def environment() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    lines = [
+        f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
+        f"- python {platform.python_version()}, torch {torch.__version__}",
+    ]
+    try:
+        import torchvision
+
+        lines[-1] += f", torchvision {torchvision.__version__}"
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
+    else:
+        lines.append("- GPU: none (CUDA sections not measured)")
+    lines.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default="ops,determinism,memory,model")
+    parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: all available)")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs per measurement (best)")
+    parser.add_argument("--shapes", default=",".join(bench_ops.SHAPES))
+    parser.add_argument("--out", default=os.path.join(HERE, "out"))
+    args = parser.parse_args(argv)
+    devices = (
+        args.devices.split(",")
+        if args.devices
+        else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
+    sections = [s for s in args.sections.split(",") if s]
+    shapes = [s for s in args.shapes.split(",") if s]
+    for s in sections:
+        if s not in ("ops", "determinism", "memory", "model"):
+            parser.error(f"--sections: unknown section {s!r}")
+    env = environment()
+    print(env, flush=True)
+    rows: list[dict] = []
+    for device in devices:
+        if "ops" in sections:
+            rows += bench_ops.bench_deform_conv(device, args.repeat, shapes)
+            import bench_roi_ops
+
+            rows += bench_roi_ops.run(device, args.repeat)
+        if "determinism" in sections:
+            rows += bench_determinism(device, args.repeat, shapes)
+        if "memory" in sections:
+            rows += bench_memory(device, shapes)
+        if "model" in sections:
+            rows += bench_model(device, args.repeat)
+    if "model" in sections and "cuda" not in devices:
+        print("model: the paper config (2 images 800x1333) runs on CUDA only; skipped")
+    os.makedirs(args.out, exist_ok=True)
+    md = os.path.join(args.out, "results.md")
+    with open(md, "w") as f:
+        f.write("## Environment\n\n" + env + "\n\n" + bench_ops._tables(rows, markdown=True))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    print()
+    print(bench_ops._tables(rows, markdown=False))
+    print(f"wrote {md} and results.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
