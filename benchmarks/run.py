@@ -157,10 +157,10 @@ def bench_determinism(device: str, repeat: int, shapes: list[str]) -> list[dict]
 # model
 # ---------------------------------------------------------------------------------------------
 def _model_cfg(config: str, dense: bool, device: str, size: tuple[int, int] | None):
-    from detection.config import cfg as _cfg
+    from detection.config import load_config
 
-    cfg = _cfg.clone()
-    cfg.merge_from_file(config)
+    cfg = load_config(config, world_size=1)
+    cfg.defrost()
     cfg.MODEL.DEVICE = device
     if dense:
         cfg.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)

@@ -23,63 +23,14 @@ sys.path.insert(0, ROOT)  # this tree first
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
 TARGET_AP = 0.50
-# The smoke version: a tiny shapes set of its own, small images, a narrow copy of the network
-# (same structure: DCN stages, deformable RoI pooling, GN, OHEM, mimicking), a few iterations.
+TINY_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_tiny.yaml")
+# The smoke version: the tiny config (a narrow copy of the network on small images), a tiny
+# shapes set of its own and a few iterations.
 QUICK_OVERRIDES = [
     "DATASETS.SHAPES.NUM_TRAIN",
     "32",
     "DATASETS.SHAPES.NUM_VAL",
     "8",
-    "DATASETS.SHAPES.MIN_SIZE",
-    "64",
-    "DATASETS.SHAPES.MAX_SIZE",
-    "96",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(64,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "96",
-    "INPUT.MIN_SIZE_TEST",
-    "64",
-    "INPUT.MAX_SIZE_TEST",
-    "96",
-    "MODEL.RESNETS.STEM_OUT_CHANNELS",
-    "8",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "8",
-    "MODEL.RESNETS.WIDTH_PER_GROUP",
-    "8",
-    "MODEL.GROUP_NORM.NUM_GROUPS",
-    "4",
-    "MODEL.RPN.HEAD_CHANNELS",
-    "16",
-    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN",
-    "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TRAIN",
-    "50",
-    "MODEL.RPN.PRE_NMS_TOP_N_TEST",
-    "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TEST",
-    "30",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
-    "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE",
-    "16",
-    "MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
-    "32",
-    "MODEL.ROI_BOX_HEAD.DEFORM_FC_CHANNELS",
-    "16",
-    "MODEL.ROI_MASK_HEAD.DEFORM_FC_CHANNELS",
-    "16",
-    "MODEL.ROI_MASK_HEAD.CONV_LAYERS",
-    "(8,)",
-    "MODEL.MIMIC.NUM_PER_IMAGE",
-    "4",
-    "MODEL.MIMIC.CROP_SIZE",
-    "32",
     "SOLVER.MAX_ITER",
     "40",
     "SOLVER.STEPS",
@@ -90,8 +41,6 @@ QUICK_OVERRIDES = [
     "20",
     "SOLVER.LOG_PERIOD",
     "5",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
     "TEST.IMS_PER_BATCH",
     "4",
     "TEST.SCORE_THRESHOLD_VIS",
@@ -106,7 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="tiny smoke version (about 1-2 minutes)"
     )
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="training config")
+    parser.add_argument(
+        "--config",
+        default="",
+        help="training config (default: the shapes demo config; with --quick its tiny copy)",
+    )
     parser.add_argument(
         "--workspace", default="", help="output folder (default work_space/demo[_quick])"
     )
@@ -158,6 +111,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from detection.engine.setup import load_config
 
+    args.config = args.config or (TINY_CONFIG if args.quick else DEFAULT_CONFIG)
     ws = args.workspace or os.path.join(ROOT, "work_space", "demo_quick" if args.quick else "demo")
     overrides = ["WORKSPACE", ws, "MODEL.DEVICE", "cpu"]
     if args.quick:

@@ -54,7 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=30.0, help="how long to keep killing")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: shapes)")
+    parser.add_argument(
+        "--config", default="", help="YAML config (default: shapes; with --quick its tiny copy)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="SEED of both runs and of the kills")
     parser.add_argument("--quick", action="store_true", help="demo.py's tiny --quick scale")
     parser.add_argument("--iters", type=int, default=0, help="SOLVER.MAX_ITER (0 = config's)")
@@ -73,11 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _quick_overrides() -> list[str]:
+def _demo_module():
     spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    return list(demo.QUICK_OVERRIDES)
+    return demo
 
 
 class SoakLog:
@@ -282,8 +284,10 @@ def main(argv=None) -> int:
     ws = args.workspace or os.path.join(ROOT, "work_space", "soak_quick" if args.quick else "soak")
     os.makedirs(ws, exist_ok=True)
     log = SoakLog(os.path.join(ws, "soak.log"))
+    demo = _demo_module() if args.quick else None
+    args.config = args.config or (demo.TINY_CONFIG if args.quick else DEFAULT_CONFIG)
     opts = ["--config", args.config]
-    overrides = _quick_overrides() if args.quick else []
+    overrides = list(demo.QUICK_OVERRIDES) if args.quick else []
     overrides += ["DATASETS.ROOT", os.path.join(ws, "datasets")] if args.quick else []
     overrides += ["MODEL.DEVICE", "cpu", "DETERMINISTIC", "True", "DATALOADER.NUM_WORKERS", "0"]
     overrides += ["SEED", str(args.seed), "SOLVER.LOG_PERIOD", "1", "SOLVER.TEST_PERIOD", "0"]

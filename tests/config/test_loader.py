@@ -10,6 +10,8 @@ import textwrap
 import warnings
 
 import pytest
+import yaml
+from yacs.config import CfgNode
 
 from detection.config import (
     ConfigError,
@@ -44,8 +46,18 @@ def test_every_shipped_config_loads_and_validates(path):
     check_model_config(cfg)  # the model builders' own checks, on the meta device
     # what the file says is what the cfg holds (a yacs merge of the same file agrees)
     ref = defaults.clone()
-    ref.merge_from_file(path)
+    _yacs_merge(ref, path)
     assert flat_keys(cfg) == flat_keys(ref)
+
+
+def _yacs_merge(ref, path):
+    """Plain yacs merges of `path`'s `_BASE_` chain, base first."""
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    base = data.pop("_BASE_", None)
+    if base:
+        _yacs_merge(ref, os.path.join(os.path.dirname(path), base))
+    ref.merge_from_other_cfg(CfgNode(data))
 
 
 def test_defaults_are_not_modified():

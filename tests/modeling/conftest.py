@@ -41,10 +41,10 @@ def tiny_cfg(config_file: str = "configs/shapes/e2e_deformconv_mask_rcnn_shapes.
 
     The structure (depth, deformable stages, poolers, norm, OHEM, mimicking) is the file's.
     """
-    from detection.config import cfg as _cfg
+    from detection.config import load_config
 
-    cfg = _cfg.clone()
-    cfg.merge_from_file(config_file)
+    cfg = load_config(config_file, world_size=1)  # `_BASE_` files too
+    cfg.defrost()
     bottleneck = not cfg.MODEL.BACKBONE.CONV_BODY.startswith(("R-18", "R-34"))
     cfg.merge_from_list(
         [

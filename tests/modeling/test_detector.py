@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from detection.config import cfg as _cfg
+from detection.config import load_config
 from detection.modeling.detector import build_detection_model
 from detection.structures.bounding_box import BoxList
 from detection.structures.image_list import to_image_list
@@ -35,8 +36,8 @@ def test_all_shipped_configs_present():
 @pytest.mark.parametrize("config_file", CONFIGS)
 def test_config_builds_at_full_size_on_meta(config_file):
     """Full-size build without allocating memory (meta device): structure and validation."""
-    cfg = _cfg.clone()
-    cfg.merge_from_file(config_file)
+    cfg = load_config(config_file, world_size=1)  # `_BASE_` files too
+    cfg.defrost()
     with torch.device("meta"):
         model = build_detection_model(cfg)
     assert (model.mimic is not None) == cfg.MODEL.MIMIC_ON

@@ -1,8 +1,8 @@
 """train.py / test.py / infer.py on a tiny config: a few iterations on a tiny generated shapes set.
 
 The tools run in-process through their `main(argv)` (the torchrun test spawns processes). The
-config is the shipped shapes config made narrow and small, so an iteration takes well under a
-second on one CPU thread.
+config is the tiny copy of the shipped shapes config (configs/shapes/*_tiny.yaml), so an
+iteration takes well under a second on one CPU thread.
 """
 
 import glob
@@ -21,7 +21,7 @@ import detection.layers as L
 from detection import HAS_OPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
+CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_tiny.yaml")
 OPS_READY = HAS_OPS and all(
     hasattr(L, n) for n in ("ModulatedDeformConv2dPack", "ModulatedDeformRoIPoolPack", "nms")
 )
@@ -37,60 +37,10 @@ TINY = [
     "8",
     "DATASETS.SHAPES.NUM_VAL",
     "4",
-    "DATASETS.SHAPES.MIN_SIZE",
-    "64",
-    "DATASETS.SHAPES.MAX_SIZE",
-    "96",
-    "INPUT.MIN_SIZE_TRAIN",
-    "(64,)",
-    "INPUT.MAX_SIZE_TRAIN",
-    "96",
-    "INPUT.MIN_SIZE_TEST",
-    "64",
-    "INPUT.MAX_SIZE_TEST",
-    "96",
-    "MODEL.RESNETS.STEM_OUT_CHANNELS",
-    "8",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "8",
-    "MODEL.RESNETS.WIDTH_PER_GROUP",
-    "8",
-    "MODEL.GROUP_NORM.NUM_GROUPS",
-    "4",
-    "MODEL.RPN.HEAD_CHANNELS",
-    "16",
-    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN",
-    "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TRAIN",
-    "50",
-    "MODEL.RPN.PRE_NMS_TOP_N_TEST",
-    "300",
-    "MODEL.RPN.POST_NMS_TOP_N_TEST",
-    "30",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
-    "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-    "32",
-    "MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE",
-    "16",
     "MODEL.ROI_HEADS.SCORE_THRESH",
     "0.0",
     "MODEL.ROI_HEADS.DETECTIONS_PER_IMG",
     "10",
-    "MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS",
-    "16",
-    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
-    "32",
-    "MODEL.ROI_BOX_HEAD.DEFORM_FC_CHANNELS",
-    "16",
-    "MODEL.ROI_MASK_HEAD.DEFORM_FC_CHANNELS",
-    "16",
-    "MODEL.ROI_MASK_HEAD.CONV_LAYERS",
-    "(8,)",
-    "MODEL.MIMIC.NUM_PER_IMAGE",
-    "4",
-    "MODEL.MIMIC.CROP_SIZE",
-    "32",
     "SOLVER.MAX_ITER",
     "4",
     "SOLVER.CHECKPOINT_PERIOD",
@@ -101,8 +51,6 @@ TINY = [
     "2",
     "SOLVER.LOG_PERIOD",
     "1",
-    "SOLVER.IMS_PER_BATCH",
-    "2",
     "SOLVER.WARMUP_ITERS",
     "2",
     "SOLVER.STEPS",
