@@ -70,5 +70,21 @@ inline at::Tensor rois_for_kernel(const at::Tensor& rois, const at::Tensor& inpu
   return rois.to(acc).contiguous();
 }
 
+// The optional tensor's address, or nullptr when it is absent (None or undefined).
+inline const at::Tensor* defined_or_null(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? &*t : nullptr;
+}
+
+// Every argument check of modulated_deform_roi_pool and its backward (CPU and CUDA).
+inline void check_deform_args(const at::Tensor& input, const at::Tensor& rois,
+                              const c10::optional<at::Tensor>& offset,
+                              const c10::optional<at::Tensor>& mask, int64_t pooled_height,
+                              int64_t pooled_width, int64_t sampling_ratio, const char* op) {
+  check_input_and_rois(input, rois, op);
+  check_pooling_args(pooled_height, pooled_width, sampling_ratio, op);
+  check_per_bin(offset, "offset", 2, input, rois.size(0), pooled_height, pooled_width, op);
+  check_per_bin(mask, "mask", 1, input, rois.size(0), pooled_height, pooled_width, op);
+}
+
 }  // namespace roi
 }  // namespace detection

@@ -12,20 +12,6 @@
 namespace detection {
 namespace {
 
-const at::Tensor* defined_or_null(const c10::optional<at::Tensor>& t) {
-  return (t.has_value() && t->defined()) ? &*t : nullptr;
-}
-
-void check_deform_args(const at::Tensor& input, const at::Tensor& rois,
-                       const c10::optional<at::Tensor>& offset,
-                       const c10::optional<at::Tensor>& mask, int64_t pooled_height,
-                       int64_t pooled_width, int64_t sampling_ratio, const char* op) {
-  roi::check_input_and_rois(input, rois, op);
-  roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, op);
-  roi::check_per_bin(offset, "offset", 2, input, rois.size(0), pooled_height, pooled_width, op);
-  roi::check_per_bin(mask, "mask", 1, input, rois.size(0), pooled_height, pooled_width, op);
-}
-
 at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                        const c10::optional<at::Tensor>& offset,
                                        const c10::optional<at::Tensor>& mask,
@@ -33,14 +19,14 @@ at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor
                                        double spatial_scale, int64_t sampling_ratio,
                                        double gamma) {
   const char* op = "modulated_deform_roi_pool";
-  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   if (num_rois == 0 || input.numel() == 0) return output;
   const auto input_c = input.contiguous();
   const auto rois_c = roi::rois_for_kernel(rois, input);
-  const auto* off = defined_or_null(offset);
-  const auto* msk = defined_or_null(mask);
+  const auto* off = roi::defined_or_null(offset);
+  const auto* msk = roi::defined_or_null(mask);
   const auto off_c = off ? off->contiguous() : at::Tensor();
   const auto msk_c = msk ? msk->contiguous() : at::Tensor();
   const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true,
@@ -63,15 +49,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
     int64_t pooled_height, int64_t pooled_width, double spatial_scale, int64_t sampling_ratio,
     double gamma) {
   const char* op = "_modulated_deform_roi_pool_backward";
-  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
               op, ": grad must have shape [R, C, pooled_height, pooled_width], got ", grad.sizes());
   TORCH_CHECK(grad.scalar_type() == input.scalar_type() && grad.device() == input.device(), op,
               ": grad must have input's dtype and device");
-  const auto* off = defined_or_null(offset);
-  const auto* msk = defined_or_null(mask);
+  const auto* off = roi::defined_or_null(offset);
+  const auto* msk = roi::defined_or_null(mask);
   auto grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
   auto grad_offset = off ? at::zeros_like(*off, at::MemoryFormat::Contiguous)
                          : at::zeros({0}, input.options());

@@ -14,20 +14,6 @@
 namespace detection {
 namespace {
 
-const at::Tensor* defined_or_null(const c10::optional<at::Tensor>& t) {
-  return (t.has_value() && t->defined()) ? &*t : nullptr;
-}
-
-void check_deform_args(const at::Tensor& input, const at::Tensor& rois,
-                       const c10::optional<at::Tensor>& offset,
-                       const c10::optional<at::Tensor>& mask, int64_t pooled_height,
-                       int64_t pooled_width, int64_t sampling_ratio, const char* op) {
-  roi::check_input_and_rois(input, rois, op);
-  roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, op);
-  roi::check_per_bin(offset, "offset", 2, input, rois.size(0), pooled_height, pooled_width, op);
-  roi::check_per_bin(mask, "mask", 1, input, rois.size(0), pooled_height, pooled_width, op);
-}
-
 at::Tensor deform_roi_pool_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
                                         const c10::optional<at::Tensor>& offset,
                                         const c10::optional<at::Tensor>& mask,
@@ -35,15 +21,15 @@ at::Tensor deform_roi_pool_forward_cuda(const at::Tensor& input, const at::Tenso
                                         double spatial_scale, int64_t sampling_ratio,
                                         double gamma) {
   const char* op = "modulated_deform_roi_pool";
-  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
   c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   if (output.numel() == 0 || input.numel() == 0) return output;
   const auto input_c = input.contiguous();
   const auto rois_c = roi::rois_for_kernel(rois, input);
-  const auto* off = defined_or_null(offset);
-  const auto* msk = defined_or_null(mask);
+  const auto* off = roi::defined_or_null(offset);
+  const auto* msk = roi::defined_or_null(mask);
   const auto off_c = off ? off->contiguous() : at::Tensor();
   const auto msk_c = msk ? msk->contiguous() : at::Tensor();
   const roi::CudaPoolArgs args{static_cast<int>(pooled_height), static_cast<int>(pooled_width),
@@ -72,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
     int64_t pooled_height, int64_t pooled_width, double spatial_scale, int64_t sampling_ratio,
     double gamma) {
   const char* op = "_modulated_deform_roi_pool_backward";
-  check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
@@ -80,8 +66,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
   TORCH_CHECK(grad.scalar_type() == input.scalar_type() && grad.device() == input.device(), op,
               ": grad must have input's dtype and device");
   c10::cuda::CUDAGuard device_guard(input.device());
-  const auto* off = defined_or_null(offset);
-  const auto* msk = defined_or_null(mask);
+  const auto* off = roi::defined_or_null(offset);
+  const auto* msk = roi::defined_or_null(mask);
   const auto acc_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto grad_acc = at::zeros(input.sizes(), input.options().dtype(acc_type));
   auto grad_offset = off ? at::zeros_like(*off, at::MemoryFormat::Contiguous)
