@@ -11,18 +11,20 @@
 //  3. channels-last deformable im2col into columns [positions, K*C] (per position: conv group,
 //     kernel point, channel), whose inner loop runs over contiguous channels (SIMD, no gathers),
 //     against the weight permuted to the same order.
-// Forward: one parallel region over (image, tile of positions); each thread samples a tile into
-// a cache-sized buffer and multiplies it right away, so the columns never travel to memory.
-// Backward, per image: the columns [P, K*C]; grad_weight += grad_output x columns and
-// grad_columns = grad_output^T x W (multi-threaded GEMMs, no copies); then one sweep over
-// grad_columns does both the col2im (into a padded channels-last grad) and the offset/mask
-// gradients. Its tasks are chunks of kChannelChunk channels: a task owns its channels of every
-// grad pixel (no atomics) and visits positions in a fixed order, and writes its partial sums over
-// channels of the coordinate gradients; the chunks are then summed in a fixed order. Nothing
-// depends on the thread count, so the sampling results are bit-identical across runs and thread
-// counts (the deterministic mode needs nothing else on CPU). im2col_step is checked but does not
-// matter on CPU (the column buffer is bounded by the tile / one image). Accumulation is in the
-// input dtype (float32 or float64).
+// The batch's output positions form the rows of one column matrix [N * P, K*C], processed in
+// tiles of about kTileBytes (a tile may span images). Per tile: im2col (parallel over
+// positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
+// and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
+// runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_weight and
+// grad_columns in one convolution_backward, then one sweep over grad_columns does both the
+// col2im (into a padded channels-last grad) and the offset/mask gradients. Its tasks are chunks
+// of kChannelChunk channels: a task owns its channels of every grad pixel (no atomics) and
+// visits positions in a fixed order, and writes its partial sums over channels of the coordinate
+// gradients; the chunks are then summed in a fixed order. Nothing depends on the thread count,
+// so the sampling results are bit-identical across runs and thread counts (the deterministic
+// mode needs nothing else on CPU; grad_weight's GEMM may block by thread count). im2col_step is
+// checked but does not matter on CPU (the column buffer is bounded by the tile). Accumulation is
+// in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -33,6 +35,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "deform_conv/deform_conv_common.h"
 #include "deform_conv/deform_conv_math.h"
 
@@ -140,101 +143,37 @@ std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
   return chunks;
 }
 
-// Channels-last im2col of positions [q0, q0 + T) of one image:
-// columns[q - q0, column(c, k)] = mask * bilinear(input[:, :, c], sample(g(c), k, q)) from the
-// padded channels-last image [H+3, W+2, C]; parallel over positions.
-template <typename scalar_t>
-void im2col(const scalar_t* padded, const int32_t* index, const scalar_t* frac_y,
-            const scalar_t* frac_x, const scalar_t* plan_mask, const Geometry& geo, int64_t groups,
-            const std::vector<Segment>& segs, int64_t q0, int64_t T, scalar_t* columns) {
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t KC = K * C, Cg = C / groups;
-  at::parallel_for(q0, q0 + T, grain(KC), [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      scalar_t* row = columns + (q - q0) * KC;
-      for (const Segment& s : segs) {
-        const int64_t n = s.c_hi - s.c_lo;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t e = (s.deform_group * K + k) * P + q;
-          const scalar_t ly = frac_y[e], lx = frac_x[e], m = plan_mask[e];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t w00 = m * (hy * hx), w01 = m * (hy * lx);
-          const scalar_t w10 = m * (ly * hx), w11 = m * (ly * lx);
-          const scalar_t* v0 = padded + int64_t(index[e]) * C + s.c_lo;
-          const scalar_t* v1 = v0 + C;
-          const scalar_t* v2 = v0 + Wp * C;
-          const scalar_t* v3 = v2 + C;
-          scalar_t* out = row + s.column + k * Cg;
-#pragma omp simd
-          for (int64_t c = 0; c < n; ++c) {
-            out[c] = (w00 * v0[c] + w01 * v1[c]) + (w10 * v2[c] + w11 * v3[c]);
-          }
-        }
-      }
-    }
-  });
-}
-
-// The backward sampling pass of positions [q0, q0 + T) of one image in one sweep over their
-// grad_columns [T, K*C]: the transpose of im2col into the zero-initialised padded channels-last
-// grad_padded, and the coordinate/mask gradients. Tasks: channel chunks. A task owns its chunk's
-// channels of every grad pixel and visits positions and kernel points in order (no atomics), and
-// writes its chunk's partial sums over channels of d/dy, d/dx and the unmasked sample to
-// partial[chunk, k, 0..2, q]; `reduce_coordinate_grad` then sums the chunks in order. Nothing
-// depends on the thread count, so the result is bit-identical for any number of threads.
-template <typename scalar_t>
-void col2im_coordinate(const scalar_t* grad_columns, const scalar_t* padded, const int32_t* index,
-                       const scalar_t* frac_y, const scalar_t* frac_x, const scalar_t* plan_mask,
-                       const Geometry& geo, int64_t groups, const std::vector<Segment>& chunks,
-                       int64_t q0, int64_t T, scalar_t* grad_padded, scalar_t* partial) {
-  const int64_t C = geo.channels, K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int64_t KC = K * C, Cg = C / groups, nch = static_cast<int64_t>(chunks.size());
-  at::parallel_for(0, nch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      const Segment& s = chunks[j];
-      const int64_t n = s.c_hi - s.c_lo;
-      const scalar_t* img = padded + s.c_lo;
-      scalar_t* gimg = grad_padded + s.c_lo;
-      scalar_t* part = partial + j * K * 3 * P;
-      for (int64_t q = q0; q < q0 + T; ++q) {
-        const scalar_t* grow = grad_columns + (q - q0) * KC + s.column;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t e = (s.deform_group * K + k) * P + q;
-          const scalar_t ly = frac_y[e], lx = frac_x[e], m = plan_mask[e];
-          const scalar_t hy = scalar_t(1) - ly, hx = scalar_t(1) - lx;
-          const scalar_t w00 = m * (hy * hx), w01 = m * (hy * lx);
-          const scalar_t w10 = m * (ly * hx), w11 = m * (ly * lx);
-          const int64_t o = int64_t(index[e]) * C;
-          const scalar_t* v0 = img + o;
-          const scalar_t* v1 = v0 + C;
-          const scalar_t* v2 = v0 + Wp * C;
-          const scalar_t* v3 = v2 + C;
-          scalar_t* d0 = gimg + o;
-          scalar_t* d1 = d0 + C;
-          scalar_t* d2 = d0 + Wp * C;
-          scalar_t* d3 = d2 + C;
-          const scalar_t* gc = grow + k * Cg;
-          scalar_t sy = 0, sx = 0, sv = 0;
-#pragma omp simd reduction(+ : sy, sx, sv)
-          for (int64_t c = 0; c < n; ++c) {
-            const scalar_t g = gc[c];
-            const scalar_t a00 = v0[c], a01 = v1[c], a10 = v2[c], a11 = v3[c];
-            d0[c] += w00 * g;
-            d1[c] += w01 * g;
-            d2[c] += w10 * g;
-            d3[c] += w11 * g;
-            sy += g * (hx * (a10 - a00) + lx * (a11 - a01));
-            sx += g * (hy * (a01 - a00) + ly * (a11 - a10));
-            sv += g * (hy * (hx * a00 + lx * a01) + ly * (hx * a10 + lx * a11));
-          }
-          part[(k * 3) * P + q] = sy;
-          part[(k * 3 + 1) * P + q] = sx;
-          part[(k * 3 + 2) * P + q] = sv;
-        }
-      }
-    }
-  });
-}
+// The sampling loops, compiled once per instruction-set variant (csrc/common/cpu_isa.h).
+namespace isa_default {
+#include "deform_conv/cpu/deform_conv_loops.inc"
+}  // namespace isa_default
+#if DETECTION_CPU_MULTIVERSION
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+#include "deform_conv/cpu/deform_conv_loops.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")
+namespace isa_avx512 {
+#include "deform_conv/cpu/deform_conv_loops.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#define DCN_CPU_ISA_CALL(fn, ...)                                   \
+  switch (cpu_isa()) {                                              \
+    case CpuIsa::kAvx512:                                           \
+      isa_avx512::fn(__VA_ARGS__);                                  \
+      break;                                                        \
+    case CpuIsa::kAvx2:                                             \
+      isa_avx2::fn(__VA_ARGS__);                                    \
+      break;                                                        \
+    default:                                                        \
+      isa_default::fn(__VA_ARGS__);                                 \
+  }
+#else
+#define DCN_CPU_ISA_CALL(fn, ...) isa_default::fn(__VA_ARGS__)
+#endif
 
 // grad_offset / grad_mask rows r = (g, k) of one image from the chunk partials, summed in order.
 template <typename scalar_t>
@@ -285,14 +224,35 @@ void check_cpu(const at::Tensor& input, const ConvShape& s) {
               "modulated_deform_conv2d: input plane too large (", s.height, "x", s.width, ")");
 }
 
-// Positions per tile: the tile's columns [T, K*C] (about kTileBytes) stay in cache between
-// the sampling pass and the GEMMs. Depends on the shape only (never on the thread count).
-constexpr int64_t kTileBytes = int64_t(2) << 20;
+// The GEMM tiles: the columns of all images form one matrix whose rows are the batch's output
+// positions r = b * P + q in order; a tile is a run of about kTileBytes of those rows (so a tile
+// may end one image and start the next, and small maps fill whole tiles). Small enough that the
+// buffers of one tile (columns, their gradient) come back from the allocator's free lists rather
+// than as fresh pages (a page fault per 4 KiB: about a third of the GEMM time for 64 MB buffers)
+// and large enough for full GEMM speed. Depends on the shape only (never on the thread count or
+// on im2col_step), so the results do not depend on it.
+constexpr int64_t kTileBytes = int64_t(16) << 20;
 
-int64_t tile_size(const Geometry& geo, int64_t element_size) {
-  const int64_t per_position = geo.kk() * geo.channels * element_size;
-  const int64_t t = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(1, per_position));
-  return std::min<int64_t>(geo.positions(), t);
+struct Tiling {
+  int64_t rows, count, size;  // rows = batch * P; count tiles of at most `size` rows
+};
+
+Tiling tiling(int64_t batch, const Geometry& geo, int64_t element_size) {
+  const int64_t rows = batch * geo.positions();
+  const int64_t per_row = std::max<int64_t>(1, geo.kk() * geo.channels * element_size);
+  const int64_t most = std::max<int64_t>(1, kTileBytes / per_row);
+  const int64_t count = (rows + most - 1) / most;
+  return Tiling{rows, count, (rows + count - 1) / count};
+}
+
+// Calls f(b, q0, T, row) for each image b with positions [q0, q0 + T) in rows [r0, r1) of the
+// tiling, `row` being the first one's row in the tile.
+template <typename F>
+void for_each_image(int64_t r0, int64_t r1, int64_t P, const F& f) {
+  for (int64_t b = r0 / P; b * P < r1; ++b) {
+    const int64_t q0 = std::max(r0, b * P) - b * P, q1 = std::min(r1, (b + 1) * P) - b * P;
+    f(b, q0, q1 - q0, b * P + q0 - r0);
+  }
 }
 
 // One image's state: padded channels-last input and sampling plan (rows g * K + k).
@@ -322,26 +282,61 @@ Image prepare_image(const at::Tensor& input, const at::Tensor& offset,
   return im;
 }
 
-// Fills columns[0:T] with the channels-last im2col of positions [q0, q0 + T).
-void fill_columns(const Image& im, const Geometry& geo, int64_t groups,
-                  const std::vector<Segment>& segs, int64_t q0, int64_t T, at::Tensor& columns) {
-  AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
-    im2col<scalar_t>(im.padded.data_ptr<scalar_t>(), im.index.data_ptr<int32_t>(),
-                     im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
-                     im.mask.data_ptr<scalar_t>(), geo, groups, segs, q0, T,
-                     columns.data_ptr<scalar_t>());
+std::vector<Image> prepare_images(const at::Tensor& input, const at::Tensor& offset,
+                                  const std::optional<at::Tensor>& mask, const Geometry& geo,
+                                  const ConvParams& p) {
+  std::vector<Image> images;
+  for (int64_t b = 0; b < input.size(0); ++b) {
+    images.push_back(prepare_image(input, offset, mask, b, geo, p));
+  }
+  return images;
+}
+
+// columns[0:r1 - r0] = the channels-last im2col of rows [r0, r1).
+void fill_columns(const std::vector<Image>& images, const Geometry& geo, int64_t groups,
+                  const std::vector<Segment>& segs, int64_t r0, int64_t r1, at::Tensor& columns) {
+  const int64_t KC = geo.kk() * geo.channels;
+  for_each_image(r0, r1, geo.positions(), [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
+    const Image& im = images[b];
+    AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
+      DCN_CPU_ISA_CALL(im2col<scalar_t>, im.padded.data_ptr<scalar_t>(),
+                       im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
+                       im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, groups,
+                       segs, q0, T, columns.data_ptr<scalar_t>() + row * KC);
+    });
   });
 }
 
-// weight [Cout, Cg, kh, kw] -> [G, Cout/G, K*Cg] in the column order (k outer, channel inner).
-at::Tensor weight_in_column_order(const at::Tensor& weight, int64_t G, int64_t K) {
-  const int64_t cout_g = weight.size(0) / G, Cg = weight.size(1);
-  return weight.reshape({G, cout_g, Cg, K}).permute({0, 1, 3, 2}).reshape({G, cout_g, K * Cg});
+// The op's three GEMMs (output = W x columns, grad_weight = grad_output x columns^T,
+// grad_columns = W^T x grad_output) are those of a grouped 1x1 convolution of a tile of columns
+// seen as a channels-last image [1, K*C, 1, rows] -- exactly their memory layout [rows, K*C] --
+// with the weight in column order [Cout, K*Cg, 1, 1]. ATen runs them with oneDNN, whose kernels
+// reach dense-conv speed (AVX-512 where the CPU has it) where at::mm's BLAS may not: MKL's sgemm
+// runs its AVX2 kernels on AMD CPUs, half the speed. The dilation of a 1x1 kernel changes
+// nothing in the result; 2 steers ATen's backend choice to oneDNN also for a single thread
+// (ATen sends undilated 1x1 convs of one thread to its own im2col + BLAS). float64, which
+// oneDNN lacks, keeps dilation 1 and ATen's BLAS path.
+struct Conv1x1 {
+  std::vector<int64_t> stride{1, 1}, padding{0, 0}, dilation, output_padding{0, 0};
+  explicit Conv1x1(at::ScalarType dtype)
+      : dilation(dtype == at::kFloat ? std::vector<int64_t>{2, 2} : std::vector<int64_t>{1, 1}) {}
+};
+
+// rows [n, F] (contiguous) as the channels-last image [1, F, 1, n], and back.
+at::Tensor as_image(const at::Tensor& rows) {
+  return rows.view({1, 1, rows.size(0), rows.size(1)}).permute({0, 3, 1, 2});
 }
 
-// The CPU kernels tile over output positions (tile_size) instead of chunking images: the column
-// buffer is bounded by the tile, so im2col_step (checked, kept in the schema for the CUDA
-// kernels) does not change the CPU results or memory.
+at::Tensor as_rows(const at::Tensor& image) {
+  return image.permute({0, 2, 3, 1}).reshape({image.size(3), image.size(1)});
+}
+
+// weight [Cout, Cg, kh, kw] -> [Cout, K*Cg, 1, 1] in the column order (k outer, channel inner).
+at::Tensor weight_in_column_order(const at::Tensor& weight, int64_t K) {
+  const int64_t cout = weight.size(0), Cg = weight.size(1);
+  return weight.reshape({cout, Cg, K}).transpose(1, 2).reshape({cout, K * Cg, 1, 1});
+}
+
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                        const std::optional<at::Tensor>& mask_, const at::Tensor& weight_,
                        const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w,
@@ -358,31 +353,24 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   if (s.batch == 0) return output;
 
   const Geometry geo = geometry(s, p);
-  const int64_t G = p.groups, P = geo.positions(), K = geo.kk();
-  const int64_t cout_g = s.out_channels / G, ck_g = s.channels / G * K;
-  // detached: the worker threads of the parallel region below do not inherit the dispatcher's
-  // below-autograd state, and mm_out refuses inputs that require grad.
-  const at::Tensor w = weight_in_column_order(weight_.detach(), G, K);
-  const std::vector<Segment> segs = segments(geo, G);
-  std::vector<Image> images;
-  for (int64_t b = 0; b < s.batch; ++b) images.push_back(prepare_image(input, offset, mask, b, geo, p));
-  // Tasks (image, tile of positions), one parallel region: each thread samples its tile into
-  // its own cache-sized buffer and multiplies it (single-threaded BLAS inside the region).
-  const int64_t tile = tile_size(geo, input.element_size());
-  const int64_t tiles = (P + tile - 1) / tile;
-  at::parallel_for(0, s.batch * tiles, 1, [&](int64_t begin, int64_t end) {
-    at::Tensor columns = at::empty({tile, K * s.channels}, input.options());
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / tiles, q0 = (t % tiles) * tile, T = std::min(tile, P - q0);
-      fill_columns(images[b], geo, G, segs, q0, T, columns);
-      const at::Tensor col = columns.narrow(0, 0, T);
-      const at::Tensor out_b = output[b].view({G, cout_g, P});
-      for (int64_t g = 0; g < G; ++g) {
-        at::Tensor out_t = out_b[g].narrow(1, q0, T);
-        at::mm_out(out_t, w[g], col.narrow(1, g * ck_g, ck_g).t());
-      }
-    }
-  });
+  const int64_t P = geo.positions(), KC = geo.kk() * s.channels;
+  const Conv1x1 c(input.scalar_type());
+  // detached: the GEMMs below must not record an autograd graph
+  const at::Tensor w = weight_in_column_order(weight_.detach(), geo.kk());
+  const std::vector<Segment> segs = segments(geo, p.groups);
+  const std::vector<Image> images = prepare_images(input, offset, mask, geo, p);
+  const Tiling tl = tiling(s.batch, geo, input.element_size());
+  at::Tensor columns = at::empty({tl.size, KC}, input.options());
+  for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
+    const int64_t r1 = std::min(tl.rows, r0 + tl.size);
+    fill_columns(images, geo, p.groups, segs, r0, r1, columns);
+    const at::Tensor out = as_rows(at::convolution(as_image(columns.narrow(0, 0, r1 - r0)), w,
+                                                   std::nullopt, c.stride, c.padding, c.dilation,
+                                                   false, c.output_padding, p.groups));
+    for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
+      output[b].view({s.out_channels, P}).narrow(1, q0, T).copy_(out.narrow(0, row, T).t());
+    });
+  }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
   return output;
 }
@@ -398,7 +386,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   check_cpu(input_, s);
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
-  const at::Tensor grad_output = grad_output_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
 
@@ -407,57 +394,66 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_mask = mask.has_value() ? at::empty_like(*mask, at::MemoryFormat::Contiguous)
                                           : at::empty({0}, input.options());
   at::Tensor grad_bias =
-      bias_.has_value() ? grad_output.sum({0, 2, 3}) : at::empty({0}, input.options());
+      bias_.has_value() ? grad_output_.sum({0, 2, 3}) : at::empty({0}, input.options());
   if (s.batch == 0) {
     return {grad_input, grad_offset, grad_mask,
             at::zeros_like(weight_, at::MemoryFormat::Contiguous), grad_bias};
   }
 
   const Geometry geo = geometry(s, p);
-  const int64_t G = p.groups, P = geo.positions(), K = geo.kk();
-  const int64_t cout_g = s.out_channels / G, Cg = s.channels / G, ck_g = Cg * K;
-  const int64_t rows = geo.deform_groups * K;
-  const at::Tensor w = weight_in_column_order(weight_, G, K);
-  at::Tensor gw = at::zeros({G, cout_g, ck_g}, input.options());
-  const std::vector<Segment> segs = segments(geo, G);
+  const int64_t K = geo.kk(), P = geo.positions(), KC = K * s.channels;
+  const int64_t Cg = s.channels / p.groups, rows = geo.deform_groups * K;
+  const Conv1x1 c(input.scalar_type());
+  const at::Tensor w = weight_in_column_order(weight_.detach(), K);
+  // grad_output as rows [N * P, Cout], the GEMMs' layout
+  const at::Tensor grad_rows =
+      grad_output_.detach().permute({0, 2, 3, 1}).reshape({s.batch * P, s.out_channels});
+  const std::vector<Segment> segs = segments(geo, p.groups);
   const std::vector<Segment> chunks = channel_chunks(segs);
-  // One image at a time (the columns [P, K*C] of one image), with the multi-threaded GEMMs.
-  at::Tensor columns = at::empty({P, K * s.channels}, input.options());
-  at::Tensor partial =
-      at::empty({static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
-  for (int64_t b = 0; b < s.batch; ++b) {
-    const Image im = prepare_image(input, offset, mask, b, geo, p);
-    at::Tensor grad_padded = at::zeros_like(im.padded);
-    const at::Tensor go_b = grad_output[b].view({G, cout_g, P});
-    fill_columns(im, geo, G, segs, 0, P, columns);
-    // grad_weight += grad_output x columns, then the columns become grad_columns.
-    for (int64_t g = 0; g < G; ++g) {
-      at::Tensor col_g = columns.narrow(1, g * ck_g, ck_g);
-      gw[g].addmm_(go_b[g], col_g);
-      if (G == 1) {
-        at::mm_out(col_g, go_b[g].t(), w[g]);
-      } else {
-        col_g.copy_(at::mm(go_b[g].t(), w[g]));
+  const std::vector<Image> images = prepare_images(input, offset, mask, geo, p);
+  const Tiling tl = tiling(s.batch, geo, input.element_size());
+  at::Tensor columns = at::empty({tl.size, KC}, input.options());
+  at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
+  // per image, while its tiles are being processed: its padded grad and coordinate partials
+  at::Tensor grad_padded, partial;
+  for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
+    const int64_t r1 = std::min(tl.rows, r0 + tl.size);
+    fill_columns(images, geo, p.groups, segs, r0, r1, columns);
+    const auto grads = at::convolution_backward(
+        as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
+        std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
+        {true, true, false});
+    gw = r0 == 0 ? std::get<1>(grads) : gw + std::get<1>(grads);
+    const at::Tensor grad_columns = as_rows(std::get<0>(grads)).contiguous();  // [rows, K*C]
+    for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
+      const Image& im = images[b];
+      if (q0 == 0) {
+        grad_padded = at::zeros_like(im.padded);
+        partial = at::empty({static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
       }
-    }
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
-      col2im_coordinate<scalar_t>(
-          columns.data_ptr<scalar_t>(), im.padded.data_ptr<scalar_t>(),
-          im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
-          im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, G, chunks, 0, P,
-          grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+      AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
+        DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>,
+                         grad_columns.data_ptr<scalar_t>() + row * KC,
+                         im.padded.data_ptr<scalar_t>(), im.index.data_ptr<int32_t>(),
+                         im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
+                         im.mask.data_ptr<scalar_t>(), geo, p.groups, chunks, q0, T,
+                         grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+        if (q0 + T == P) {  // the image's last positions: its gradients are complete
+          reduce_coordinate_grad<scalar_t>(
+              partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
+              grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
+              mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
+        }
+      });
+      if (q0 + T == P) {
+        grad_input[b].copy_(
+            grad_padded.narrow(0, 1, s.height).narrow(1, 1, s.width).permute({2, 0, 1}));
+      }
     });
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_coord", [&] {
-      reduce_coordinate_grad<scalar_t>(
-          partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
-          grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
-          mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
-    });
-    grad_input[b].copy_(grad_padded.narrow(0, 1, s.height).narrow(1, 1, s.width).permute({2, 0, 1}));
   }
-  // back from the column order [G, Cout/G, K, Cg] to [Cout, Cg, kh, kw]
-  at::Tensor grad_weight = gw.view({G, cout_g, K, Cg})
-                               .permute({0, 1, 3, 2})
+  // back from the column order [Cout, K, Cg] to [Cout, Cg, kh, kw]
+  at::Tensor grad_weight = gw.view({s.out_channels, K, Cg})
+                               .transpose(1, 2)
                                .reshape({s.out_channels, Cg, s.kernel_h, s.kernel_w})
                                .contiguous();
   return {grad_input, grad_offset, grad_mask, grad_weight, grad_bias};
