@@ -8,6 +8,10 @@
 
 #include <torch/library.h>
 
+#include <string>
+
+#include "common/cpu_isa.h"
+
 #ifdef WITH_CUDA
 #include <cuda.h>
 #endif
@@ -23,10 +27,15 @@ int64_t cuda_version() {
 #endif
 }
 
+// Instruction-set variant of the CPU kernels' sampling loops in this process: "avx512", "avx2"
+// or "default" (csrc/common/cpu_isa.h).
+std::string cpu_isa_in_use() { return cpu_isa_name(cpu_isa()); }
+
 }  // namespace detection
 
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
+  m.def("_cpu_isa() -> str", &detection::cpu_isa_in_use);
   // Modulated deformable convolution (DCNv2; DCNv1 when mask is None): CONVENTIONS.md.
   m.def(
       "modulated_deform_conv2d(Tensor input, Tensor offset, Tensor? mask, Tensor weight, "

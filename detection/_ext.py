@@ -40,3 +40,12 @@ def require_ops() -> None:
 def cuda_compiled() -> bool:
     """Whether the library was compiled with its CUDA kernels."""
     return HAS_OPS and torch.ops.detection._cuda_version() > 0
+
+
+def cpu_isa() -> str:
+    """Instruction-set variant the CPU kernels' sampling loops run with in this process:
+    ``"avx512"``, ``"avx2"`` or ``"default"``. It follows ATen's pick
+    (``torch.backends.cpu.get_cpu_capability()``; ``ATEN_CPU_CAPABILITY=default`` forces the
+    baseline loops) and what the CPU supports."""
+    require_ops()
+    return torch.ops.detection._cpu_isa()

@@ -497,6 +497,65 @@ def test_import_without_compiled_library():
     assert res.returncode == 0 and "HINT-OK" in res.stdout, res.stderr
 
 
+def test_cpu_tiles_spanning_images_match_per_image():
+    """The CPU kernel multiplies the batch's columns in tiles of about 16 MB of rows (output
+    positions of all images in order). Here 64 channels x 9 kernel points make 2304 bytes per
+    float32 row, so the 3 x 3600 rows form 2 tiles of 5400 and the first one ends in the middle
+    of image 1: every image must come out as when it is computed alone (one tile)."""
+    args, kw = make_case(3, 64, 8, 60, 60, 3, padding=1, dg=2, dtype=torch.float32, seed=3)
+    grad_out = torch.randn(3, 8, 60, 60, generator=torch.Generator().manual_seed(4))
+    out, grads = _grads(args, kw, grad_out)
+    grad_weight = torch.zeros_like(args[3])
+    for i in range(3):
+        one = [a[i : i + 1] if a is not None and a.dim() == 4 and j != 3 else a
+               for j, a in enumerate(args)]  # fmt: skip
+        out_i, grads_i = _grads(one, kw, grad_out[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], out_i, rtol=1e-5, atol=1e-4, msg=f"out {i}")
+        for name, g, g_i in zip(["input", "offset", "mask"], grads, grads_i):
+            torch.testing.assert_close(g[i : i + 1], g_i, rtol=1e-5, atol=1e-4, msg=f"{name} {i}")
+        grad_weight += grads_i[3]
+    torch.testing.assert_close(grads[3], grad_weight, rtol=1e-4, atol=1e-3)
+
+
+ISA_CODE = """
+import sys, torch
+from detection import _ext
+from detection.layers import modulated_deform_conv2d
+sys.path.insert(0, sys.argv[2])
+from test_deform_conv import make_case
+args, kw = make_case(2, 40, 8, 9, 11, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
+leaves = [a.clone().requires_grad_() for a in args]
+out = modulated_deform_conv2d(*leaves, **kw)
+out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
+torch.save([out.detach()] + [a.grad for a in leaves], sys.argv[1])
+print(_ext.cpu_isa())
+"""
+
+
+@pytest.mark.parametrize("isa", ["default", "avx2", "avx512"])
+def test_cpu_isa_variants_match_float64(isa, tmp_path):
+    """The CPU sampling loops are compiled for the baseline ISA, AVX2 and AVX-512 and picked at
+    run time following ATEN_CPU_CAPABILITY: each variant, run in its own process, must match the
+    float64 result (computed here) to float32 rounding."""
+    root = os.path.dirname(os.path.dirname(DATA))
+    env = {**os.environ, "PYTHONPATH": root, "ATEN_CPU_CAPABILITY": isa, "OMP_NUM_THREADS": "1"}
+    path = tmp_path / "grads.pt"
+    res = subprocess.run([sys.executable, "-c", ISA_CODE, str(path), os.path.dirname(__file__)],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    if res.stdout.split()[-1] != isa:
+        pytest.skip(f"this CPU (or this build) has no {isa} variant: ran {res.stdout.split()[-1]}")
+    got = torch.load(path)
+    args, kw = make_case(2, 40, 8, 9, 11, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
+    leaves = [a.double().requires_grad_() for a in args]
+    out = modulated_deform_conv2d(*leaves, **kw)
+    out.backward(torch.cos(torch.arange(out.numel(), dtype=torch.float32)).double().view_as(out))
+    for name, g, r in zip(["out", "input", "offset", "mask", "weight", "bias"], got,
+                          [out.detach()] + [a.grad for a in leaves]):  # fmt: skip
+        scale = r.abs().max().item()
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA (skipped without a GPU): parity with the CPU kernel for every dtype, forward and backward.
 
