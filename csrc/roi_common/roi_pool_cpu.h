@@ -172,7 +172,11 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
 }
 
 // grad_offset[R, 2, ph, pw] (when offset is given) and grad_mask[R, 1, ph, pw] (when mask is
-// given), summed over channels; each thread owns its RoIs.
+// given), summed over channels; each thread owns its RoIs. A sample's value and its x/y
+// derivatives (sample_with_grad_xy) are linear in its four corner values with coefficients that
+// do not depend on the channel, so the channel sum is taken first, per corner:
+// S[corner] = sum_c grad[c, bin] * input[c, corner] (the forward's gather, once per channel),
+// and the coefficients are applied once per RoI.
 template <typename scalar_t>
 void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* input,
                                        const scalar_t* rois, const scalar_t* offset,
@@ -183,43 +187,54 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
   const int64_t bins = a.pooled_h * a.pooled_w;
   const int64_t plane = static_cast<int64_t>(height) * width;
   const T gamma = static_cast<T>(a.gamma);
-  at::parallel_for(0, num_rois, grain_for(channels * bins * 8), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
-    // per-bin sums over channels; channels outermost so that each input plane is read once
-    std::vector<T> sum_gx(bins), sum_gy(bins), sum_gm(bins);
+    std::vector<T> corner_sum;  // [bins * grid_h * grid_w * 4]
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+      s.build_corners(width, bins);
+      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
+      corner_sum.assign(s.pos.size(), static_cast<T>(0));
       const T* input_n = input + s.g.batch * channels * plane;
-      std::fill(sum_gx.begin(), sum_gx.end(), static_cast<T>(0));
-      std::fill(sum_gy.begin(), sum_gy.end(), static_cast<T>(0));
-      std::fill(sum_gm.begin(), sum_gm.end(), static_cast<T>(0));
       for (int64_t c = 0; c < channels; ++c) {
         const T* p = input_n + c * plane;
         const T* go = grad + (r * channels + c) * bins;
+        const int64_t* pos = s.pos.data();
+        T* acc = corner_sum.data();
         for (int64_t bin = 0; bin < bins; ++bin) {
-          T val = 0, dx = 0, dy = 0;
-          for (int iy = 0; iy < s.g.grid_h; ++iy) {
-            const auto& ay = s.ys[bin * s.g.grid_h + iy];
-            for (int ix = 0; ix < s.g.grid_w; ++ix) {
-              const auto& ax = s.xs[bin * s.g.grid_w + ix];
-              T v, gx, gy;
-              sample_with_grad_xy<T>(p, width, ay, ax, &v, &gx, &gy);
-              val += v;
-              dx += gx;
-              dy += gy;
-            }
+          const T g = go[bin];
+          for (int64_t k = 0; k < per_bin; ++k, pos += 4, acc += 4) {
+            if (pos[0] < 0) continue;
+            acc[0] += g * p[pos[0]];
+            acc[1] += g * p[pos[1]];
+            acc[2] += g * p[pos[2]];
+            acc[3] += g * p[pos[3]];
           }
-          sum_gm[bin] += go[bin] * (val / s.g.count);
-          sum_gx[bin] += go[bin] * dx;
-          sum_gy[bin] += go[bin] * dy;
         }
       }
+      // corner order (y, x): (low, low), (low, high), (high, low), (high, high)
+      const T* S = corner_sum.data();
+      const T* w = s.w.data();
       for (int64_t bin = 0; bin < bins; ++bin) {
+        T val = 0, dx = 0, dy = 0;
+        for (int iy = 0; iy < s.g.grid_h; ++iy) {
+          const auto& ay = s.ys[bin * s.g.grid_h + iy];
+          for (int ix = 0; ix < s.g.grid_w; ++ix, S += 4, w += 4) {
+            const auto& ax = s.xs[bin * s.g.grid_w + ix];
+            if (!(ay.valid && ax.valid)) continue;
+            const T y = ay.coord, x = ax.coord;
+            const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
+            const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);
+            val += w[0] * S[0] + w[1] * S[1] + w[2] * S[2] + w[3] * S[3];
+            dx += S[3] * (y - yl) + S[1] * (yh - y) + S[2] * (yl - y) + S[0] * (y - yh);
+            dy += S[3] * (x - xl) + S[2] * (xh - x) + S[1] * (xl - x) + S[0] * (x - xh);
+          }
+        }
         const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        if (grad_mask) grad_mask[r * bins + bin] = sum_gm[bin];
+        if (grad_mask) grad_mask[r * bins + bin] = val / s.g.count;
         if (grad_offset) {
-          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * sum_gx[bin] / s.g.count;
-          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * sum_gy[bin] / s.g.count;
+          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * dx / s.g.count;
+          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * dy / s.g.count;
         }
       }
     }
