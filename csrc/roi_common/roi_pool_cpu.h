@@ -34,20 +34,31 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / w);
 }
 
-// Per-RoI sample table: for each bin, its grid_h row samples and grid_w column samples.
+// Per-RoI sample table, built once per RoI and reused for every channel: for each bin, its
+// samples inside the band only (band_range; the others read 0 and only count in g.count), each
+// as four corners (plane index and bilinear weight) and, on request, the corners' coefficients
+// of the x / y derivatives (sample_with_grad_xy is linear in the corner values). Bin b's corners
+// are entries [4 * start[b], 4 * start[b + 1]).
 template <typename T>
 struct RoISamples {
   RoIGeometry<T> g;
-  std::vector<AxisSample<T>> ys, xs;  // [bins * grid_h], [bins * grid_w]
+  std::vector<int64_t> start;  // [bins + 1], in samples
+  std::vector<int64_t> pos;    // [samples * 4], order (y, x): (low, low), (low, high), (high, low), (high, high)
+  std::vector<T> w;            // [samples * 4]
+  std::vector<T> cx, cy;       // [samples * 4] when built with_derivatives
 
   template <typename scalar_t>
-  void build(const T* roi, const scalar_t* offset, int height, int width, const PoolArgs& a) {
+  void build(const T* roi, const scalar_t* offset, int height, int width, const PoolArgs& a,
+             bool with_derivatives = false) {
     const int ph_n = static_cast<int>(a.pooled_h), pw_n = static_cast<int>(a.pooled_w);
     g = roi_geometry<T>(roi, static_cast<T>(a.spatial_scale), ph_n, pw_n,
                         static_cast<int>(a.sampling_ratio), a.aligned);
     const int bins = ph_n * pw_n;
-    ys.resize(static_cast<size_t>(bins) * g.grid_h);
-    xs.resize(static_cast<size_t>(bins) * g.grid_w);
+    start.assign(1, 0);
+    pos.clear();
+    w.clear();
+    cx.clear();
+    cy.clear();
     const T gamma = static_cast<T>(a.gamma);
     for (int ph = 0; ph < ph_n; ++ph) {
       for (int pw = 0; pw < pw_n; ++pw) {
@@ -57,46 +68,39 @@ struct RoISamples {
           dx = gamma * g.roi_w * static_cast<T>(offset[bin]);
           dy = gamma * g.roi_h * static_cast<T>(offset[bins + bin]);
         }
-        for (int iy = 0; iy < g.grid_h; ++iy)
-          ys[bin * g.grid_h + iy] = axis_sample<T>(height, sample_y<T>(g, ph, dy, iy));
-        for (int ix = 0; ix < g.grid_w; ++ix)
-          xs[bin * g.grid_w + ix] = axis_sample<T>(width, sample_x<T>(g, pw, dx, ix));
+        int y0, y1, x0, x1;
+        bin_band<T>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
+        xs_.clear();
+        for (int ix = x0; ix < x1; ++ix) {
+          xs_.push_back(axis_sample<T>(width, sample_x<T>(g, pw, dx, ix)));
+        }
+        for (int iy = y0; iy < y1; ++iy) {
+          const AxisSample<T> ay = axis_sample<T>(height, sample_y<T>(g, ph, dy, iy));
+          if (!ay.valid) continue;
+          for (const AxisSample<T>& ax : xs_) {
+            if (!ax.valid) continue;
+            add(ay, ax, width, with_derivatives);
+          }
+        }
+        start.push_back(static_cast<int64_t>(pos.size() / 4));
       }
     }
   }
 
-  // Flattened corners: for sample k = (bin * grid_h + iy) * grid_w + ix, the four plane indices
-  // and weights (index -1 for a sample outside the band: skipped), computed once per RoI and
-  // reused for every channel.
-  std::vector<int64_t> pos;  // [samples * 4]
-  std::vector<T> w;          // [samples * 4]
+ private:
+  std::vector<AxisSample<T>> xs_;
 
-  void build_corners(int width, int64_t bins) {
-    const int64_t per_bin = static_cast<int64_t>(g.grid_h) * g.grid_w;
-    pos.resize(static_cast<size_t>(bins * per_bin * 4));
-    w.resize(pos.size());
-    int64_t k = 0;
-    for (int64_t bin = 0; bin < bins; ++bin) {
-      for (int iy = 0; iy < g.grid_h; ++iy) {
-        const auto& ay = ys[bin * g.grid_h + iy];
-        for (int ix = 0; ix < g.grid_w; ++ix, k += 4) {
-          const auto& ax = xs[bin * g.grid_w + ix];
-          if (!(ay.valid && ax.valid)) {
-            pos[k] = pos[k + 1] = pos[k + 2] = pos[k + 3] = -1;
-            w[k] = w[k + 1] = w[k + 2] = w[k + 3] = static_cast<T>(0);
-            continue;
-          }
-          pos[k] = static_cast<int64_t>(ay.low) * width + ax.low;
-          pos[k + 1] = static_cast<int64_t>(ay.low) * width + ax.high;
-          pos[k + 2] = static_cast<int64_t>(ay.high) * width + ax.low;
-          pos[k + 3] = static_cast<int64_t>(ay.high) * width + ax.high;
-          w[k] = ay.h * ax.h;
-          w[k + 1] = ay.h * ax.l;
-          w[k + 2] = ay.l * ax.h;
-          w[k + 3] = ay.l * ax.l;
-        }
-      }
-    }
+  void add(const AxisSample<T>& ay, const AxisSample<T>& ax, int width, bool with_derivatives) {
+    const int64_t yl = static_cast<int64_t>(ay.low) * width, yh = static_cast<int64_t>(ay.high) * width;
+    pos.insert(pos.end(), {yl + ax.low, yl + ax.high, yh + ax.low, yh + ax.high});
+    w.insert(w.end(), {ay.h * ax.h, ay.h * ax.l, ay.l * ax.h, ay.l * ax.l});
+    if (!with_derivatives) return;
+    // the coefficients of sample_with_grad_xy's derivatives, per corner
+    const T y = ay.coord, x = ax.coord;
+    const T fyl = static_cast<T>(ay.low), fyh = static_cast<T>(ay.high);
+    const T fxl = static_cast<T>(ax.low), fxh = static_cast<T>(ax.high);
+    cx.insert(cx.end(), {y - fyh, fyh - y, fyl - y, y - fyl});
+    cy.insert(cy.end(), {x - fxh, fxl - x, fxh - x, x - fxl});
   }
 };
 
@@ -113,8 +117,6 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
     RoISamples<T> s;
     for (int64_t r = begin; r < end; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
-      s.build_corners(width, bins);
-      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
       const T* input_n = input + s.g.batch * channels * plane;
       for (int64_t c = 0; c < channels; ++c) {
         const T* p = input_n + c * plane;
@@ -123,8 +125,7 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
         const T* w = s.w.data();
         for (int64_t bin = 0; bin < bins; ++bin) {
           T acc = 0;
-          for (int64_t k = 0; k < per_bin; ++k, pos += 4, w += 4) {
-            if (pos[0] < 0) continue;
+          for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
             acc += w[0] * p[pos[0]] + w[1] * p[pos[1]] + w[2] * p[pos[2]] + w[3] * p[pos[3]];
           }
           acc /= s.g.count;
@@ -148,8 +149,6 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
     RoISamples<T> s;
     for (int64_t r = 0; r < num_rois; ++r) {
       s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
-      s.build_corners(width, bins);
-      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
       for (int64_t c = c_begin; c < c_end; ++c) {
         T* gp = grad_input + (s.g.batch * channels + c) * plane;
         const T* go = grad + (r * channels + c) * bins;
@@ -158,8 +157,7 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
         for (int64_t bin = 0; bin < bins; ++bin) {
           T gbin = go[bin] / s.g.count;
           if (mask) gbin *= mask[r * bins + bin];
-          for (int64_t k = 0; k < per_bin; ++k, pos += 4, w += 4) {
-            if (pos[0] < 0) continue;
+          for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
             gp[pos[0]] += w[0] * gbin;
             gp[pos[1]] += w[1] * gbin;
             gp[pos[2]] += w[2] * gbin;
@@ -173,8 +171,8 @@ void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
 
 // grad_offset[R, 2, ph, pw] (when offset is given) and grad_mask[R, 1, ph, pw] (when mask is
 // given), summed over channels; each thread owns its RoIs. A sample's value and its x/y
-// derivatives (sample_with_grad_xy) are linear in its four corner values with coefficients that
-// do not depend on the channel, so the channel sum is taken first, per corner:
+// derivatives are linear in its four corner values with coefficients that do not depend on the
+// channel (RoISamples' w, cx, cy), so the channel sum is taken first, per corner:
 // S[corner] = sum_c grad[c, bin] * input[c, corner] (the forward's gather, once per channel),
 // and the coefficients are applied once per RoI.
 template <typename scalar_t>
@@ -189,11 +187,9 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
   const T gamma = static_cast<T>(a.gamma);
   at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
     RoISamples<T> s;
-    std::vector<T> corner_sum;  // [bins * grid_h * grid_w * 4]
+    std::vector<T> corner_sum;  // [samples * 4]
     for (int64_t r = begin; r < end; ++r) {
-      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
-      s.build_corners(width, bins);
-      const int64_t per_bin = static_cast<int64_t>(s.g.grid_h) * s.g.grid_w;
+      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a, true);
       corner_sum.assign(s.pos.size(), static_cast<T>(0));
       const T* input_n = input + s.g.batch * channels * plane;
       for (int64_t c = 0; c < channels; ++c) {
@@ -203,8 +199,7 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
         T* acc = corner_sum.data();
         for (int64_t bin = 0; bin < bins; ++bin) {
           const T g = go[bin];
-          for (int64_t k = 0; k < per_bin; ++k, pos += 4, acc += 4) {
-            if (pos[0] < 0) continue;
+          for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, acc += 4) {
             acc[0] += g * p[pos[0]];
             acc[1] += g * p[pos[1]];
             acc[2] += g * p[pos[2]];
@@ -212,23 +207,12 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
           }
         }
       }
-      // corner order (y, x): (low, low), (low, high), (high, low), (high, high)
-      const T* S = corner_sum.data();
-      const T* w = s.w.data();
       for (int64_t bin = 0; bin < bins; ++bin) {
         T val = 0, dx = 0, dy = 0;
-        for (int iy = 0; iy < s.g.grid_h; ++iy) {
-          const auto& ay = s.ys[bin * s.g.grid_h + iy];
-          for (int ix = 0; ix < s.g.grid_w; ++ix, S += 4, w += 4) {
-            const auto& ax = s.xs[bin * s.g.grid_w + ix];
-            if (!(ay.valid && ax.valid)) continue;
-            const T y = ay.coord, x = ax.coord;
-            const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
-            const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);
-            val += w[0] * S[0] + w[1] * S[1] + w[2] * S[2] + w[3] * S[3];
-            dx += S[3] * (y - yl) + S[1] * (yh - y) + S[2] * (yl - y) + S[0] * (y - yh);
-            dy += S[3] * (x - xl) + S[2] * (xh - x) + S[1] * (xl - x) + S[0] * (x - xh);
-          }
+        for (int64_t j = 4 * s.start[bin]; j < 4 * s.start[bin + 1]; ++j) {
+          val += s.w[j] * corner_sum[j];
+          dx += s.cx[j] * corner_sum[j];
+          dy += s.cy[j] * corner_sum[j];
         }
         const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
         if (grad_mask) grad_mask[r * bins + bin] = val / s.g.count;

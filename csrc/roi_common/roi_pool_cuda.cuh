@@ -78,9 +78,11 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
     bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
     const scalar_t* plane = input + (g.batch * channels + c) * height * width;
     acc_t acc = 0;
-    for (int iy = 0; iy < g.grid_h; ++iy) {
+    int y0, y1, x0, x1;
+    bin_band<acc_t>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
+    for (int iy = y0; iy < y1; ++iy) {
       const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
-      for (int ix = 0; ix < g.grid_w; ++ix) {
+      for (int ix = x0; ix < x1; ++ix) {
         const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
         acc += sample<acc_t, scalar_t>(plane, width, ay, ax);
       }
@@ -103,10 +105,12 @@ __device__ inline void scatter_bin(const scalar_t* grad, const acc_t* rois, cons
   bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
   acc_t gbin = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]) / g.count;
   if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
-  for (int iy = 0; iy < g.grid_h; ++iy) {
+  int y0, y1, x0, x1;
+  bin_band<acc_t>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
+  for (int iy = y0; iy < y1; ++iy) {
     const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
     if (!ay.valid) continue;
-    for (int ix = 0; ix < g.grid_w; ++ix) {
+    for (int ix = x0; ix < x1; ++ix) {
       const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
       if (!ax.valid) continue;
       const int64_t i00 = ay.low * width + ax.low, i01 = ay.low * width + ax.high;
@@ -211,13 +215,15 @@ __global__ void roi_pool_backward_offset_mask_kernel(
     if (g.batch >= 0) {
       acc_t dx, dy;
       bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+      int y0, y1, x0, x1;
+      bin_band<acc_t>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
       for (int64_t c = 0; c < channels; ++c) {
         const scalar_t* plane = input + (g.batch * channels + c) * height * width;
         const acc_t go = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]);
         acc_t val = 0, vx = 0, vy = 0;
-        for (int iy = 0; iy < g.grid_h; ++iy) {
+        for (int iy = y0; iy < y1; ++iy) {
           const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
-          for (int ix = 0; ix < g.grid_w; ++ix) {
+          for (int ix = x0; ix < x1; ++ix) {
             const AxisSample<acc_t> ax =
                 axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
             acc_t v, gx, gy;

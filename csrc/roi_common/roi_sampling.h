@@ -21,13 +21,16 @@
 namespace detection {
 namespace roi {
 
+// Largest adaptive sampling grid per axis (see roi_geometry).
+constexpr int kMaxGrid = 1 << 30;
+
 // Geometry of one RoI: start corner, size, bin size and sampling grid.
 template <typename T>
 struct RoIGeometry {
   int64_t batch;  // batch index (validated by the caller)
   T start_w, start_h, roi_w, roi_h, bin_w, bin_h;
   int grid_h, grid_w;
-  T count;  // number of samples per bin, at least 1
+  T count;  // number of samples per bin (grid_h * grid_w), at least 1
 };
 
 template <typename T>
@@ -52,12 +55,16 @@ C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale
   // adaptive grid: an inverted box (x2 < x1 or y2 < y1, aligned) has a negative size; its grid
   // is 0 (no samples, output 0, as torchvision), never negative (a negative grid sized the
   // per-RoI sample tables as ~2^64 entries)
+  // and it is capped at kMaxGrid (a grid beyond int range is undefined behaviour in the cast; a
+  // RoI that large -- 2^30 pooled_size feature pixels -- is not a box)
   const T gh = ceil(g.roi_h / pooled_h), gw = ceil(g.roi_w / pooled_w);
-  const T zero = static_cast<T>(0);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio : (gh > zero ? static_cast<int>(gh) : 0);
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio : (gw > zero ? static_cast<int>(gw) : 0);
-  const int n = g.grid_h * g.grid_w;
-  g.count = static_cast<T>(n > 1 ? n : 1);
+  const T zero = static_cast<T>(0), most = static_cast<T>(kMaxGrid);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio
+                                : (gh > zero ? static_cast<int>(gh < most ? gh : most) : 0);
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio
+                                : (gw > zero ? static_cast<int>(gw < most ? gw : most) : 0);
+  const T n = static_cast<T>(g.grid_h) * static_cast<T>(g.grid_w);  // may exceed int range
+  g.count = n > static_cast<T>(1) ? n : static_cast<T>(1);
   return g;
 }
 
@@ -135,6 +142,45 @@ C10_HOST_DEVICE inline void sample_with_grad_xy(const scalar_t* plane, int width
   *dval_dy = v_hh * (x - xl) + v_hl * (xh - x) + v_lh * (xl - x) + v_ll * (x - xh);
 }
 
+// The samples [*first, *last) of one axis of a bin that fall inside the band [-1, size]; every
+// other sample is outside and reads 0 (it still counts in the average). `coord(i)` is the very
+// function the sampling loops evaluate (sample_y / sample_x): an arithmetic progression in i,
+// monotonic also after rounding, so the band is one run of indices and two binary searches find
+// it exactly. Loops over that run instead of the whole grid make a huge RoI with an adaptive grid
+// cost what its part inside the map costs (a 1e5-pixel box used to take minutes). A NaN
+// coordinate is outside, as in axis_sample.
+template <typename T, typename Coord>
+C10_HOST_DEVICE inline void band_range(int grid, int size, const Coord& coord, int* first,
+                                       int* last) {
+  *first = *last = 0;
+  if (grid <= 0) return;
+  const T lo = static_cast<T>(-1), hi = static_cast<T>(size);
+  const T c0 = coord(0), c1 = coord(grid - 1);
+  if (c0 != c0 || c1 != c1) return;  // NaN
+  const bool up = c1 >= c0;
+  // smallest i in [0, grid] with pred(i) true, for a predicate false then true along i
+  auto search = [&](auto pred) {
+    int a = 0, b = grid;
+    while (a < b) {
+      const int m = a + (b - a) / 2;
+      if (pred(coord(m))) {
+        b = m;
+      } else {
+        a = m + 1;
+      }
+    }
+    return a;
+  };
+  if (up) {
+    *first = search([&](T v) { return v >= lo; });
+    *last = search([&](T v) { return v > hi; });
+  } else {
+    *first = search([&](T v) { return v <= hi; });
+    *last = search([&](T v) { return v < lo; });
+  }
+  if (*last < *first) *last = *first;
+}
+
 // Sample coordinates of sample (iy, ix) of bin (ph, pw), the bin start shifted by (dx, dy).
 template <typename T>
 C10_HOST_DEVICE inline T sample_y(const RoIGeometry<T>& g, int ph, T dy, int iy) {
@@ -146,6 +192,14 @@ template <typename T>
 C10_HOST_DEVICE inline T sample_x(const RoIGeometry<T>& g, int pw, T dx, int ix) {
   return g.start_w + dx + pw * g.bin_w +
          (static_cast<T>(ix) + static_cast<T>(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
+}
+
+// The in-band sample runs [y0, y1) x [x0, x1) of bin (ph, pw) shifted by (dx, dy).
+template <typename T>
+C10_HOST_DEVICE inline void bin_band(const RoIGeometry<T>& g, int ph, int pw, T dy, T dx,
+                                     int height, int width, int* y0, int* y1, int* x0, int* x1) {
+  band_range<T>(g.grid_h, height, [&](int iy) { return sample_y<T>(g, ph, dy, iy); }, y0, y1);
+  band_range<T>(g.grid_w, width, [&](int ix) { return sample_x<T>(g, pw, dx, ix); }, x0, x1);
 }
 
 }  // namespace roi

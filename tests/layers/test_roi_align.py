@@ -1,6 +1,10 @@
 """roi_align against torchvision.ops.roi_align (both alignments, forward and backward), gradcheck,
 edge cases, the module, opcheck and error messages."""
 
+import math
+import os
+
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -43,6 +47,78 @@ def test_matches_torchvision_forward_backward(aligned, sampling_ratio, dtype):
         ours.backward(grad)
         ref.backward(grad)
         torch.testing.assert_close(x1.grad, x2.grad, **tol)
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 40])
+def test_rois_far_outside_match_torchvision(sampling_ratio):
+    """The kernels evaluate only the samples inside the band [-1, H] x [-1, W] (a binary search
+    per bin and axis); boxes reaching far outside the map, with large adaptive or fixed grids,
+    must give exactly what torchvision's full loop over the grid gives."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 12, 15, generator=g, dtype=torch.float64)
+    rois = _random_rois(20, 2, 30, 24, seed=7, outside=300.0)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = roi_align(x1, rois, (3, 4), 0.5, sampling_ratio, True)
+    ref = torchvision.ops.roi_align(x2, rois, (3, 4), 0.5, sampling_ratio, True)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    ours.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+
+
+def _in_band_fraction(start, size, pooled, extent):
+    """Per bin along one axis: the fraction of the adaptive grid's samples inside [-1, extent]
+    (CONVENTIONS.md: grid = ceil(size / pooled), samples at (i + 0.5) * bin / grid)."""
+    grid = math.ceil(size / pooled)
+    i = np.arange(grid, dtype=np.float64)
+    bin_size = size / pooled
+    return np.array([np.count_nonzero((c >= -1) & (c <= extent)) / grid
+                     for c in (start + p * bin_size + (i + 0.5) * bin_size / grid
+                               for p in range(pooled))])  # fmt: skip
+
+
+HUGE_ROI_CODE = """
+import sys, torch
+from detection.layers import roi_align, modulated_deform_roi_pool
+x = torch.ones(1, 2, 12, 15, dtype=torch.float64, requires_grad=True)
+rois = torch.tensor([[0, -5e4, -4e4, 5e4, 6e4], [0, -1e30, -1e30, 1e30, 1e30]], dtype=torch.float64)
+out = roi_align(x, rois, 7, 1.0, 0, True)
+out.backward(torch.ones_like(out))
+pool = modulated_deform_roi_pool(x.detach(), rois, torch.zeros(2, 2, 7, 7, dtype=torch.float64),
+                                 torch.ones(2, 1, 7, 7, dtype=torch.float64), output_size=7,
+                                 spatial_scale=1.0, sampling_ratio=0)
+torch.save([out.detach(), x.grad, pool], sys.argv[1])
+"""
+
+
+def test_huge_rois_cost_their_part_inside_the_map(tmp_path):
+    """A 1e5-pixel box with an adaptive grid (20000 x 14286 samples per bin: 1.4e10 per RoI and
+    channel if every sample were evaluated) used to run for minutes; a 1e30-pixel one overflowed
+    the grid's int cast. In a subprocess with a time limit, so a regression fails instead of
+    hanging. On a constant input every in-band sample reads 1, so each bin is the fraction of its
+    grid inside the band, computed here from the convention."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = tmp_path / "huge.pt"
+    res = subprocess.run([sys.executable, "-c", HUGE_ROI_CODE, str(path)], cwd=root,
+                         env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out, grad, pool = torch.load(path)
+    # aligned: feature coordinates shift by -0.5
+    fy = _in_band_fraction(-4e4 - 0.5, 1e5, 7, 12)
+    fx = _in_band_fraction(-5e4 - 0.5, 1e5, 7, 15)
+    expected = torch.from_numpy(np.outer(fy, fx))
+    torch.testing.assert_close(out[0, 0], expected, rtol=1e-9, atol=1e-15)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert out[1].abs().max() < 1e-30  # 1e30 px: every bin has ~0 of its grid in the map
+    torch.testing.assert_close(pool, out)
+    # the input gradient of a sum of bins: each pixel receives its samples' weights / count,
+    # in total the sum of the outputs (every in-band sample spreads weight 1 over 4 corners)
+    torch.testing.assert_close(grad.sum(), out.sum(), rtol=1e-9, atol=0)
 
 
 def test_list_of_boxes_matches_tensor_rois():
