@@ -24,13 +24,20 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS within each category `idxs` (Tensor[K] int): boxes of different categories never
     suppress each other. Each category's boxes are shifted by `idx * (extent + 1)`, where extent is
-    the spread of all coordinates, so that categories cannot overlap, and one NMS runs on them all.
-    Returns kept indices Tensor[K'] int64 by decreasing score."""
+    the spread of the finite coordinates, so that categories cannot overlap, and one NMS runs on
+    them all. A box with a non-finite coordinate overlaps nothing (its IoU is 0 or NaN), as in
+    `nms`: it is kept when its score ranks and suppresses nothing, and it does not disturb the
+    shift of the other boxes (an infinite extent used to turn every shifted box into NaN, so that
+    nothing at all was suppressed). Returns kept indices Tensor[K'] int64 by decreasing score."""
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     if idxs.shape != scores.shape:
         raise ValueError(f"idxs must have scores' shape {tuple(scores.shape)}, got {tuple(idxs.shape)}")
-    extent = boxes.max() - boxes.min() + 1
+    finite = torch.isfinite(boxes)
+    inf = torch.tensor(float("inf"), dtype=boxes.dtype, device=boxes.device)
+    spread = torch.where(finite, boxes, -inf).max() - torch.where(finite, boxes, inf).min()
+    # no finite coordinate at all: spread is -inf; any shift will do
+    extent = torch.nan_to_num(spread, nan=0.0, posinf=0.0, neginf=0.0) + 1
     offsets = idxs.to(boxes) * extent
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 

@@ -61,6 +61,37 @@ def test_batched_nms_matches_torchvision():
     assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]), 0.5).tolist() == [0]
 
 
+def _per_category_nms(boxes, scores, idxs, thr):
+    """batched_nms by its definition: one nms per category, merged by decreasing score."""
+    kept = []
+    for c in idxs.unique():
+        where = torch.nonzero(idxs == c).flatten()
+        kept.append(where[nms(boxes[where], scores[where], thr)])
+    kept = torch.cat(kept)
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+
+
+def test_batched_nms_with_non_finite_boxes_matches_per_category_nms():
+    """An infinite coordinate used to make the category shift infinite (every shifted box NaN):
+    nothing was suppressed. Now the finite boxes are suppressed within their categories exactly
+    as one nms per category does, and the non-finite boxes suppress nothing."""
+    g = torch.Generator().manual_seed(5)
+    xy = torch.rand(60, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + 10 + torch.rand(60, 2, generator=g) * 20], dim=1)
+    boxes[3, 2] = float("inf")
+    boxes[17, 0] = -float("inf")
+    boxes[40, 1] = float("nan")
+    scores = torch.rand(60, generator=g)
+    idxs = torch.randint(0, 3, (60,), generator=g)
+    ours = batched_nms(boxes, scores, idxs, 0.5)
+    expected = _per_category_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(ours, expected)
+    assert len(ours) < 57  # some of the 57 finite boxes were suppressed (none were before)
+    assert {3, 17, 40} <= set(ours.tolist())
+    all_inf = torch.full((2, 4), float("inf"))
+    assert batched_nms(all_inf, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]
+
+
 def test_opcheck_and_fake_dynamic_size():
     boxes, scores = _random_boxes(50, 3)
     torch.library.opcheck(torch.ops.detection.nms.default, (boxes, scores, 0.5))
