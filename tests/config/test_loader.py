@@ -328,6 +328,7 @@ def test_steps_beyond_max_iter_warn_not_fail():
         ),
         (["MODEL.RESNETS.NORM", "LN"], "MODEL.RESNETS.NORM"),
         (["MODEL.GROUP_NORM.NUM_GROUPS", "48"], "MODEL.GROUP_NORM.NUM_GROUPS"),
+        (["MODEL.RESNETS.DEFORMABLE_GROUPS", "5"], "MODEL.RESNETS.DEFORMABLE_GROUPS"),
         (["MODEL.ROI_BOX_HEAD.POOLER", "PSRoIPool"], "MODEL.ROI_BOX_HEAD.POOLER"),
         (["MODEL.ROI_MASK_HEAD.POOLER", "RoIPool"], "MODEL.ROI_MASK_HEAD.POOLER"),
         (

@@ -346,6 +346,19 @@ def load_torchvision_resnet(
     return missing, skipped
 
 
+def _deformable_conv_widths(kind: str, r) -> Dict[str, List[int]]:
+    """Input channels of the deformable 3x3 convs of each stage with STAGE_WITH_DCN set, the way
+    ResNet builds them (bottleneck width doubling per stage; a BasicBlock's first conv takes the
+    previous stage's output)."""
+    widths = {}
+    in_ch, out_ch, bott = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NUM_GROUPS * r.WIDTH_PER_GROUP
+    for i, name in enumerate(("res2", "res3", "res4", "res5")):
+        if r.STAGE_WITH_DCN[i]:
+            widths[name] = [bott] if kind != "basic" else sorted({in_ch, out_ch})
+        in_ch, out_ch, bott = out_ch, out_ch * 2, bott * 2
+    return widths
+
+
 def build_resnet_backbone(cfg) -> ResNet:
     """The backbone of `cfg.MODEL.BACKBONE` / `cfg.MODEL.RESNETS` (errors name the key)."""
     body = cfg.MODEL.BACKBONE.CONV_BODY
@@ -373,6 +386,14 @@ def build_resnet_backbone(cfg) -> ResNet:
         raise ValueError(f"MODEL.RESNETS.NUM_GROUPS must be 1 for {body} (BasicBlock)")
     if r.DEFORMABLE_GROUPS < 1:
         raise ValueError(f"MODEL.RESNETS.DEFORMABLE_GROUPS must be >= 1, got {r.DEFORMABLE_GROUPS}")
+    widths = _deformable_conv_widths(RESNET_SPECS[depth][0], r)
+    bad = {k: v for k, v in widths.items() if any(w % r.DEFORMABLE_GROUPS for w in v)}
+    if bad:
+        raise ValueError(
+            f"MODEL.RESNETS.DEFORMABLE_GROUPS={r.DEFORMABLE_GROUPS} must divide the input channels "
+            f"of every deformable 3x3 conv (stages of MODEL.RESNETS.STAGE_WITH_DCN); it does not "
+            f"divide {bad}"
+        )
     if r.NORM == "GN":
         g = cfg.MODEL.GROUP_NORM.NUM_GROUPS
         widths = [r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NUM_GROUPS * r.WIDTH_PER_GROUP]
