@@ -106,7 +106,7 @@ def test_cpu_deform_conv_backward_bitwise_across_runs_and_threads(groups):
 
 
 def test_cpu_deform_conv_channel_chunks_match_reference_sum():
-    """More channels than one chunk (kChannelChunk = 32) in each deformable group: the chunked
+    """More channels than one chunk (kChannelChunk = 64) in each deformable group: the chunked
     sums of the coordinate gradients equal the float64 result to float32 rounding."""
     tensors, grad, kw = _dcn_case("cpu", c=160, dg=2, h=7, w=6)
     ours = modulated_deform_conv2d(*[t.clone().requires_grad_() for t in tensors], **kw)
