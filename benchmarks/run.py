@@ -297,6 +297,13 @@ def environment() -> str:
         f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}",
     ]
+    from detection import _ext
+
+    if _ext.HAS_OPS:
+        lines.append(
+            f"- CPU ISA of our sampling loops: {_ext.cpu_isa()}; ATen's: "
+            f"{torch.backends.cpu.get_cpu_capability()}"
+        )
     try:
         import torchvision
 
