@@ -297,6 +297,12 @@ def environment() -> str:
         f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}",
     ]
+    try:
+        import torchvision
+
+        lines[-1] += f", torchvision {torchvision.__version__}"
+    except ImportError:
+        pass
     from detection import _ext
 
     if _ext.HAS_OPS:
@@ -304,12 +310,6 @@ def environment() -> str:
             f"- CPU ISA of our sampling loops: {_ext.cpu_isa()}; ATen's: "
             f"{torch.backends.cpu.get_cpu_capability()}"
         )
-    try:
-        import torchvision
-
-        lines[-1] += f", torchvision {torchvision.__version__}"
-    except ImportError:
-        pass
     if torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
     else:
