@@ -586,6 +586,44 @@ def test_cuda_matches_cpu(cfg, dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("step", [1, 2])
+def test_cuda_im2col_step_chunks_match_cpu(step):
+    """Batches longer than im2col_step go through several column chunks (pointer shifts per
+    chunk, float64)."""
+    args, kw = make_case(5, 4, 6, 7, 6, 3, padding=1, dg=2, groups=2)
+    grad_out = torch.randn(5, 6, 7, 6, dtype=torch.float64)
+    out_cpu, grads_cpu = _grads(args, kw, grad_out)
+    cuda_args = [a.cuda() for a in args]
+    out, grads = _grads(cuda_args, kw, grad_out.cuda(), im2col_step=step)
+    torch.testing.assert_close(out.cpu(), out_cpu, rtol=1e-10, atol=1e-10)
+    for name, g, gc in zip(["input", "offset", "mask", "weight", "bias"], grads, grads_cpu):
+        torch.testing.assert_close(g.cpu(), gc, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.cuda
+def test_cuda_empty_batch_zero_channels_and_non_contiguous():
+    # batch 0
+    args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
+    out, grads = _grads([a.cuda() for a in args], kw, torch.zeros(0, 6, 5, 5, device="cuda",
+                                                                  dtype=torch.float64))  # fmt: skip
+    assert out.shape == (0, 6, 5, 5)
+    assert all(g.shape == a.shape for g, a in zip(grads, args))
+    # 0 input channels: every gradient is zero (offset and mask included), as on CPU
+    args, kw = make_case(2, 0, 3, 5, 5, 3, padding=1)
+    out, grads = _grads([a.cuda() for a in args], kw)
+    for name, g in zip(["input", "offset", "mask", "weight", "bias"], grads):
+        if name != "bias":
+            assert torch.count_nonzero(g) == 0, name
+    # non-contiguous input and offset: same as contiguous copies
+    args, kw = make_case(2, 4, 6, 7, 8, 3, padding=1, dg=2)
+    cuda_args = [a.cuda() for a in args]
+    x = cuda_args[0].contiguous(memory_format=torch.channels_last)
+    offset = cuda_args[1].transpose(2, 3).contiguous().transpose(2, 3)
+    torch.testing.assert_close(modulated_deform_conv2d(x, offset, *cuda_args[2:], **kw),
+                               modulated_deform_conv2d(*cuda_args, **kw), rtol=0, atol=0)  # fmt: skip
+
+
+@pytest.mark.cuda
 def test_cuda_autocast_and_reference_case():
     layer = ModulatedDeformConv2dPack(1, 1, (2, 2), padding=1, bias=False).cuda()
     layer.weight.data.fill_(1.0)

@@ -220,7 +220,9 @@ ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_
 int64_t chunk_size(const ConvShape& s, const ConvParams& p, int64_t element_size) {
   const int64_t per_image =
       std::max<int64_t>(1, s.channels * s.kernel_h * s.kernel_w * s.out_h * s.out_w * element_size);
-  return std::max<int64_t>(1, std::min<int64_t>(p.im2col_step, kMaxColumnBytes / per_image));
+  // never more images than the batch has: the buffer is allocated at the chunk size
+  return std::max<int64_t>(
+      1, std::min<int64_t>({p.im2col_step, kMaxColumnBytes / per_image, s.batch}));
 }
 
 at::ScalarType opmath_dtype(at::ScalarType t) {
@@ -306,8 +308,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const at::ScalarType acc_type = opmath_dtype(input.scalar_type());
 
   at::Tensor grad_input_acc = at::zeros(input.sizes(), input.options().dtype(acc_type));
-  at::Tensor grad_offset = at::empty_like(offset, at::MemoryFormat::Contiguous);
-  at::Tensor grad_mask = mask.has_value() ? at::empty_like(*mask, at::MemoryFormat::Contiguous)
+  // zeros: with 0 input channels no kernel writes them (the CPU kernel returns zeros too)
+  at::Tensor grad_offset = at::zeros_like(offset, at::MemoryFormat::Contiguous);
+  at::Tensor grad_mask = mask.has_value() ? at::zeros_like(*mask, at::MemoryFormat::Contiguous)
                                           : at::empty({0}, input.options());
   at::Tensor grad_weight_acc = at::zeros(weight.sizes(), weight.options().dtype(acc_type));
   at::Tensor grad_bias = bias_.has_value()

@@ -15,8 +15,10 @@ namespace {
 
 constexpr int kBlockBits = 64;  // boxes per mask word
 
+// The IoU is computed in acc_t and compared with the double threshold, as the CPU kernel does (a
+// float threshold rounded up, e.g. 0.3f > 0.3, would keep a box whose IoU equals it exactly).
 template <typename acc_t, typename scalar_t>
-__device__ inline bool suppresses(const scalar_t* a, const scalar_t* b, acc_t threshold) {
+__device__ inline bool suppresses(const scalar_t* a, const scalar_t* b, double threshold) {
   const acc_t ax1 = static_cast<acc_t>(a[0]), ay1 = static_cast<acc_t>(a[1]);
   const acc_t ax2 = static_cast<acc_t>(a[2]), ay2 = static_cast<acc_t>(a[3]);
   const acc_t bx1 = static_cast<acc_t>(b[0]), by1 = static_cast<acc_t>(b[1]);
@@ -26,7 +28,7 @@ __device__ inline bool suppresses(const scalar_t* a, const scalar_t* b, acc_t th
   const acc_t inter = w * h;
   const acc_t area_a = (ax2 - ax1) * (ay2 - ay1);
   const acc_t area_b = (bx2 - bx1) * (by2 - by1);
-  return inter / (area_a + area_b - inter) > threshold;
+  return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
 }
 
 // mask[i * col_blocks + cb]: bit k set when sorted box i suppresses sorted box cb * 64 + k.
@@ -49,9 +51,8 @@ __global__ void nms_mask_kernel(int n, double iou_threshold, const scalar_t* __r
   const scalar_t* box = boxes + i * 4;
   unsigned long long bits = 0;
   const int start = row_block == col_block ? threadIdx.x + 1 : 0;
-  const acc_t threshold = static_cast<acc_t>(iou_threshold);
   for (int j = start; j < col_size; ++j) {
-    if (suppresses<acc_t, scalar_t>(box, col_boxes + j * 4, threshold)) bits |= 1ULL << j;
+    if (suppresses<acc_t, scalar_t>(box, col_boxes + j * 4, iou_threshold)) bits |= 1ULL << j;
   }
   const int col_blocks = (n + kBlockBits - 1) / kBlockBits;
   mask[static_cast<int64_t>(i) * col_blocks + col_block] = bits;
