@@ -197,6 +197,20 @@ def test_batch_zero():
     assert torch.count_nonzero(grads[3]) == 0 and torch.count_nonzero(grads[4]) == 0
 
 
+@pytest.mark.parametrize("c, cout", [(0, 3), (4, 0)])
+def test_zero_input_or_output_channels(c, cout):
+    """Nothing to sample (0 input channels) or nothing to produce (0 output channels): the output
+    is the bias, every gradient is zero (the CPU GEMMs go through a 1x1 convolution, which
+    rejects zero channels, so the kernel must not call it)."""
+    args, kw = make_case(2, c, cout, 5, 6, 3, padding=1, dg=1)
+    out, grads = _grads(args, kw)
+    torch.testing.assert_close(out, args[4].view(1, -1, 1, 1).expand_as(out), rtol=0, atol=0)
+    for name, g, a in zip(["input", "offset", "mask", "weight", "bias"], grads, args):
+        assert g.shape == a.shape, name
+        if name != "bias":
+            assert torch.count_nonzero(g) == 0, name
+
+
 def test_im2col_step_independent():
     args, kw = make_case(5, 4, 4, 6, 6, 3, padding=1, dg=2)
     grad_out = torch.randn(5, 4, 6, 6, dtype=torch.float64)

@@ -354,6 +354,11 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   if (mask_.has_value()) mask = mask_->contiguous();
   at::Tensor output = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, input.options());
   if (s.batch == 0) return output;
+  if (s.channels == 0 || s.out_channels == 0 || s.out_h * s.out_w == 0) {  // the bias only
+    output.zero_();
+    if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
+    return output;
+  }
 
   const Geometry geo = geometry(s, p);
   const int64_t P = geo.positions(), KC = geo.kk() * s.channels;
@@ -398,7 +403,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                                           : at::empty({0}, input.options());
   at::Tensor grad_bias =
       bias_.has_value() ? grad_output_.sum({0, 2, 3}) : at::empty({0}, input.options());
-  if (s.batch == 0) {
+  if (s.batch == 0 || s.channels == 0 || s.out_channels == 0 || s.out_h * s.out_w == 0) {
+    grad_input.zero_();
+    grad_offset.zero_();
+    grad_mask.zero_();
     return {grad_input, grad_offset, grad_mask,
             at::zeros_like(weight_, at::MemoryFormat::Contiguous), grad_bias};
   }
