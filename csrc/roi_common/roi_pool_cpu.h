@@ -43,7 +43,8 @@ template <typename T>
 struct RoISamples {
   RoIGeometry<T> g;
   std::vector<int64_t> start;  // [bins + 1], in samples
-  std::vector<int64_t> pos;    // [samples * 4], order (y, x): (low, low), (low, high), (high, low), (high, high)
+  // [samples * 4], corner order (y, x): (low, low), (low, high), (high, low), (high, high)
+  std::vector<int64_t> pos;
   std::vector<T> w;            // [samples * 4]
   std::vector<T> cx, cy;       // [samples * 4] when built with_derivatives
 
@@ -91,7 +92,8 @@ struct RoISamples {
   std::vector<AxisSample<T>> xs_;
 
   void add(const AxisSample<T>& ay, const AxisSample<T>& ax, int width, bool with_derivatives) {
-    const int64_t yl = static_cast<int64_t>(ay.low) * width, yh = static_cast<int64_t>(ay.high) * width;
+    const int64_t yl = static_cast<int64_t>(ay.low) * width;
+    const int64_t yh = static_cast<int64_t>(ay.high) * width;
     pos.insert(pos.end(), {yl + ax.low, yl + ax.high, yh + ax.low, yh + ax.high});
     w.insert(w.end(), {ay.h * ax.h, ay.h * ax.l, ay.l * ax.h, ay.l * ax.l});
     if (!with_derivatives) return;

@@ -554,8 +554,8 @@ def test_cpu_isa_variants_match_float64(isa, tmp_path):
     root = os.path.dirname(os.path.dirname(DATA))
     env = {**os.environ, "PYTHONPATH": root, "ATEN_CPU_CAPABILITY": isa, "OMP_NUM_THREADS": "1"}
     path = tmp_path / "grads.pt"
-    res = subprocess.run([sys.executable, "-c", ISA_CODE, str(path), os.path.dirname(__file__)],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    cmd = [sys.executable, "-c", ISA_CODE, str(path), os.path.dirname(__file__)]
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     if res.stdout.split()[-1] != isa:
         pytest.skip(f"this CPU (or this build) has no {isa} variant: ran {res.stdout.split()[-1]}")
@@ -633,8 +633,9 @@ def test_cuda_empty_batch_zero_channels_and_non_contiguous():
     cuda_args = [a.cuda() for a in args]
     x = cuda_args[0].contiguous(memory_format=torch.channels_last)
     offset = cuda_args[1].transpose(2, 3).contiguous().transpose(2, 3)
-    torch.testing.assert_close(modulated_deform_conv2d(x, offset, *cuda_args[2:], **kw),
-                               modulated_deform_conv2d(*cuda_args, **kw), rtol=0, atol=0)  # fmt: skip
+    expected = modulated_deform_conv2d(*cuda_args, **kw)
+    out = modulated_deform_conv2d(x, offset, *cuda_args[2:], **kw)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 @pytest.mark.cuda
