@@ -155,3 +155,31 @@ def test_cuda_roi_deterministic_bitwise_and_close_to_atomic():
     for a, b, c in zip(first, atomic, cpu):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(a.cpu(), c, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "dtype, groups, modulated",
+    [(torch.float32, 2, True), (torch.float16, 1, True), (torch.bfloat16, 1, False)],
+)
+def test_cuda_deform_conv_deterministic_variants_bitwise(dtype, groups, modulated):
+    """The deterministic CUDA backward for conv groups, half types and DCNv1 (no mask): two runs
+    bit-identical, and close to the CPU float32 result."""
+    tensors, grad, kw = _dcn_case("cpu", groups=groups)
+    if not modulated:
+        tensors[2] = None
+
+    def grads(device, dt):
+        leaves = [t.to(device, dt).requires_grad_() if t is not None else None for t in tensors]
+        out = modulated_deform_conv2d(*leaves, **kw)
+        out.backward(grad.to(device, dt))
+        return [out.detach()] + [t.grad for t in leaves if t is not None]
+
+    with deterministic():
+        first = grads("cuda", dtype)
+        second = grads("cuda", dtype)
+    _assert_bitwise(first, second, "two deterministic runs")
+    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}[dtype]
+    for a, b in zip(first, grads("cpu", torch.float32)):
+        scale = b.abs().max().item() + 1
+        torch.testing.assert_close(a.float().cpu(), b, rtol=tol, atol=tol * scale)
