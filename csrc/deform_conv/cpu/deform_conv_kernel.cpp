@@ -56,7 +56,6 @@ struct Geometry {
   int64_t kk() const { return kernel_h * kernel_w; }
   int64_t positions() const { return out_h * out_w; }
   int64_t padded_w() const { return width + 2; }
-  int64_t padded_plane() const { return (height + 3) * (width + 2); }
   int64_t zero_block() const { return (height + 1) * (width + 2); }
 };
 
@@ -449,17 +448,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                          im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
                          im.mask.data_ptr<scalar_t>(), geo, p.groups, chunks, q0, T,
                          grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
-        if (q0 + T == P) {  // the image's last positions: its gradients are complete
-          reduce_coordinate_grad<scalar_t>(
-              partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
-              grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
-              mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
-        }
-      });
-      if (q0 + T == P) {
+        if (q0 + T < P) return;  // the image's gradients are complete after its last positions
+        reduce_coordinate_grad<scalar_t>(
+            partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
+            grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
+            mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
         grad_input[b].copy_(
             grad_padded.narrow(0, 1, s.height).narrow(1, 1, s.width).permute({2, 0, 1}));
-      }
+      });
     });
   }
   // back from the column order [Cout, K, Cg] to [Cout, Cg, kh, kw]
