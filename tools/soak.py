@@ -96,7 +96,6 @@ class SoakLog:
 
 def _env(threads: int) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    env.pop("DETECTION_TEST_CKPT_WRITE_DELAY", None)
     return env
 
 

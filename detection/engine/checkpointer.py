@@ -7,9 +7,6 @@ the target folder, fsynced and renamed over the target with `os.replace`, so a c
 either the old or the new file, never a truncated one; the pointer file is written the same way
 and only after the checkpoint is in place. A SIGKILL in the middle of a write leaves a stray
 `.<name>.*.tmp` file, which `remove_stale_temp_files` clears at the next start.
-
-Test hook: `DETECTION_TEST_CKPT_WRITE_DELAY=<seconds>` makes `atomic_write` sleep between the
-fsync of the temporary file and the rename, so a test can kill a process in that window.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import logging
 import os
 import re
 import tempfile
-import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -64,9 +60,6 @@ def atomic_write(path: str, write_fn: Callable[[Any], None], binary: bool = True
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-        delay = os.environ.get("DETECTION_TEST_CKPT_WRITE_DELAY")
-        if delay:
-            time.sleep(float(delay))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

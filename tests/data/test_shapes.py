@@ -1,7 +1,6 @@
 """The synthetic shapes generator: deterministic, a valid COCO dataset, visible masks only."""
 
 import filecmp
-import importlib.util
 import json
 import os
 
@@ -12,6 +11,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from detection.data.datasets.shapes import generate_shapes_dataset, generate_split
+from testutils.tools import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -86,12 +86,7 @@ def test_masks_match_pixels(shapes):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "make_shapes", os.path.join(ROOT, "tools/make_shapes.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_shapes")
 
 
 def test_cli(tmp_path, capsys):

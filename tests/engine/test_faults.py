@@ -1,13 +1,13 @@
 """Training faults: non-finite loss/gradients (stop or skip), SIGINT/SIGTERM (checkpoint, exact
 resume), SIGKILL while a checkpoint is being written (resumable), architecture mismatch.
 
-The loop-level tests use the stand-in model and loader of test_trainer.py (milliseconds); the
-tests marked slow run tools/train.py on the tiny shapes config of tests/tools/test_tools.py,
-killing a real training subprocess. See RELIABILITY.md section 4.
+The loop-level tests use the stand-in model and loader of tests/testutils/toy_training.py
+(milliseconds); the tests marked slow run tools/train.py on the tiny shapes config of
+tests/testutils/tools.py, killing a real training subprocess. See RELIABILITY.md section 4 (this file is its fault
+matrix, hence its length).
 """
 
 import glob
-import importlib.util
 import json
 import logging
 import os
@@ -24,30 +24,22 @@ from detection.engine.checkpointer import Checkpointer
 from detection.engine.trainer import NonFiniteStepError, TrainingInterrupted, TrainOptions, do_train
 from detection.solver import build_lr_scheduler, build_optimizer
 from detection.utils.seed import seed_all
+from testutils import tools as tools_helpers
+from testutils.toy_training import Target, ToyModel, toy_cfg, toy_loader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-toy = _load("faults_toy_trainer", os.path.join(HERE, "test_trainer.py"))
-
-
 # ------------------------------------------------------------------ loop level (stand-in model)
 def _bad_loader(start_iter, max_iter, nan_at=(), signal_at=None, signum=signal.SIGINT):
-    """toy._loader, but the targets of the 0-based iterations in `nan_at` are NaN (so
+    """toy_loader, but the targets of the 0-based iterations in `nan_at` are NaN (so
     loss_reg is NaN) and `signum` is sent to this process while batch `signal_at` is made."""
     for i, (images, targets, idx) in zip(
-        range(start_iter, max_iter), toy._loader(start_iter, max_iter)
+        range(start_iter, max_iter), toy_loader(start_iter, max_iter)
     ):
         if i in nan_at:
-            targets = tuple(toy._Target(torch.full_like(t.y, float("nan"))) for t in targets)
+            targets = tuple(Target(torch.full_like(t.y, float("nan"))) for t in targets)
         if i == signal_at:
             os.kill(os.getpid(), signum)
         yield images, targets, idx
@@ -55,7 +47,7 @@ def _bad_loader(start_iter, max_iter, nan_at=(), signal_at=None, signum=signal.S
 
 def _train(c, loader, model=None, resume=False):
     seed_all(c.SEED)
-    model = model or toy._Model()
+    model = model or ToyModel()
     opt = build_optimizer(c, model)
     sched = build_lr_scheduler(c, opt)
     ck = Checkpointer(
@@ -96,8 +88,8 @@ def _weights(path):
 
 
 def test_nan_loss_stops_naming_iteration_and_terms_and_keeps_last_checkpoint(tmp_path):
-    c = toy._cfg(tmp_path)  # CHECKPOINT_PERIOD 2, keep 2, SAVE_PERIOD 5, MAX_ITER 10
-    model = toy._Model()
+    c = toy_cfg(tmp_path)  # CHECKPOINT_PERIOD 2, keep 2, SAVE_PERIOD 5, MAX_ITER 10
+    model = ToyModel()
     seen = _snapshots(model)
     with pytest.raises(NonFiniteStepError) as info:
         _train(c, lambda s, m: _bad_loader(s, m, nan_at={4}), model=model)
@@ -112,20 +104,20 @@ def test_nan_loss_stops_naming_iteration_and_terms_and_keeps_last_checkpoint(tmp
     ], "nothing may be written at or after the bad step"
     assert not (tmp_path / "final").exists() and not (tmp_path / "save").exists()
     saved = _weights(tmp_path / "model" / "model_0000004.pth")
-    assert torch.equal(
-        saved["fc.weight"], seen[4]
-    ), "the checkpoint is the state before the bad step"
+    assert torch.equal(saved["fc.weight"], seen[4]), (
+        "the checkpoint is the state before the bad step"
+    )
     assert torch.equal(model.fc.weight, seen[4]), "no optimizer update at the bad step"
 
 
 @pytest.mark.parametrize("clip", [0.0, 1.0])
 def test_non_finite_gradient_stops_naming_parameters(tmp_path, clip):
-    c = toy._cfg(tmp_path, CLIP_GRAD_NORM=clip)
-    model = toy._Model()
+    c = toy_cfg(tmp_path, CLIP_GRAD_NORM=clip)
+    model = ToyModel()
     seen = _snapshots(model)
     model.norm.weight.register_hook(lambda g: g * float("inf") if len(seen) == 3 else g)
     with pytest.raises(NonFiniteStepError) as info:
-        _train(c, toy._loader, model=model)
+        _train(c, toy_loader, model=model)
     msg = str(info.value)
     assert "iteration 3" in msg and "non-finite gradients" in msg and "norm.weight" in msg, msg
     assert "fc.weight" not in msg, "only the parameters with non-finite gradients are named"
@@ -135,8 +127,8 @@ def test_non_finite_gradient_stops_naming_parameters(tmp_path, clip):
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
     """An update can overflow with finite loss and gradients (here: a weight set to inf during
     the forward pass of iteration 4, a checkpoint iteration): nothing is saved."""
-    c = toy._cfg(tmp_path)
-    model = toy._Model()
+    c = toy_cfg(tmp_path)
+    model = ToyModel()
     seen = _snapshots(model)
 
     def corrupt(m, args, out):
@@ -145,7 +137,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
     model.register_forward_hook(corrupt)
     with pytest.raises(NonFiniteStepError) as info:
-        _train(c, toy._loader, model=model)
+        _train(c, toy_loader, model=model)
     msg = str(info.value)
     assert "iteration 4: non-finite weights" in msg and "fc.bias" in msg, msg
     assert "model_0000002.pth" in msg
@@ -153,8 +145,8 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
 
 def test_skip_mode_skips_bad_steps_then_stops_after_too_many(tmp_path):
-    c = toy._cfg(tmp_path / "a", SKIP_NONFINITE_STEPS=2, LOG_PERIOD=1)
-    model = toy._Model()
+    c = toy_cfg(tmp_path / "a", SKIP_NONFINITE_STEPS=2, LOG_PERIOD=1)
+    model = ToyModel()
     seen = _snapshots(model)
     _train(c, lambda s, m: _bad_loader(s, m, nan_at={4, 5}), model=model)
     assert len(seen) == 10
@@ -169,14 +161,14 @@ def test_skip_mode_skips_bad_steps_then_stops_after_too_many(tmp_path):
     assert all(r["loss"] == r["loss"] for r in records if r["type"] == "train"), "NaN in meters"
     assert (tmp_path / "a" / "final" / "model_final.pth").is_file()
 
-    c = toy._cfg(tmp_path / "b", SKIP_NONFINITE_STEPS=2)
+    c = toy_cfg(tmp_path / "b", SKIP_NONFINITE_STEPS=2)
     with pytest.raises(NonFiniteStepError, match=r"iteration 7: .*3 bad steps in a row > "):
         _train(c, lambda s, m: _bad_loader(s, m, nan_at={4, 5, 6}))
 
 
 def test_sigint_saves_current_iteration_and_resume_is_exact(tmp_path):
-    straight = _train(toy._cfg(tmp_path / "a"), toy._loader)
-    c = toy._cfg(tmp_path / "b")  # CHECKPOINT_PERIOD 2: iteration 5 is not a periodic one
+    straight = _train(toy_cfg(tmp_path / "a"), toy_loader)
+    c = toy_cfg(tmp_path / "b")  # CHECKPOINT_PERIOD 2: iteration 5 is not a periodic one
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as info:
         _train(c, lambda s, m: _bad_loader(s, m, signal_at=4))
@@ -184,13 +176,12 @@ def test_sigint_saves_current_iteration_and_resume_is_exact(tmp_path):
     assert "SIGINT received: stopped after iteration 5" in str(info.value)
     assert signal.getsignal(signal.SIGINT) is before, "the previous handler is restored"
     assert (tmp_path / "b" / "model" / "last_checkpoint").read_text().strip() == "model_0000005.pth"
-    resumed = _train(c, toy._loader, resume=True)
+    resumed = _train(c, toy_loader, resume=True)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 
 
 # -------------------------------------------------------- tools/train.py (tiny shapes config)
-tools_helpers = _load("faults_tools_helpers", os.path.join(ROOT, "tests", "tools", "test_tools.py"))
 real = pytest.mark.skipif(not tools_helpers.OPS_READY, reason="needs the compiled detection ops")
 CONFIG = tools_helpers.CONFIG
 # 6 iterations; weights do not depend on CHECKPOINT_PERIOD, so runs that differ only there and in
@@ -234,12 +225,17 @@ def straight(tmp_path_factory):
 
 def _train_tool(opts, resume=False):
     argv = ["--config", CONFIG] + (["--resume"] if resume else []) + list(opts)
-    return tools_helpers._load_tool("train").main(argv)
+    return tools_helpers.load_tool("train").main(argv)
 
 
-def _spawn(opts, **env):
+def _spawn(opts, rename_delay=None):
+    """tools/train.py in a subprocess; `rename_delay` seconds hold every checkpoint between its
+    write and its rename (tests/testutils/slow_checkpoint_rename.py)."""
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config", CONFIG, *opts]
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **env)
+    if rename_delay is not None:
+        helper = os.path.join(ROOT, "tests", "testutils", "slow_checkpoint_rename.py")
+        cmd = [sys.executable, helper, str(rename_delay)] + cmd[1:]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
         cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -301,15 +297,15 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(straight, tmp_path, _too
 @real
 @pytest.mark.slow
 def test_sigkill_during_checkpoint_write_leaves_a_resumable_run(straight, tmp_path, _tool_env):
-    """SIGKILL while the checkpoint of iteration 4 sits written-but-not-renamed (the test hook
-    holds it there 3 s): the run resumes from iteration 2 and ends with the uninterrupted
+    """SIGKILL while the checkpoint of iteration 4 sits written-but-not-renamed (the rename is
+    held back 3 s): the run resumes from iteration 2 and ends with the uninterrupted
     weights; the stray temporary file is removed."""
     ref_ws, opts = straight
     ws = str(tmp_path / "ws")
     model_dir = os.path.join(ws, "model")
     proc = _spawn(
         opts + ["WORKSPACE", ws, "SOLVER.CHECKPOINT_PERIOD", "2"],
-        DETECTION_TEST_CKPT_WRITE_DELAY="3",
+        rename_delay=3,
     )
     _wait_for(proc, lambda: glob.glob(os.path.join(model_dir, ".model_0000004.pth.*.tmp")))
     proc.kill()

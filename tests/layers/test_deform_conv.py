@@ -24,7 +24,7 @@ from detection.layers import (
     modulated_deform_conv2d,
 )
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 needs_ops = pytest.mark.skipif(not _ext.HAS_OPS, reason="compiled ops not built")
 pytestmark = needs_ops
 
@@ -246,7 +246,7 @@ def test_matches_torchvision():
 
 
 # ---------------------------------------------------------------------------------------------
-# Published reference cases (copied from ../shared/reference into tests/data).
+# Published reference cases (copied from ../shared/reference into tests/fixtures).
 
 
 def _load(name):

@@ -20,7 +20,7 @@ from detection.layers import (
 
 pytestmark = pytest.mark.skipif(not _ext.HAS_OPS, reason="detection._C not built")
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mmcv_deform_roi_pool.json")
+DATA = os.path.join(os.path.dirname(__file__), "..", "fixtures", "mmcv_deform_roi_pool.json")
 
 
 def _load_reference():
@@ -129,7 +129,7 @@ def _pool(input, rois, offset=None, mask=None, ph=2, pw=2, scale=1.0, sr=2, gamm
 
 
 # ----------------------------------------------------------------------------------------------
-# Published cases (tests/data/mmcv_deform_roi_pool.json).
+# Published cases (tests/fixtures/mmcv_deform_roi_pool.json).
 
 REF = _load_reference()
 CASES = REF["cases"]

@@ -2,7 +2,7 @@
 
 Regenerate after an intended numerical change, from the repository root:
 
-    python tests/modeling/make_golden_losses.py            # rewrites tests/data/golden_losses.json
+    python tests/modeling/make_golden_losses.py            # rewrites tests/fixtures/golden_losses.json
     python tests/modeling/make_golden_losses.py --check    # prints the differences only
 
 The values are a regression guard recorded from this implementation (not an external reference).
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 if ROOT not in sys.path:  # run as a script: the tree's own package first
     sys.path.insert(0, ROOT)
-GOLDEN = os.path.join(HERE, "..", "data", "golden_losses.json")
+GOLDEN = os.path.join(HERE, "..", "fixtures", "golden_losses.json")
 
 
 def compute() -> List[Dict[str, float]]:

@@ -1,24 +1,12 @@
 """tools/plot_curves.py reads metrics.jsonl (as the trainer writes it) and writes a PNG."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testutils.tools import load_tool
 
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plot_curves = _load_tool("plot_curves")
+plot_curves = load_tool("plot_curves")
 
 
 def _write(path, records):

@@ -6,7 +6,6 @@ iteration takes well under a second on one CPU thread.
 """
 
 import glob
-import importlib.util
 import json
 import logging
 import os
@@ -17,60 +16,14 @@ import sys
 import pytest
 import torch
 
-import detection.layers as L
-from detection import HAS_OPS
+from testutils import ROOT
+from testutils.tools import CONFIG, OPS_READY, TINY
+from testutils.tools import load_tool as _load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_tiny.yaml")
-OPS_READY = HAS_OPS and all(
-    hasattr(L, n) for n in ("ModulatedDeformConv2dPack", "ModulatedDeformRoIPoolPack", "nms")
-)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not OPS_READY, reason="needs the compiled detection ops"),
 ]
-
-TINY = [
-    "MODEL.DEVICE",
-    "cpu",
-    "DATASETS.SHAPES.NUM_TRAIN",
-    "8",
-    "DATASETS.SHAPES.NUM_VAL",
-    "4",
-    "MODEL.ROI_HEADS.SCORE_THRESH",
-    "0.0",
-    "MODEL.ROI_HEADS.DETECTIONS_PER_IMG",
-    "10",
-    "SOLVER.MAX_ITER",
-    "4",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "1",
-    "SOLVER.CHECKPOINT_KEEP",
-    "2",
-    "SOLVER.SAVE_PERIOD",
-    "2",
-    "SOLVER.LOG_PERIOD",
-    "1",
-    "SOLVER.WARMUP_ITERS",
-    "2",
-    "SOLVER.STEPS",
-    "(3,)",
-    "TEST.IMS_PER_BATCH",
-    "2",
-    "DATALOADER.NUM_WORKERS",
-    "0",
-    "DETERMINISTIC",
-    "True",
-]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
