@@ -213,7 +213,7 @@ def _our_op_share(prof) -> float:
 
 
 def _model_numbers(cfg, device: str, n_img: int, iters: int, amp_dtype) -> dict:
-    from detection.modeling.detector import build_detection_model
+    from detection.modeling import build_detection_model
 
     torch.manual_seed(0)
     model = build_detection_model(cfg).to(device).train()

@@ -92,13 +92,13 @@ def _run(step: str, cmd: list[str], threads: int = 0) -> float:
 
 
 def ensure_shapes(cfg) -> list[str]:
-    """Generate the shapes set through the data pipeline's catalog if it is missing; returns the
+    """Generate the shapes set through the data pipeline if it is missing; returns the
     paths of the images of the first test set."""
-    from detection.config.paths_catalog import DatasetCatalog
+    from detection.data.build import resolve_dataset
 
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        DatasetCatalog.get(name, cfg)
-    args = DatasetCatalog.get(cfg.DATASETS.TEST[0], cfg)["args"]
+        resolve_dataset(name, cfg)
+    args = resolve_dataset(cfg.DATASETS.TEST[0], cfg)["args"]
     with open(args["ann_file"]) as f:
         images = json.load(f)["images"]
     return [

@@ -86,7 +86,7 @@ def run_infer(
     cfg, ckpt: str, inputs: str, output: str, score_threshold: float | None = None, limit: int = 0
 ) -> str:
     """Predict, draw and write everything; returns the path of detections.json."""
-    from detection.modeling.detector import build_detection_model
+    from detection.modeling import build_detection_model
 
     device, _, logger = setup_runtime(cfg, "infer")
     threshold = cfg.TEST.SCORE_THRESHOLD_VIS if score_threshold is None else score_threshold

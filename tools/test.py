@@ -56,7 +56,7 @@ def resolve_checkpoint(cfg, ckpt: str) -> str:
 
 def evaluate(cfg, ckpt: str = "", progress: bool = True) -> dict:
     """Load the weights and evaluate on each of DATASETS.TEST; returns {dataset: metrics} (rank 0)."""
-    from detection.modeling.detector import build_detection_model
+    from detection.modeling import build_detection_model
 
     device, distributed, logger = setup_runtime(
         cfg, "test", log_dir=os.path.join(cfg.WORKSPACE, "inference")

@@ -75,7 +75,7 @@ def _resume_state(checkpointer: Checkpointer, logger) -> tuple[int, dict | None]
 def train(cfg, resume: bool = False) -> torch.nn.Module:
     """Build everything from `cfg` and train; returns the (unwrapped) model."""
     from detection.data import make_data_loader
-    from detection.modeling.detector import build_detection_model
+    from detection.modeling import build_detection_model
 
     device, distributed, logger = setup_runtime(
         cfg, "train", log_dir=os.path.join(cfg.WORKSPACE, "log")

@@ -5,7 +5,6 @@ from detection.config.defaults import _C as cfg
 from detection.config.loader import (
     ConfigError,
     ConfigWarning,
-    check_model_config,
     load_config,
     load_config_or_exit,
     validate_config,
@@ -15,7 +14,6 @@ __all__ = [
     "cfg",
     "ConfigError",
     "ConfigWarning",
-    "check_model_config",
     "load_config",
     "load_config_or_exit",
     "validate_config",

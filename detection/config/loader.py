@@ -19,9 +19,10 @@ R-18/34/50/101-C5, has exactly the four stages res2..res5, so that check is also
 for a stage the depth lacks" check --, NORM, GN groups dividing the backbone widths, CONV_BODY,
 RES5_DILATION, FREEZE_CONV_BODY_AT), `build_detection_model` (MASK_ON / MIMIC_ON need the box
 head), `build_pooler` (POOLER names), the RPN / box / mask / mimic builders (their sizes). They
-raise `ValueError` naming the key when the model is built. `check_model_config` runs all of them
-at load time by building the model on the meta device (no memory, no compiled ops needed for
-plain configs) and turns their errors into `ConfigError`; `load_config_or_exit` does this.
+raise `ValueError` naming the key when the model is built. `load_config_or_exit(check=...)` runs
+a reader's checks at load time and turns their ValueError into a `ConfigError`; the tools pass
+`detection.modeling.check_model_config`, which builds the model on the meta device (no memory,
+no compiled ops needed for plain configs). The config package imports no reader of the config.
 
 `SOLVER.STEPS` beyond `SOLVER.MAX_ITER` is a warning (`ConfigWarning`), not an error: short runs
 (smoke tests, `tools/demo.py`) lower MAX_ITER and keep the schedule; the scheduler accepts it.
@@ -33,26 +34,40 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 from yacs.config import CfgNode
 
 from detection.config.defaults import _C
+from detection.config.validate import (
+    ConfigError,
+    ConfigWarning,
+    config_problems,
+    validate_config,
+    world_size_from_env,
+)
 
 BASE_KEY = "_BASE_"
-NORMS = ("FrozenBN", "BN", "GN")
-AMP_DTYPES = ("bfloat16", "float16")
 EXIT_CONFIG_ERROR = 2
 
 
-class ConfigError(ValueError):
-    """An invalid configuration; `str(err)` is the message to show the user, no traceback."""
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A config file (or a `_BASE_` it names) that does not exist: a ConfigError for the
+    loader's callers, and a FileNotFoundError for code that catches those."""
 
 
-class ConfigWarning(UserWarning):
-    """A configuration that is legal but probably not what was meant."""
+__all__ = [  # the checks live in validate.py; loading goes through them
+    "ConfigError",
+    "ConfigFileNotFoundError",
+    "ConfigWarning",
+    "config_problems",
+    "load_config",
+    "load_config_or_exit",
+    "merge_file",
+    "merge_opts",
+    "validate_config",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +236,7 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
         cycle = " -> ".join(os.path.relpath(p) for p in (*chain, path))
         raise ConfigError(f"{BASE_KEY} cycle: {cycle}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigFileNotFoundError(f"config file not found: {path}")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)
@@ -261,82 +276,6 @@ def merge_opts(cfg: CfgNode, opts: Sequence[Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# combinations
-
-
-def _world_size_from_env() -> int:
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
-def config_problems(cfg: CfgNode, world_size: int | None = None) -> list[str]:
-    """Every invalid key combination of `cfg` not already checked by the model builders, one
-    message each naming the keys; `world_size` None skips the per-process batch checks."""
-    problems: list[str] = []
-    m, s = cfg.MODEL, cfg.SOLVER
-    rh = m.ROI_HEADS
-    if rh.OHEM and rh.OHEM_BATCH_SIZE_PER_IMAGE > rh.BATCH_SIZE_PER_IMAGE:
-        problems.append(
-            f"MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE ({rh.OHEM_BATCH_SIZE_PER_IMAGE}) must not "
-            f"exceed MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE ({rh.BATCH_SIZE_PER_IMAGE}): OHEM keeps "
-            f"the hardest of the sampled RoIs"
-        )
-    if s.AMP.DTYPE not in AMP_DTYPES:
-        problems.append(f"SOLVER.AMP.DTYPE must be one of {AMP_DTYPES}, got {s.AMP.DTYPE!r}")
-    if s.MAX_ITER <= 0:
-        problems.append(f"SOLVER.MAX_ITER must be positive, got {s.MAX_ITER}")
-    steps = list(s.STEPS)
-    if any(not isinstance(x, int) or isinstance(x, bool) or x <= 0 for x in steps):
-        problems.append(f"SOLVER.STEPS must be positive iterations, got {tuple(steps)}")
-    elif any(b <= a for a, b in zip(steps, steps[1:])):
-        problems.append(f"SOLVER.STEPS must be strictly increasing, got {tuple(steps)}")
-    if world_size is not None:
-        for key, total in (
-            ("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH),
-            ("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH),
-        ):
-            if total <= 0 or total % world_size:
-                problems.append(
-                    f"{key} ({total}) must be a positive multiple of the world size "
-                    f"({world_size} processes)"
-                )
-    return problems
-
-
-def validate_config(cfg: CfgNode, world_size: int | None = None) -> None:
-    """Raise a ConfigError listing every invalid combination (see `config_problems`); warn with
-    a ConfigWarning when SOLVER.STEPS go beyond SOLVER.MAX_ITER (those drops never happen)."""
-    problems = config_problems(cfg, world_size)
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    late = [x for x in cfg.SOLVER.STEPS if x >= cfg.SOLVER.MAX_ITER]
-    if late:
-        warnings.warn(
-            f"SOLVER.STEPS {tuple(late)} are at or beyond SOLVER.MAX_ITER ({cfg.SOLVER.MAX_ITER}):"
-            f" those learning-rate drops never happen",
-            ConfigWarning,
-            stacklevel=2,
-        )
-
-
-def check_model_config(cfg: CfgNode) -> None:
-    """Run the model builders' own checks (`build_detection_model`) without allocating: the
-    model is built on the meta device. Their ValueError (naming the key) becomes a ConfigError.
-    """
-    import torch
-
-    from detection.modeling.detector import build_detection_model
-
-    try:
-        with torch.device("meta"):
-            build_detection_model(cfg)
-    except ValueError as e:
-        raise ConfigError(f"invalid config: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------
 # entry points
 
 
@@ -359,7 +298,7 @@ def load_config(
         merge_file(cfg, config_file)
     if opts:
         merge_opts(cfg, opts)
-    validate_config(cfg, _world_size_from_env() if world_size is None else world_size)
+    validate_config(cfg, world_size_from_env() if world_size is None else world_size)
     cfg.freeze()
     return cfg
 
@@ -370,15 +309,20 @@ def load_config_or_exit(
     base: CfgNode = _C,
     *,
     world_size: int | None = None,
-    check_model: bool = True,
+    check: Callable[[CfgNode], None] | None = None,
 ) -> CfgNode:
     """`load_config` for command-line tools: on a ConfigError print `error: <message>` to stderr
-    (no traceback) and exit with status 2. `check_model` also runs the model builders' checks
-    (`check_model_config`)."""
+    (no traceback) and exit with status 2. `check(cfg)` runs a reader's own checks too (the tools
+    pass `detection.modeling.check_model_config`); its ValueError is reported the same way."""
     try:
         cfg = load_config(config_file, opts, base, world_size=world_size)
-        if check_model:
-            check_model_config(cfg)
+        if check is not None:
+            try:
+                check(cfg)
+            except ConfigError:
+                raise
+            except ValueError as e:
+                raise ConfigError(f"invalid config: {e}") from None
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None

@@ -2,18 +2,15 @@
 
 Built-in names: coco_2017_{train,val}, coco_2014_{train,val,minival,valminusminival} (the usual
 `ROOT/coco/{annotations,train2017,val2017,train2014,val2014}` layout, see datasets/README.md) and
-shapes_{train,val} (`ROOT/shapes`, generated with DATASETS.SHAPES.* when missing). More
+shapes_{train,val} (`ROOT/shapes`; the data layer generates it when missing,
+`detection.data.build.resolve_dataset`). More
 COCO-format sets come from DATASETS.EXTRA = ((name, annotation file, image folder), ...).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 from typing import Dict, Tuple
-
-logger = logging.getLogger(__name__)
 
 
 class DatasetCatalog:
@@ -49,7 +46,7 @@ class DatasetCatalog:
 
     @staticmethod
     def get(name: str, cfg) -> Dict:
-        """Resolve `name` under DATASETS.ROOT; generates the shapes set when it is missing."""
+        """Resolve `name` under DATASETS.ROOT (the files must exist; this only looks them up)."""
         known = DatasetCatalog.names(cfg)
         if name not in known:
             raise KeyError(
@@ -58,8 +55,6 @@ class DatasetCatalog:
             )
         root = cfg.DATASETS.ROOT
         img_dir, ann_file = (os.path.join(root, p) for p in known[name])
-        if name.startswith("shapes_") and not os.path.isdir(os.path.join(root, "shapes")):
-            _generate_shapes(cfg)
         _check_exists(name, root, img_dir, ann_file)
         return {"factory": "COCODataset", "args": {"root": img_dir, "ann_file": ann_file}}
 
@@ -84,28 +79,3 @@ def _check_exists(name: str, root: str, img_dir: str, ann_file: str) -> None:
     else:
         msg += " Check its DATASETS.EXTRA entry (paths are relative to DATASETS.ROOT)."
     raise FileNotFoundError(msg)
-
-
-def _generate_shapes(cfg) -> None:
-    """Write ROOT/shapes from DATASETS.SHAPES.* (into a temporary folder, then renamed, so
-    concurrent ranks never see a half-written set)."""
-    from detection.data.datasets.shapes import generate_shapes_dataset
-
-    s = cfg.DATASETS.SHAPES
-    final = os.path.join(cfg.DATASETS.ROOT, "shapes")
-    tmp = f"{final}.tmp{os.getpid()}"
-    logger.info(
-        "%s is missing: generating the shapes dataset "
-        "(%d train / %d val images, sides %d-%d, seed %d)",
-        final,
-        s.NUM_TRAIN,
-        s.NUM_VAL,
-        s.MIN_SIZE,
-        s.MAX_SIZE,
-        s.SEED,
-    )
-    generate_shapes_dataset(tmp, s.NUM_TRAIN, s.NUM_VAL, s.SEED, s.MIN_SIZE, s.MAX_SIZE)
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another process finished first: its copy is identical (same seed)
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from typing import List, Sequence, Union
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
+from detection.data.datasets.shapes import generate_shapes_dataset
 from detection.data.samplers import (
     DistributedSampler,
     GroupedBatchSampler,
@@ -26,6 +29,39 @@ logger = logging.getLogger(__name__)
 _FACTORIES = {"COCODataset": COCODataset}
 
 
+def ensure_shapes_dataset(cfg) -> None:
+    """Write DATASETS.ROOT/shapes from DATASETS.SHAPES.* when it is missing (into a temporary
+    folder, then renamed, so concurrent ranks never see a half-written set)."""
+    s = cfg.DATASETS.SHAPES
+    final = os.path.join(cfg.DATASETS.ROOT, "shapes")
+    if os.path.isdir(final):
+        return
+    tmp = f"{final}.tmp{os.getpid()}"
+    logger.info(
+        "%s is missing: generating the shapes dataset "
+        "(%d train / %d val images, sides %d-%d, seed %d)",
+        final,
+        s.NUM_TRAIN,
+        s.NUM_VAL,
+        s.MIN_SIZE,
+        s.MAX_SIZE,
+        s.SEED,
+    )
+    generate_shapes_dataset(tmp, s.NUM_TRAIN, s.NUM_VAL, s.SEED, s.MIN_SIZE, s.MAX_SIZE)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process finished first: its copy is identical (same seed)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_dataset(name: str, cfg) -> dict:
+    """`DatasetCatalog.get(name, cfg)`, generating the shapes set first when a shapes name is
+    asked for and DATASETS.ROOT/shapes is missing."""
+    if name.startswith("shapes_"):
+        ensure_shapes_dataset(cfg)
+    return DatasetCatalog.get(name, cfg)
+
+
 def build_dataset(cfg, names: Sequence[str], transforms, is_train: bool) -> List[COCODataset]:
     """One dataset per catalog name (images without annotations dropped only for training)."""
     key = "DATASETS.TRAIN" if is_train else "DATASETS.TEST"
@@ -33,7 +69,7 @@ def build_dataset(cfg, names: Sequence[str], transforms, is_train: bool) -> List
         raise ValueError(f"{key} must be a non-empty list of dataset names, got {names!r}")
     out = []
     for name in names:
-        entry = DatasetCatalog.get(name, cfg)
+        entry = resolve_dataset(name, cfg)
         factory = _FACTORIES[entry["factory"]]
         out.append(
             factory(
@@ -92,12 +128,8 @@ def make_data_loader(
     `(ImageList, tuple[BoxList], tuple[int])`.
     """
     world, rank = _world() if is_distributed else (1, 0)
-    key = "SOLVER.IMS_PER_BATCH" if is_train else "TEST.IMS_PER_BATCH"
+    # a positive multiple of the world size: checked once, by the config loader
     total = cfg.SOLVER.IMS_PER_BATCH if is_train else cfg.TEST.IMS_PER_BATCH
-    if total <= 0 or total % world:
-        raise ValueError(
-            f"{key} ({total}) must be a positive multiple of the number of processes ({world})"
-        )
     per_rank = total // world
     if cfg.DATALOADER.NUM_WORKERS < 0:
         raise ValueError(f"DATALOADER.NUM_WORKERS must be >= 0, got {cfg.DATALOADER.NUM_WORKERS}")

@@ -20,7 +20,10 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
+import yaml
 from torch import nn
+
+from detection.modeling.meta_arch.state_dict import upgrade_state_dict
 
 POINTER_NAME = "last_checkpoint"
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
@@ -104,8 +107,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved_yaml: str, current_yaml: str, section: str = "MODEL") -> list[str]:
     """`KEY: saved -> current` for every key under `section` that differs between two configs
     given as YAML strings (the "cfg" entry of a checkpoint and `cfg.dump()`)."""
-    import yaml
-
     try:
         saved = _flatten(yaml.safe_load(saved_yaml) or {})
         current = _flatten(yaml.safe_load(current_yaml) or {})
@@ -271,7 +272,8 @@ class Checkpointer:
                 f"{path} holds a {type(data).__name__}, not a checkpoint or state dict"
             )
         is_checkpoint = "model" in data and isinstance(data["model"], dict)
-        state_dict = strip_prefix(data["model"] if is_checkpoint else data)
+        # keys of older checkpoints are renamed in one place (`modeling/meta_arch/state_dict.py`)
+        state_dict = upgrade_state_dict(strip_prefix(data["model"] if is_checkpoint else data))
         model = unwrap_model(self.model)
         diffs = []
         if is_checkpoint and self.cfg_yaml and isinstance(data.get("cfg"), str):

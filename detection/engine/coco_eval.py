@@ -20,6 +20,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detection.structures.mask_paste import paste_prediction
+
 IOU_TYPES = ("bbox", "segm")
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -77,12 +79,8 @@ def paste_prediction_masks(
 ) -> torch.Tensor:
     """The "mask" field (`Tensor[N, 1, M, M]` probabilities) pasted into the original image:
     `Tensor[N, 1, height, width]` bool."""
-    from detection.modeling.roi_heads.mask_head import paste_masks_in_image
-
-    h, w = int(img_info["height"]), int(img_info["width"])
-    boxes = prediction.resize((w, h)).convert("xyxy").bbox
-    masks = prediction.get_field("mask")
-    return paste_masks_in_image(masks, boxes, (h, w), threshold=threshold, padding=1)
+    size = (int(img_info["width"]), int(img_info["height"]))
+    return paste_prediction(prediction, size, threshold=threshold).get_field("mask")
 
 
 def prepare_for_coco_segmentation(

@@ -7,10 +7,14 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from torch import nn
 
+from detection.data.transforms import build_transforms
 from detection.engine.coco_eval import encode_masks
+from detection.structures.image_list import to_image_list
+from detection.structures.mask_paste import paste_prediction
 
 
 class Predictor:
@@ -41,8 +45,6 @@ class Predictor:
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module, device: torch.device) -> "Predictor":
-        from detection.data.transforms import build_transforms
-
         return cls(
             model,
             device,
@@ -62,22 +64,10 @@ class Predictor:
     def __call__(self, image_bgr: np.ndarray):
         """Detections of one image as a BoxList in its original pixel coordinates (xyxy) with
         "scores", "labels" and, with masks, "mask" replaced by `Tensor[N, 1, H, W]` bool."""
-        from detection.modeling.roi_heads.mask_head import paste_masks_in_image
-        from detection.structures.image_list import to_image_list
-
         height, width = image_bgr.shape[:2]
         images = to_image_list([self.preprocess(image_bgr)], self.size_divisible).to(self.device)
         prediction = self.model(images)[0].to(torch.device("cpu"))
-        prediction = prediction.resize((width, height)).convert("xyxy")
-        if prediction.has_field("mask"):
-            masks = paste_masks_in_image(
-                prediction.get_field("mask"),
-                prediction.bbox,
-                (height, width),
-                threshold=self.mask_threshold,
-            )
-            prediction.add_field("mask", masks)
-        return prediction
+        return paste_prediction(prediction, (width, height), threshold=self.mask_threshold)
 
 
 def _colour(label: int) -> tuple[int, int, int]:
@@ -151,7 +141,5 @@ def detections_to_coco(
 
 
 def rle_area(rle: dict[str, Any]) -> float:
-    import pycocotools.mask as mask_util
-
     counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
     return float(mask_util.area({"size": rle["size"], "counts": counts}))

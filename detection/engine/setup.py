@@ -10,8 +10,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from detection.config import load_config as _load_config
+from detection.config import load_config_or_exit
+from detection.data import make_data_loader
+from detection.engine.amp import resolve_amp_dtype
+from detection.engine.checkpointer import Checkpointer, unwrap_model
 from detection.engine.inference import inference
-from detection.engine.trainer import resolve_amp_dtype
+from detection.modeling import check_model_config
+from detection.modeling.backbone import load_torchvision_resnet
 from detection.utils import comm
 from detection.utils.collect_env import collect_env_info
 from detection.utils.logger import setup_logger
@@ -20,21 +26,13 @@ from detection.utils.seed import seed_all
 
 def load_config(config_file: str | None, opts: Sequence[str] = (), exit_on_error: bool = False):
     """Defaults, then `config_file` (YAML), then trailing `KEY VALUE` pairs; returns a frozen,
-    checked cfg (`detection.config.load_config`). With `exit_on_error` (command-line tools) an
-    invalid config prints one `error: ...` line and exits with status 2."""
-    from detection.config import load_config as _load, load_config_or_exit
-
-    if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config: no such file {config_file}")
-    if len(opts) % 2:
-        raise ValueError(
-            f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}"
-        )
-    return (
-        load_config_or_exit(config_file, list(opts))
-        if exit_on_error
-        else _load(config_file, list(opts))
-    )
+    checked cfg (`detection.config.load_config`; a missing file or an odd number of overrides
+    is a ConfigError there). With `exit_on_error` (command-line tools) an invalid config,
+    including one the model builders reject (`check_model_config`), prints one `error: ...` line
+    and exits with status 2."""
+    if exit_on_error:
+        return load_config_or_exit(config_file, list(opts), check=check_model_config)
+    return _load_config(config_file, list(opts))
 
 
 def select_device(requested: str, logger: logging.Logger | None = None) -> torch.device:
@@ -80,8 +78,6 @@ def setup_runtime(
 
 def build_test_loaders(cfg, distributed: bool) -> list[tuple[str, object]]:
     """(dataset name, loader) for each of DATASETS.TEST."""
-    from detection.data import make_data_loader
-
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
     loaders = make_data_loader(cfg, is_train=False, is_distributed=distributed)
@@ -144,14 +140,10 @@ def load_initial_weights(
     mismatch raises CheckpointMismatchError naming the keys and, given the current config as
     `cfg_yaml`, the MODEL.* keys that differ from the checkpoint's), or a torchvision ResNet
     state dict (loaded into the backbone only). No optimizer state is taken."""
-    from detection.engine.checkpointer import Checkpointer, unwrap_model
-
     data = (
         torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
     )
     if isinstance(data, dict) and _is_torchvision_resnet(data):
-        from detection.modeling.backbone import load_torchvision_resnet
-
         missing, skipped = load_torchvision_resnet(unwrap_model(model).backbone, data)
         logger.info(
             "Loaded torchvision ResNet weights %s into the backbone (%d keys left at init: %s; %d unused)",

@@ -39,13 +39,12 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from detection.engine.amp import AMP_DTYPES, resolve_amp_dtype  # noqa: F401 (re-exported)
 from detection.engine.checkpointer import Checkpointer, unwrap_model
 from detection.utils import comm
 from detection.utils.metric_logger import MetricLogger
 from detection.utils.seed import get_rng_state, set_rng_state
 from detection.utils.timer import format_seconds
-
-AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -67,13 +66,7 @@ class TrainOptions:
     def from_config(
         cls, cfg, device: torch.device, logger: logging.Logger | None = None
     ) -> "TrainOptions":
-        s = cfg.SOLVER
-        for key in ("MAX_ITER", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
-            if s[key] <= 0:
-                raise ValueError(f"SOLVER.{key} must be > 0, got {s[key]}")
-        for key in ("SAVE_PERIOD", "TEST_PERIOD", "CLIP_GRAD_NORM", "SKIP_NONFINITE_STEPS"):
-            if s[key] < 0:
-                raise ValueError(f"SOLVER.{key} must be >= 0, got {s[key]}")
+        s = cfg.SOLVER  # checked by the config loader (`config_problems`)
         return cls(
             max_iter=s.MAX_ITER,
             workspace=cfg.WORKSPACE,
@@ -86,24 +79,6 @@ class TrainOptions:
             amp_dtype=resolve_amp_dtype(cfg, device, logger),
             cfg_yaml=cfg.dump(),
         )
-
-
-def resolve_amp_dtype(
-    cfg, device: torch.device, logger: logging.Logger | None = None
-) -> torch.dtype | None:
-    """The autocast dtype from SOLVER.AMP (None when disabled, or on CPU with a log line)."""
-    amp = cfg.SOLVER.AMP
-    if amp.DTYPE not in AMP_DTYPES:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {amp.DTYPE!r}")
-    if not amp.ENABLED:
-        return None
-    if device.type != "cuda":
-        if logger is not None:
-            logger.info(
-                "SOLVER.AMP.ENABLED is set but the device is %s: mixed precision disabled", device
-            )
-        return None
-    return AMP_DTYPES[amp.DTYPE]
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -10,7 +10,7 @@
 (b) Input gradients: |d unit / d input| of the centre unit of the last conv block (sum over
     channels) and of the predicted class logit, showing which pixels the network looks at.
 
-Layer geometry follows the conv convention of the ops (docs: /work/shared/reference): sample
+Layer geometry follows the conv convention of the ops (docs/CONVENTIONS.md): sample
 position `y = ho*sh - ph + i*dh + dy`, offsets interleaved (dy, dx) per kernel point.
 """
 

@@ -18,3 +18,24 @@ from detection.layers.misc import Conv2d, ConvTranspose2d, Linear
 from detection.layers.nms import batched_nms, nms
 from detection.layers.norm import get_norm
 from detection.layers.roi_align import RoIAlign, roi_align
+
+__all__ = [
+    "Conv2d",
+    "ConvTranspose2d",
+    "DeformConv2d",
+    "DeformRoIPoolPack",
+    "DeformableConv2d",
+    "FrozenBatchNorm2d",
+    "Linear",
+    "ModulatedDeformConv2d",
+    "ModulatedDeformConv2dPack",
+    "ModulatedDeformRoIPool",
+    "ModulatedDeformRoIPoolPack",
+    "RoIAlign",
+    "batched_nms",
+    "get_norm",
+    "modulated_deform_conv2d",
+    "modulated_deform_roi_pool",
+    "nms",
+    "roi_align",
+]

@@ -1,5 +1,6 @@
-"""Helpers shared by the RoI op wrappers."""
+"""Helpers shared by the op wrappers."""
 
+import operator
 from typing import Sequence, Union
 
 import torch
@@ -9,13 +10,17 @@ RoIs = Union[Tensor, Sequence[Tensor]]
 
 
 def pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
-    """`value` as (height, width): an int is used for both."""
-    if isinstance(value, int):
+    """`value` as (height, width): an int is used for both; anything but integers is an error
+    (no silent truncation of 1.5 to 1)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value, value
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair (height, width), got {value}")
-    return value  # type: ignore[return-value]
+    try:
+        items = tuple(operator.index(v) for v in value)
+    except TypeError:
+        items = ()
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+    return items  # type: ignore[return-value]
 
 
 def convert_boxes_to_roi_format(rois: RoIs) -> Tensor:
@@ -41,6 +46,9 @@ def convert_boxes_to_roi_format(rois: RoIs) -> Tensor:
             raise ValueError(f"rois[{i}] must be a Tensor[Ri, 4] (x1, y1, x2, y2), got {shape}")
     boxes = torch.cat([b.to(rois[0].dtype) for b in rois], dim=0)
     index = torch.cat(
-        [torch.full((len(b), 1), i, dtype=boxes.dtype, device=boxes.device) for i, b in enumerate(rois)]
+        [
+            torch.full((len(b), 1), i, dtype=boxes.dtype, device=boxes.device)
+            for i, b in enumerate(rois)
+        ]
     )
     return torch.cat([index, boxes], dim=1)

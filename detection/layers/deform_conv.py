@@ -19,6 +19,9 @@ ConvNets operators as carried into mmcv):
   x >= W``; grad_mask is the sum over channels of grad_column * sampled value;
 * ``im2col_step`` bounds how many images share one column buffer; results do not depend on it.
 
+One file of about 400 lines, on purpose: the op's wrapper, its fake / autograd / autocast
+registrations and its module are one unit (torchvision's `ops/deform_conv.py` layout).
+
 Autocast: on CUDA the op runs its native kernel in the autocast dtype (float16 or bfloat16, all
 floating inputs cast to it, accumulation in float32); on CPU, whose kernel supports float32 and
 float64, autocast casts the floating inputs to float32. Double backward is not supported.
@@ -33,25 +36,17 @@ import torch
 from torch import Tensor, nn
 
 from detection import _ext
+from detection.layers._utils import pair
 
 IntPair = Union[int, tuple[int, int]]
 
 __all__ = [
     "modulated_deform_conv2d",
-    "ModulatedDeformConv2d",
-    "ModulatedDeformConv2dPack",
     "DeformConv2d",
     "DeformableConv2d",
+    "ModulatedDeformConv2d",
+    "ModulatedDeformConv2dPack",
 ]
-
-
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return value[0], value[1]
 
 
 def modulated_deform_conv2d(
@@ -85,9 +80,9 @@ def modulated_deform_conv2d(
         float16/bfloat16 on CUDA). All tensors must share dtype and device.
     """
     _ext.require_ops()
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
+    sh, sw = pair(stride, "stride")
+    ph, pw = pair(padding, "padding")
+    dh, dw = pair(dilation, "dilation")
     return torch.ops.detection.modulated_deform_conv2d(
         input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw,
         int(groups), int(deform_groups), int(im2col_step),
@@ -112,13 +107,17 @@ def _check_fake(input, tensors: dict) -> None:
             continue
         torch._check(
             t.device == input.device,
-            lambda: f"modulated_deform_conv2d: {name} must be on the same device as input "
-            f"({input.device}), got {t.device}",
+            lambda: (
+                f"modulated_deform_conv2d: {name} must be on the same device as input "
+                f"({input.device}), got {t.device}"
+            ),
         )
         torch._check(
             t.dtype == input.dtype,
-            lambda: f"modulated_deform_conv2d: {name} must have the same dtype as input "
-            f"({input.dtype}), got {t.dtype}",
+            lambda: (
+                f"modulated_deform_conv2d: {name} must have the same dtype as input "
+                f"({input.dtype}), got {t.dtype}"
+            ),
         )
         want = 1 if name == "bias" else 4
         torch._check(t.dim() == want, lambda: f"modulated_deform_conv2d: {name} must be {want}-D")
@@ -218,137 +217,22 @@ if _ext.HAS_OPS:
 # Modules.
 
 
-class ModulatedDeformConv2d(nn.Module):
-    """DCNv2 layer taking its offset and mask as inputs: ``forward(x, offset, mask)``.
+class DeformConv2d(nn.Module):
+    """The deformable convolution module; every other name in this file is an entry point onto it.
 
-    ``x: Tensor[N, C_in, H, W]``, ``offset: Tensor[N, 2*dg*kh*kw, Ho, Wo]``, ``mask:
-    Tensor[N, dg*kh*kw, Ho, Wo]`` (or None for DCNv1) -> ``Tensor[N, C_out, Ho, Wo]``.
-    Weight init as mmcv: uniform(+-1/sqrt(C_in*kh*kw)); bias zero.
-    """
+    As a drop-in replacement for ``nn.Conv2d`` (the defaults): ``forward(x: Tensor[N, C_in, H,
+    W]) -> Tensor[N, C_out, Ho, Wo]``, the output size of the ``nn.Conv2d`` with these arguments,
+    ``weight``/``bias`` with nn.Conv2d's names, shapes and initialisation. The layer predicts its
+    own offsets with ``conv_offset`` (zero-initialised, same kernel/stride/padding/dilation, so at
+    init the layer is the plain conv, times 0.5 with modulation): with ``modulation=True`` (DCNv2)
+    it has ``3*dg*kh*kw`` output channels split in three chunks o1, o2, m: ``offset = cat(o1,
+    o2)``, ``mask = sigmoid(m)``; with ``modulation=False`` (DCNv1) ``2*dg*kh*kw`` channels used
+    directly as the offset, and no mask.
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntPair,
-        stride: IntPair = 1,
-        padding: IntPair = 0,
-        dilation: IntPair = 1,
-        groups: int = 1,
-        deform_groups: int = 1,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-                f"divisible by groups ({groups})"
-            )
-        if in_channels % deform_groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) must be divisible by deform_groups ({deform_groups})"
-            )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        self.groups = groups
-        self.deform_groups = deform_groups
-        self.im2col_step = 64
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels // groups, *self.kernel_size)
-        )
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-        nn.init.uniform_(self.weight, -stdv, stdv)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    def _deform_conv(self, x: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
-        return modulated_deform_conv2d(
-            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation,
-            self.groups, self.deform_groups, self.im2col_step,
-        )  # fmt: skip
-
-    def forward(self, x: Tensor, offset: Tensor, mask: Optional[Tensor]) -> Tensor:
-        return self._deform_conv(x, offset, mask)
-
-    def extra_repr(self) -> str:
-        s = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
-        )
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.deform_groups != 1:
-            s += f", deform_groups={self.deform_groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
-
-
-def _make_conv_offset(layer: nn.Module, channels: int) -> nn.Conv2d:
-    """Zero-initialised offset/mask predictor with the layer's kernel, stride, padding, dilation."""
-    conv = nn.Conv2d(
-        layer.in_channels, channels, layer.kernel_size, stride=layer.stride,
-        padding=layer.padding, dilation=layer.dilation, bias=True,
-    )  # fmt: skip
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
-
-
-def _split_offset_mask(out: Tensor) -> tuple[Tensor, Tensor]:
-    o1, o2, m = torch.chunk(out, 3, dim=1)
-    return torch.cat((o1, o2), dim=1), torch.sigmoid(m)
-
-
-class ModulatedDeformConv2dPack(ModulatedDeformConv2d):
-    """DCNv2 layer predicting its own offset and mask: ``forward(x) -> Tensor[N, C_out, Ho, Wo]``.
-
-    ``conv_offset`` (zero-initialised, same kernel/stride/padding/dilation) outputs
-    ``3*dg*kh*kw`` channels split in three chunks o1, o2, m: ``offset = cat(o1, o2)``,
-    ``mask = sigmoid(m)``; at init offset = 0 and mask = 0.5.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntPair,
-        stride: IntPair = 1,
-        padding: IntPair = 0,
-        dilation: IntPair = 1,
-        groups: int = 1,
-        deform_groups: int = 1,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, deform_groups=deform_groups, bias=bias,
-        )  # fmt: skip
-        k = self.kernel_size[0] * self.kernel_size[1]
-        self.conv_offset = _make_conv_offset(self, 3 * self.deform_groups * k)
-
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        offset, mask = _split_offset_mask(self.conv_offset(x))
-        return self._deform_conv(x, offset, mask)
-
-
-class DeformConv2d(ModulatedDeformConv2d):
-    """Drop-in replacement for ``nn.Conv2d`` that predicts its own offsets (and mask).
-
-    ``forward(x: Tensor[N, C_in, H, W]) -> Tensor[N, C_out, Ho, Wo]``, same output size as the
-    ``nn.Conv2d`` with these arguments. ``weight``/``bias`` have nn.Conv2d's names, shapes and
-    initialisation. ``conv_offset`` is zero-initialised (so at init the layer is the plain conv,
-    times 0.5 with modulation): with ``modulation=True`` (DCNv2) it has ``3*dg*kh*kw`` output
-    channels split as in ``ModulatedDeformConv2dPack``; with ``modulation=False`` (DCNv1) it has
-    ``2*dg*kh*kw`` channels used directly as the offset, and no mask.
+    Keyword-only options for the other entry points: ``predict_offsets=False`` drops
+    ``conv_offset``, and ``forward(x, offset, mask)`` takes them as inputs (``mask`` None for
+    DCNv1); ``weight_init="mmcv"`` initialises the weight uniform(+-1/sqrt(C_in*kh*kw)) and the
+    bias to zero, as mmcv's modules do.
     """
 
     def __init__(
@@ -363,39 +247,114 @@ class DeformConv2d(ModulatedDeformConv2d):
         bias: bool = True,
         modulation: bool = True,
         deform_groups: int = 1,
+        *,
+        predict_offsets: bool = True,
+        weight_init: str = "conv2d",
     ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, deform_groups=deform_groups, bias=bias,
-        )  # fmt: skip
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                f"divisible by groups ({groups})"
+            )
+        if in_channels % deform_groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) must be divisible by deform_groups ({deform_groups})"
+            )
+        if weight_init not in ("conv2d", "mmcv"):
+            raise ValueError(f"weight_init must be 'conv2d' or 'mmcv', got {weight_init!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        self.groups = groups
+        self.deform_groups = deform_groups
         self.modulation = modulation
-        k = self.kernel_size[0] * self.kernel_size[1]
-        self.conv_offset = _make_conv_offset(self, (3 if modulation else 2) * deform_groups * k)
+        self.weight_init = weight_init
+        self.im2col_step = 64
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+        self.conv_offset = None
+        if predict_offsets:
+            k = self.kernel_size[0] * self.kernel_size[1]
+            self.conv_offset = _make_conv_offset(self, (3 if modulation else 2) * deform_groups * k)
 
     def reset_parameters(self) -> None:
-        # nn.Conv2d's initialisation.
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        """The weight and bias initialisation of `weight_init` (`conv_offset` stays zero)."""
+        k = self.kernel_size[0] * self.kernel_size[1]
+        if self.weight_init == "mmcv":
+            stdv = 1.0 / math.sqrt(self.in_channels * k)
+            nn.init.uniform_(self.weight, -stdv, stdv)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+            return
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's
         if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1.0 / math.sqrt(fan_in)
+            bound = 1.0 / math.sqrt(self.weight.shape[1] * k)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        out = self.conv_offset(x)
-        if self.modulation:
-            offset, mask = _split_offset_mask(out)
-        else:
-            offset, mask = out, None
-        return self._deform_conv(x, offset, mask)
+    def forward(
+        self, x: Tensor, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None
+    ) -> Tensor:
+        if self.conv_offset is not None:
+            if offset is not None or mask is not None:
+                raise ValueError(
+                    "this layer predicts its own offset and mask (conv_offset); call it as "
+                    "layer(x), or build it with predict_offsets=False"
+                )
+            out = self.conv_offset(x)
+            if self.modulation:
+                o1, o2, m = torch.chunk(out, 3, dim=1)
+                offset, mask = torch.cat((o1, o2), dim=1), torch.sigmoid(m)
+            else:
+                offset = out
+        elif offset is None:
+            raise ValueError("offset is required: this layer was built with predict_offsets=False")
+        return modulated_deform_conv2d(
+            x, offset, mask, self.weight, self.bias, self.stride, self.padding, self.dilation,
+            self.groups, self.deform_groups, self.im2col_step,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.modulation else ", modulation=False")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+        )
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.deform_groups != 1:
+            s += f", deform_groups={self.deform_groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if not self.modulation:
+            s += ", modulation=False"
+        return s
+
+
+def _make_conv_offset(layer: DeformConv2d, channels: int) -> nn.Conv2d:
+    """Zero-initialised offset/mask predictor with the layer's kernel, stride, padding, dilation."""
+    conv = nn.Conv2d(
+        layer.in_channels, channels, layer.kernel_size, stride=layer.stride,
+        padding=layer.padding, dilation=layer.dilation, bias=True,
+    )  # fmt: skip
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points: `DeformConv2d` under the names other code bases use. Each only fixes arguments.
 
 
 class DeformableConv2d(DeformConv2d):
-    """The simplest form: a DCNv2 ``DeformConv2d`` (one deformable group, modulation on) with a
-    3x3 kernel, padding 1 and no bias by default (the usual backbone 3x3 conv followed by a norm).
-    """
+    """The simplest drop-in form: a DCNv2 ``DeformConv2d`` (one deformable group, modulation on)
+    with a 3x3 kernel, padding 1 and no bias by default (the usual backbone 3x3 conv before a
+    norm)."""
 
     def __init__(
         self,
@@ -409,3 +368,52 @@ class DeformableConv2d(DeformConv2d):
         super().__init__(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
         )
+
+
+class ModulatedDeformConv2d(DeformConv2d):
+    """mmcv's ``ModulatedDeformConv2d`` (argument order and initialisation): DCNv2 taking its
+    offset and mask as inputs, ``forward(x, offset, mask)``; ``x: Tensor[N, C_in, H, W]``,
+    ``offset: Tensor[N, 2*dg*kh*kw, Ho, Wo]``, ``mask: Tensor[N, dg*kh*kw, Ho, Wo]`` (or None
+    for DCNv1) -> ``Tensor[N, C_out, Ho, Wo]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        deform_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            deform_groups=deform_groups, predict_offsets=False, weight_init="mmcv",
+        )  # fmt: skip
+
+
+class ModulatedDeformConv2dPack(DeformConv2d):
+    """mmcv's ``ModulatedDeformConv2dPack`` (argument order and initialisation): DCNv2 predicting
+    its own offset and mask with ``conv_offset`` (``3*dg*kh*kw`` channels, see DeformConv2d),
+    ``forward(x) -> Tensor[N, C_out, Ho, Wo]``; at init offset = 0 and mask = 0.5.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        deform_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            deform_groups=deform_groups, weight_init="mmcv",
+        )  # fmt: skip

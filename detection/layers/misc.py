@@ -8,15 +8,41 @@ still connected to the module's parameters, so backward works and DDP sees every
 
 from __future__ import annotations
 
+from typing import Iterable, Union
+
 import torch
 from torch import nn
 
 
+def zero_connected(*sources: Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]) -> torch.Tensor:
+    """A scalar 0 that depends on every tensor in `sources` and on every parameter that requires
+    grad of every module in `sources` (the one "connected zero" of the package).
+
+    Losses that do not apply in a step (no positives, no ground truth) return this, and empty
+    batches get outputs built on it, so backward still reaches the parameters that would have
+    produced them (DistributedDataParallel needs that).
+    """
+    total = None
+    for src in sources:
+        if isinstance(src, nn.Module):
+            items = [p for p in src.parameters() if p.requires_grad]
+        elif isinstance(src, torch.Tensor):
+            items = [src]
+        else:
+            items = list(src)
+        for t in items:
+            term = t.sum() * 0.0
+            total = term if total is None else total + term
+    if total is None:
+        raise ValueError("zero_connected needs a tensor or a parameter that requires grad")
+    return total
+
+
 def _connected_empty(shape, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """`x.new_empty(shape)` plus `0 * sum(params)` so the result stays in the autograd graph."""
+    """`x.new_zeros(shape)`, connected to the module's parameters when any requires grad."""
     out = x.new_zeros(shape)
-    for p in module.parameters():
-        out = out + 0.0 * p.sum()
+    if any(p.requires_grad for p in module.parameters()):
+        out = out + zero_connected(module)
     return out
 
 

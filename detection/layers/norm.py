@@ -15,18 +15,14 @@ def get_norm(norm: str, num_channels: int, num_groups: int = 32, eps: float = 1e
     Args:
         norm: "FrozenBN" (fixed statistics, `FrozenBatchNorm2d`), "BN" (`nn.BatchNorm2d`) or
             "GN" (`nn.GroupNorm` with `num_groups` groups).
-        num_groups: GroupNorm groups; must divide `num_channels`.
+        num_groups: GroupNorm groups; must divide `num_channels` (`build_resnet_backbone` checks
+            MODEL.GROUP_NORM.NUM_GROUPS against the backbone's widths).
         eps: epsilon of the normalisation.
     """
     if norm == "FrozenBN":
         return FrozenBatchNorm2d(num_channels, eps=eps)
     if norm == "BN":
         return nn.BatchNorm2d(num_channels, eps=eps)
-    if norm == "GN":
-        if num_groups <= 0 or num_channels % num_groups != 0:
-            raise ValueError(
-                f"GroupNorm: num_groups={num_groups} must be positive and divide "
-                f"num_channels={num_channels}"
-            )
+    if norm == "GN":  # nn.GroupNorm rejects num_groups not dividing num_channels
         return nn.GroupNorm(num_groups, num_channels, eps=eps)
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

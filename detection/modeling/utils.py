@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from typing import List
 
 import torch
-from torch import nn
 
 
 def cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
@@ -28,23 +27,3 @@ def smooth_l1_loss(
     else:
         loss = n
     return loss.mean() if size_average else loss.sum()
-
-
-def zero_connected(*sources: Iterable) -> torch.Tensor:
-    """A scalar 0 that depends on every tensor / parameter of every module in `sources`.
-
-    Losses that do not apply in a step (no positives, no ground truth) return this, so backward
-    still reaches the parameters that produced them (DistributedDataParallel needs that).
-    """
-    total = None
-    for src in sources:
-        items = src.parameters() if isinstance(src, nn.Module) else src
-        if isinstance(items, torch.Tensor):
-            items = [items]
-        for t in items:
-            if t.requires_grad:
-                term = t.sum() * 0.0
-                total = term if total is None else total + term
-    if total is None:
-        raise ValueError("zero_connected needs at least one tensor that requires grad")
-    return total

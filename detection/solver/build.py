@@ -1,4 +1,7 @@
-"""Optimizer and scheduler from the config (the only place SOLVER keys are read)."""
+"""Optimizer and scheduler from the config: the only reader of the optimizer and schedule keys
+(SOLVER.BASE_LR, MOMENTUM, WEIGHT_DECAY*, BIAS_LR_FACTOR, OFFSET_LR_FACTOR, STEPS, GAMMA,
+WARMUP_*). The loop's keys (periods, AMP, CLIP_GRAD_NORM, SKIP_NONFINITE_STEPS) are read by
+`TrainOptions.from_config` / `engine.amp`, the batch size and MAX_ITER by `make_data_loader`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ from typing import Sequence
 
 import torch
 
+from detection.layers.nms import nms
 from detection.structures.bounding_box import BoxList
+from detection.structures.segmentation_mask import SegmentationMask
 
 
 def boxlist_iou(boxlist1: BoxList, boxlist2: BoxList) -> torch.Tensor:
@@ -52,8 +54,6 @@ def cat_boxlist(bboxes: Sequence[BoxList]) -> BoxList:
 
 
 def _cat_masks(masks):
-    from detection.structures.segmentation_mask import SegmentationMask
-
     first = masks[0]
     if not all(isinstance(m, SegmentationMask) for m in masks):
         raise ValueError("cat_boxlist can only concatenate Tensor or SegmentationMask fields")
@@ -72,8 +72,6 @@ def boxlist_nms(
     """
     if nms_thresh <= 0:
         return boxlist
-    from detection.layers import nms  # lazily: the compiled ops may be missing at import time
-
     mode = boxlist.mode
     boxlist = boxlist.convert("xyxy")
     keep = nms(boxlist.bbox, boxlist.get_field(score_field), nms_thresh)

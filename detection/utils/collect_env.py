@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import torch
 
+import detection
+
 
 def collect_env_info() -> str:
     """Python, torch, CUDA, GPUs, the compiled ops and key library versions, one per line."""
-    import detection
-
     lines = [
         f"python: {sys.version.split()[0]} ({platform.platform()})",
         f"torch: {torch.__version__} (CUDA build {torch.version.cuda})",

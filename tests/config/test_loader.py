@@ -1,5 +1,6 @@
 """detection.config.load_config: unknown keys with suggestions, wrong types, `_BASE_`, invalid
-combinations, the CLI helper's exit status, and every shipped config loads and validates."""
+combinations, the CLI helper's exit status, and every shipped config loads and validates (one
+test per rule of the loader, hence the length)."""
 
 import glob
 import os
@@ -17,12 +18,12 @@ from detection.config import (
     ConfigError,
     ConfigWarning,
     cfg as defaults,
-    check_model_config,
     load_config,
     load_config_or_exit,
     validate_config,
 )
 from detection.config.loader import flat_keys, suggest_keys
+from detection.modeling import check_model_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -337,10 +338,15 @@ def test_steps_beyond_max_iter_warn_not_fail():
         ),
     ],
 )
-def test_model_checks_become_config_errors(opts, key):
+def test_model_checks_become_config_errors(opts, key, capsys):
     cfg = load_config(SHAPES, opts, world_size=1)  # config-level checks pass
-    with pytest.raises(ConfigError, match=re.escape(key)):
-        check_model_config(cfg)
+    with pytest.raises(ValueError, match=re.escape(key)):
+        check_model_config(cfg)  # the builders' own checks, naming the key
+    with pytest.raises(SystemExit) as exc:  # what the tools see: one error line, status 2
+        load_config_or_exit(SHAPES, opts, world_size=1, check=check_model_config)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid config: ") and key in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +370,7 @@ def test_load_config_or_exit_returns_the_cfg():
 )
 def test_load_config_or_exit_prints_and_exits_2(capsys, opts, expected):
     with pytest.raises(SystemExit) as exc:
-        load_config_or_exit(SHAPES, opts, world_size=1)
+        load_config_or_exit(SHAPES, opts, world_size=1, check=check_model_config)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err

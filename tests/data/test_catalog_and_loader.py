@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from detection.config import cfg as default_cfg
+from detection.config import ConfigError, validate_config
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data import make_data_loader
 from detection.structures.bounding_box import BoxList
@@ -92,9 +93,9 @@ def test_make_data_loader_on_generated_shapes(tmp_path, caplog):
     assert isinstance(tests, list) and len(tests) == 1
     order = [i for _, _, idx in tests[0] for i in idx]
     assert order == list(range(5))  # every validation image once, in order
-    cfg.SOLVER.IMS_PER_BATCH = 0
-    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH"):
-        make_data_loader(cfg, is_train=True)
+    cfg.SOLVER.IMS_PER_BATCH = 3  # the batch rule is the config loader's, checked once there
+    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(3\) must be a positive multiple"):
+        validate_config(cfg, world_size=2)
 
 
 def test_make_data_loader_with_workers(tmp_path):

@@ -336,7 +336,7 @@ def test_architecture_mismatch_is_refused_with_the_config_difference(
     )
     err = capsys.readouterr().err
     assert status == 2, err
-    assert "do not match the model architecture" in err and "roi_box_head" in err
+    assert "do not match the model architecture" in err and "roi_heads.box_head" in err
     assert "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM: 32 in the checkpoint, 48 now" in err, err
     # --resume with a changed architecture (a second mask-head conv: new keys)
     status = _train_tool(

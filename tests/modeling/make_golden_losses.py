@@ -30,7 +30,7 @@ def compute() -> List[Dict[str, float]]:
     sys.path.insert(0, HERE)
     from conftest import tiny_batch, tiny_cfg  # noqa: E402
 
-    from detection.modeling.detector import build_detection_model
+    from detection.modeling import build_detection_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

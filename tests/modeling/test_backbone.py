@@ -7,7 +7,7 @@ from torch import nn
 
 from detection.config import cfg as _cfg
 from detection.modeling.backbone import build_backbone, load_torchvision_resnet
-from detection.modeling.backbone.resnet import ResNet, torchvision_to_ours
+from detection.modeling.backbone import ResNet, torchvision_to_ours
 
 from .conftest import needs_ops
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from detection.config import cfg as _cfg
 from detection.config import load_config
-from detection.modeling.detector import build_detection_model
+from detection.modeling import build_detection_model
 from detection.structures.bounding_box import BoxList
 from detection.structures.image_list import to_image_list
 
@@ -41,7 +41,7 @@ def test_config_builds_at_full_size_on_meta(config_file):
     with torch.device("meta"):
         model = build_detection_model(cfg)
     assert (model.mimic is not None) == cfg.MODEL.MIMIC_ON
-    assert (model.roi_mask_head is not None) == cfg.MODEL.MASK_ON
+    assert (model.roi_heads.mask_head is not None) == cfg.MODEL.MASK_ON
     import detection.layers as L
 
     expected = {
@@ -50,11 +50,11 @@ def test_config_builds_at_full_size_on_meta(config_file):
         "RoIAlign": "RoIAlign",
     }
     for pooler, key in (
-        (model.roi_box_head.feature_extractor.pooler, "ROI_BOX_HEAD"),
-        (model.roi_mask_head.head.pooler, "ROI_MASK_HEAD"),
+        (model.roi_heads.box_head.feature_extractor.pooler, "ROI_BOX_HEAD"),
+        (model.roi_heads.mask_head.head.pooler, "ROI_MASK_HEAD"),
     ):
         assert isinstance(pooler.pool, getattr(L, expected[cfg.MODEL[key].POOLER]))
-    assert model.roi_box_head.ohem_per_image == (
+    assert model.roi_heads.box_head.ohem_per_image == (
         cfg.MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE if cfg.MODEL.ROI_HEADS.OHEM else 0
     )
 
@@ -76,12 +76,12 @@ def test_paper_config_components():
     )
     assert all(isinstance(getattr(b, f"norm{i}"), nn.GroupNorm) for b in bb.res4 for i in (1, 2, 3))
     assert isinstance(
-        model.roi_box_head.feature_extractor.pooler.pool, L.ModulatedDeformRoIPoolPack
+        model.roi_heads.box_head.feature_extractor.pooler.pool, L.ModulatedDeformRoIPoolPack
     )
-    assert isinstance(model.roi_mask_head.head.pooler.pool, L.ModulatedDeformRoIPoolPack)
-    assert model.roi_box_head.ohem_per_image == 256 and model.mimic is not None
-    assert model.roi_box_head.feature_extractor.reduce_conv.out_channels == 256
-    assert len(model.roi_mask_head.head.convs) == 4
+    assert isinstance(model.roi_heads.mask_head.head.pooler.pool, L.ModulatedDeformRoIPoolPack)
+    assert model.roi_heads.box_head.ohem_per_image == 256 and model.mimic is not None
+    assert model.roi_heads.reduce_conv.out_channels == 256
+    assert len(model.roi_heads.mask_head.head.convs) == 4
 
 
 def hidden_pool_fc_params(model: nn.Module) -> set:
@@ -255,20 +255,22 @@ def test_heads_with_no_proposals_and_no_ground_truth():
     model = build_detection_model(cfg).train()
     images, targets = tiny_batch()
     img = to_image_list([images[1]], 16)
-    reduced = model.roi_box_head.feature_extractor.reduce(model.backbone(img.tensors)["C5"])
+    features = model.backbone(img.tensors)
+    reduced = model.roi_heads.reduce(features)
     empty = BoxList(torch.zeros(0, 4), (96, 80))
-    x, rois, losses = model.roi_box_head(reduced, [empty], [targets[1]])
-    assert x.shape[0] == 0 and len(rois[0]) == 0
-    _, mask_losses = model.roi_mask_head(reduced, rois, [targets[1]])
-    mimic = model.mimic(img.tensors, rois, x, model._c5, model.roi_box_head.feature_extractor)
+    box_head, mask_head = model.roi_heads.box_head, model.roi_heads.mask_head
+    rois, losses = box_head(reduced, [empty], [targets[1]])
+    assert len(rois[0]) == 0 and rois[0].get_field("box_features").shape[0] == 0
+    _, mask_losses = mask_head(reduced, rois, [targets[1]])
+    mimic = model.mimic(img.tensors, rois, model.crop_features)
     total = {**losses, **mask_losses, **mimic}
     assert set(total) == {"loss_classifier", "loss_box_reg", "loss_mask"} | MIMIC_LOSSES
     assert all(float(v.detach()) == 0.0 for v in total.values())
     sum(total.values()).backward()
-    assert model.roi_box_head.predictor.cls_score.weight.grad is not None
-    assert model.roi_mask_head.head.logits.weight.grad is not None
+    assert box_head.predictor.cls_score.weight.grad is not None
+    assert mask_head.head.logits.weight.grad is not None
     model.eval()
     with torch.no_grad():
-        x, dets, _ = model.roi_box_head(reduced, [empty])
-        (det,), _ = model.roi_mask_head(reduced, dets)
+        dets, _ = box_head(reduced, [empty])
+        (det,), _ = mask_head(reduced, dets)
     assert len(det) == 0 and det.get_field("mask").shape == (0, 1, 28, 28)

@@ -9,6 +9,7 @@ from detection.modeling.roi_heads.mimic import (
     crop_and_resize_images,
     select_mimic_rois,
 )
+from detection.modeling.roi_heads.roi_heads import ROIHeads
 from detection.structures.bounding_box import BoxList
 
 
@@ -72,6 +73,18 @@ class _Extractor(nn.Module):
         return F.relu(self.fc(reduced.mean((2, 3))))
 
 
+def _with_features(rois, fast):
+    """The box head's training results: each RoI carries its fc feature ("box_features")."""
+    for r, f in zip(rois, fast.split([len(r) for r in rois])):
+        r.add_field("box_features", f)
+    return rois
+
+
+def _feature_fn(backbone, ext):
+    """The detector's feature function over stand-ins: crops -> backbone -> reduce -> fc."""
+    return lambda crops: ext(ext.reduce(backbone(crops)), None)
+
+
 def test_mimic_losses_match_their_definition():
     torch.manual_seed(0)
     backbone = nn.Conv2d(3, 4, 3, stride=16, padding=1)
@@ -91,7 +104,7 @@ def test_mimic_losses_match_their_definition():
         _rois([[10, 10, 60, 40]], [2], (64, 64)),
     ]
     fast = torch.randn(3, 6, requires_grad=True)
-    losses = mimic(images, rois, fast, backbone, ext)
+    losses = mimic(images, _with_features(rois, fast), _feature_fn(backbone, ext))
     # recompute by hand: RoIs 0 (image 0) and 2 (image 1) are the positives
     crops = torch.stack(
         [
@@ -115,19 +128,16 @@ def test_mimic_losses_match_their_definition():
 
 
 def test_full_crop_roi_is_passed_to_pooling():
-    mimic = FeatureMimic(
-        feature_dim=6,
-        num_classes=3,
-        num_per_image=4,
-        min_crop_size=4,
-        crop_size=32,
-        weight_cos=1.0,
-        weight_cls=1.0,
-    )
+    """The R-CNN branch pools each crop with one RoI covering all of it."""
     ext = _Extractor()
-    rois = [_rois([[0, 0, 40, 40]], [1], (64, 64))]
-    mimic(torch.randn(1, 3, 64, 64), rois, torch.randn(1, 6), nn.Conv2d(3, 4, 1), ext)
-    torch.testing.assert_close(ext.seen_rois, torch.tensor([[0.0, 0.0, 0.0, 32.0, 32.0]]))
+    box_head = nn.Module()
+    box_head.feature_extractor = ext
+    heads = ROIHeads(reduce_conv=nn.Conv2d(4, 4, 1), box_head=box_head)
+    crops_c5 = {"C5": torch.randn(2, 4, 2, 2)}
+    heads.whole_image_box_features(crops_c5, 32)
+    torch.testing.assert_close(
+        ext.seen_rois, torch.tensor([[0.0, 0.0, 0.0, 32.0, 32.0], [1.0, 0.0, 0.0, 32.0, 32.0]])
+    )
 
 
 def test_no_positive_gives_connected_zeros():
@@ -142,7 +152,11 @@ def test_no_positive_gives_connected_zeros():
     )
     fast = torch.randn(2, 6, requires_grad=True)
     rois = [_rois([[0, 0, 40, 40], [0, 0, 10, 10]], [0, 1], (64, 64))]
-    losses = mimic(torch.randn(1, 3, 64, 64), rois, fast, nn.Conv2d(3, 4, 1), _Extractor())
+    losses = mimic(
+        torch.randn(1, 3, 64, 64),
+        _with_features(rois, fast),
+        _feature_fn(nn.Conv2d(3, 4, 1), _Extractor()),
+    )
     assert set(losses) == {"loss_mimic_cos", "loss_mimic_cls"}
     assert all(float(v.detach()) == 0.0 for v in losses.values())
     sum(losses.values()).backward()

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from conftest import make_target  # noqa: E402
 
 from detection.config import cfg as _cfg  # noqa: E402
-from detection.modeling.detector import build_detection_model  # noqa: E402
+from detection.modeling import build_detection_model  # noqa: E402
 
 
 def batch(cfg, n: int, seed: int = 0):

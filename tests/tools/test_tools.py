@@ -215,7 +215,7 @@ def test_weights_into_another_architecture_fail_clearly(trained, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert re.search(
-        r"error: weights in .* do not match .*shape mismatch .*roi_box_head", err, re.S
+        r"error: weights in .* do not match .*shape mismatch .*roi_heads\.box_head", err, re.S
     )
 
 

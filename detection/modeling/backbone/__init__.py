@@ -1,8 +1,8 @@
 """Backbones: `build_backbone(cfg)` returns the ResNet-C5 trunk (outputs "C4" and "C5")."""
 
-from detection.modeling.backbone.resnet import (
-    ResNet,
-    build_resnet_backbone,
+from detection.modeling.backbone.build import build_resnet_backbone
+from detection.modeling.backbone.resnet import ResNet
+from detection.modeling.backbone.torchvision_weights import (
     load_torchvision_resnet,
     torchvision_to_ours,
 )

@@ -8,19 +8,20 @@ the output stride at 16; 1 gives the plain stride-32 res5). In stages flagged by
 predictor is a submodule named `conv_offset`.
 
 Parameter names mirror torchvision's ResNet (`stem.conv1`, `res2.0.conv1`, ..., `norm1`
-for `bn1`, `resN` for `layer{N-1}`), see `torchvision_to_ours`.
+for `bn1`, `resN` for `layer{N-1}`), see `torchvision_weights.py`; the config -> arguments
+mapping and its checks are `build.py`'s `build_resnet_backbone`.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from detection.layers.norm import NORMS, get_norm
+from detection.layers.deform_conv import DeformConv2d, ModulatedDeformConv2dPack
+from detection.layers.norm import get_norm
 
 # depth -> (block kind, blocks in res2..res5)
 RESNET_SPECS: Dict[int, Tuple[str, Tuple[int, int, int, int]]] = {
@@ -54,10 +55,8 @@ def make_conv3x3(
             groups=groups,
             bias=False,
         )
-    import detection.layers as L  # the op modules (land with the compiled library)
-
     if modulated:
-        return L.ModulatedDeformConv2dPack(
+        return ModulatedDeformConv2dPack(
             in_channels,
             out_channels,
             3,
@@ -68,7 +67,7 @@ def make_conv3x3(
             deform_groups=deformable_groups,
             bias=False,
         )
-    return L.DeformConv2d(
+    return DeformConv2d(
         in_channels,
         out_channels,
         3,
@@ -107,9 +106,7 @@ class BasicBlock(_Block):
         norm_fn,
         conv3x3_kwargs,
     ):
-        super().__init__()
-        if groups != 1:
-            raise ValueError("MODEL.RESNETS.NUM_GROUPS must be 1 for BasicBlock depths (18/34)")
+        super().__init__()  # groups must be 1: checked by build_resnet_backbone (NUM_GROUPS)
         self.conv1 = make_conv3x3(
             in_channels, out_channels, stride=stride, dilation=dilation, groups=1, **conv3x3_kwargs
         )
@@ -181,6 +178,30 @@ class Stem(nn.Module):
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
+class StageWidths(NamedTuple):
+    """Channel widths of one ResNet stage: its input, the bottleneck (3x3 conv) width of its
+    blocks (for BasicBlocks the 3x3 convs take `in_channels` / `out_channels`), its output."""
+
+    blocks: int
+    in_channels: int
+    bottleneck_channels: int
+    out_channels: int
+
+
+def resnet_stage_widths(
+    depth: int, stem_out_channels: int, res2_out_channels: int, res2_bottleneck_channels: int
+) -> List[StageWidths]:
+    """The widths of res2..res5: output and bottleneck widths double from stage to stage, each
+    stage takes the previous one's output. `ResNet` builds its stages from these (and exposes
+    them as `stage_widths`); the builder checks the config against the same numbers."""
+    out = []
+    in_ch, out_ch, bott = stem_out_channels, res2_out_channels, res2_bottleneck_channels
+    for n in RESNET_SPECS[depth][1]:
+        out.append(StageWidths(n, in_ch, bott, out_ch))
+        in_ch, out_ch, bott = out_ch, out_ch * 2, bott * 2
+    return out
+
+
 class ResNet(nn.Module):
     """ResNet trunk returning `{"C4": res4 output (stride 16), "C5": res5 output}`.
 
@@ -207,29 +228,19 @@ class ResNet(nn.Module):
         freeze_at: int = 0,
     ) -> None:
         super().__init__()
-        if depth not in RESNET_SPECS:
-            raise ValueError(f"depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if len(stage_with_dcn) != 4:
-            raise ValueError(
-                f"stage_with_dcn needs one flag per stage res2..res5 (4), got {len(stage_with_dcn)}"
-            )
-        if res5_dilation not in (1, 2):
-            raise ValueError(f"res5_dilation must be 1 or 2, got {res5_dilation}")
-        if not 0 <= freeze_at <= 5:
-            raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
-        kind, blocks = RESNET_SPECS[depth]
+        # The rules on these arguments are checked once, with the config key in the message, by
+        # `build_resnet_backbone`; an invalid value here fails in the layer that cannot take it.
+        kind = RESNET_SPECS[depth][0]
 
         def norm_fn(c):
             return get_norm(norm, c, num_groups=gn_num_groups, eps=gn_eps)
 
         self.stem = Stem(stem_out_channels, norm_fn)
-        in_ch = stem_out_channels
-        out_ch = res2_out_channels
-        bott_ch = num_groups * width_per_group
         self.stage_names = ["res2", "res3", "res4", "res5"]
-        for i, (name, n) in enumerate(zip(self.stage_names, blocks)):
+        self.stage_widths = resnet_stage_widths(
+            depth, stem_out_channels, res2_out_channels, num_groups * width_per_group
+        )
+        for i, (name, w) in enumerate(zip(self.stage_names, self.stage_widths)):
             stride = 1 if i == 0 else 2
             dilation = 1
             if name == "res5" and res5_dilation == 2:
@@ -240,12 +251,13 @@ class ResNet(nn.Module):
                 deformable_groups=deformable_groups,
             )
             layers = []
-            for b in range(n):
+            in_ch = w.in_channels
+            for b in range(w.blocks):
                 if kind == "basic":
                     block = BasicBlock(
                         in_ch,
-                        out_ch,
-                        out_ch,
+                        w.out_channels,
+                        w.out_channels,
                         stride=stride if b == 0 else 1,
                         dilation=dilation,
                         groups=num_groups,
@@ -255,8 +267,8 @@ class ResNet(nn.Module):
                 else:
                     block = Bottleneck(
                         in_ch,
-                        bott_ch,
-                        out_ch,
+                        w.bottleneck_channels,
+                        w.out_channels,
                         stride=stride if b == 0 else 1,
                         dilation=dilation,
                         groups=num_groups,
@@ -265,14 +277,17 @@ class ResNet(nn.Module):
                         stride_in_1x1=stride_in_1x1,
                     )
                 layers.append(block)
-                in_ch = out_ch
+                in_ch = w.out_channels
             self.add_module(name, nn.Sequential(*layers))
-            if name == "res4":
-                self.c4_channels = out_ch
-            out_ch *= 2
-            bott_ch *= 2
-        self.c5_channels = in_ch
-        self.c5_stride = 16 if res5_dilation == 2 else 32
+        c5_stride = 16 if res5_dilation == 2 else 32
+        self.out_channels = {
+            "C4": self.stage_widths[2].out_channels,
+            "C5": self.stage_widths[3].out_channels,
+        }
+        self.out_strides = {"C4": 16, "C5": c5_stride}
+        self.c4_channels = self.out_channels["C4"]
+        self.c5_channels = self.out_channels["C5"]
+        self.c5_stride = c5_stride
         self.freeze_at = freeze_at
         self._freeze(freeze_at)
 
@@ -289,132 +304,3 @@ class ResNet(nn.Module):
         c4 = self.res4(x)
         c5 = self.res5(c4)
         return {"C4": c4, "C5": c5}
-
-
-_TV_LAYER = re.compile(r"^layer(\d)\.")
-
-
-def torchvision_to_ours(name: str) -> str:
-    """Map a torchvision ResNet parameter name to this backbone's (`""` for the fc layer).
-
-    `conv1.* -> stem.conv1.*`, `bn1.* -> stem.norm1.*`, `layerK.j.bnI.* -> res{K+1}.j.normI.*`,
-    `layerK.j.convI/downsample.* -> res{K+1}.j.convI/downsample.*`.
-    """
-    if name.startswith("fc."):
-        return ""
-    if name.startswith("conv1."):
-        return "stem." + name
-    if name.startswith("bn1."):
-        return "stem.norm1." + name[len("bn1.") :]
-    m = _TV_LAYER.match(name)
-    if m is None:
-        raise KeyError(f"not a torchvision ResNet parameter name: {name!r}")
-    name = f"res{int(m.group(1)) + 1}." + name[m.end() :]
-    return re.sub(r"\.bn(\d)\.", r".norm\1.", name)
-
-
-def load_torchvision_resnet(
-    backbone: ResNet, state_dict: Dict[str, torch.Tensor]
-) -> Tuple[List[str], List[str]]:
-    """Load a torchvision-format ResNet state dict (e.g. ImageNet weights) into `backbone`.
-
-    Names are mapped with `torchvision_to_ours`; the fc layer and `num_batches_tracked` are
-    dropped. With GN the BN running statistics are dropped and BN's affine weight/bias
-    initialise GN's; the 3x3 weights of deformable stages load into the deformable convs (their
-    `conv_offset` predictors stay zero). Shapes must match. Returns `(missing, skipped)`: our keys left at their initial value (e.g. the
-    `conv_offset` predictors, or GN's affine parameters when absent) and source keys not used.
-    """
-    ours = backbone.state_dict()
-    mapped: Dict[str, torch.Tensor] = {}
-    skipped: List[str] = []
-    for k, v in state_dict.items():
-        if k.endswith("num_batches_tracked"):
-            skipped.append(k)
-            continue
-        tgt = torchvision_to_ours(k)
-        if tgt == "" or tgt not in ours:
-            skipped.append(k)
-            continue
-        if ours[tgt].shape != v.shape:
-            raise ValueError(
-                f"shape mismatch for {k} -> {tgt}: {tuple(v.shape)} vs {tuple(ours[tgt].shape)}"
-            )
-        mapped[tgt] = v
-    missing = sorted(set(ours) - set(mapped))
-    ours.update(mapped)
-    backbone.load_state_dict(ours)
-    return missing, skipped
-
-
-def _deformable_conv_widths(kind: str, r) -> Dict[str, List[int]]:
-    """Input channels of the deformable 3x3 convs of each stage with STAGE_WITH_DCN set, the way
-    ResNet builds them (bottleneck width doubling per stage; a BasicBlock's first conv takes the
-    previous stage's output)."""
-    widths = {}
-    in_ch, out_ch, bott = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NUM_GROUPS * r.WIDTH_PER_GROUP
-    for i, name in enumerate(("res2", "res3", "res4", "res5")):
-        if r.STAGE_WITH_DCN[i]:
-            widths[name] = [bott] if kind != "basic" else sorted({in_ch, out_ch})
-        in_ch, out_ch, bott = out_ch, out_ch * 2, bott * 2
-    return widths
-
-
-def build_resnet_backbone(cfg) -> ResNet:
-    """The backbone of `cfg.MODEL.BACKBONE` / `cfg.MODEL.RESNETS` (errors name the key)."""
-    body = cfg.MODEL.BACKBONE.CONV_BODY
-    m = re.fullmatch(r"R-(\d+)-C5", body)
-    if m is None or int(m.group(1)) not in RESNET_SPECS:
-        raise ValueError(
-            f"MODEL.BACKBONE.CONV_BODY must be one of "
-            f"{['R-%d-C5' % d for d in sorted(RESNET_SPECS)]}, got {body!r}"
-        )
-    depth = int(m.group(1))
-    r = cfg.MODEL.RESNETS
-    if len(r.STAGE_WITH_DCN) != 4:
-        raise ValueError(
-            f"MODEL.RESNETS.STAGE_WITH_DCN has {len(r.STAGE_WITH_DCN)} flags but {body} has 4 "
-            f"stages (res2..res5)"
-        )
-    if r.NORM not in NORMS:
-        raise ValueError(f"MODEL.RESNETS.NORM must be one of {NORMS}, got {r.NORM!r}")
-    if r.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
-    freeze = cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT
-    if not 0 <= freeze <= 5:
-        raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT must be in 0..5, got {freeze}")
-    if RESNET_SPECS[depth][0] == "basic" and r.NUM_GROUPS != 1:
-        raise ValueError(f"MODEL.RESNETS.NUM_GROUPS must be 1 for {body} (BasicBlock)")
-    if r.DEFORMABLE_GROUPS < 1:
-        raise ValueError(f"MODEL.RESNETS.DEFORMABLE_GROUPS must be >= 1, got {r.DEFORMABLE_GROUPS}")
-    widths = _deformable_conv_widths(RESNET_SPECS[depth][0], r)
-    bad = {k: v for k, v in widths.items() if any(w % r.DEFORMABLE_GROUPS for w in v)}
-    if bad:
-        raise ValueError(
-            f"MODEL.RESNETS.DEFORMABLE_GROUPS={r.DEFORMABLE_GROUPS} must divide the input channels "
-            f"of every deformable 3x3 conv (stages of MODEL.RESNETS.STAGE_WITH_DCN); it does not "
-            f"divide {bad}"
-        )
-    if r.NORM == "GN":
-        g = cfg.MODEL.GROUP_NORM.NUM_GROUPS
-        widths = [r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NUM_GROUPS * r.WIDTH_PER_GROUP]
-        if g <= 0 or any(w % g for w in widths):
-            raise ValueError(
-                f"MODEL.GROUP_NORM.NUM_GROUPS={g} must divide MODEL.RESNETS.STEM_OUT_CHANNELS, "
-                f"RES2_OUT_CHANNELS and NUM_GROUPS * WIDTH_PER_GROUP ({widths})"
-            )
-    return ResNet(
-        depth=depth,
-        norm=r.NORM,
-        gn_num_groups=cfg.MODEL.GROUP_NORM.NUM_GROUPS,
-        gn_eps=cfg.MODEL.GROUP_NORM.EPSILON,
-        num_groups=r.NUM_GROUPS,
-        width_per_group=r.WIDTH_PER_GROUP,
-        stem_out_channels=r.STEM_OUT_CHANNELS,
-        res2_out_channels=r.RES2_OUT_CHANNELS,
-        stride_in_1x1=r.STRIDE_IN_1X1,
-        res5_dilation=r.RES5_DILATION,
-        stage_with_dcn=tuple(bool(s) for s in r.STAGE_WITH_DCN),
-        with_modulated_dcn=r.WITH_MODULATED_DCN,
-        deformable_groups=r.DEFORMABLE_GROUPS,
-        freeze_at=freeze,
-    )

@@ -3,7 +3,7 @@
 Training runs on the positive sampled RoIs (loss_mask = mean BCE of the GT-class channel against
 `SegmentationMask.crop_and_resize(proposal boxes, 28)`); inference on the detections, adding the
 field "mask" = `Tensor[N, 1, 28, 28]` sigmoid probabilities of the predicted label's channel.
-`paste_masks_in_image` turns those into full-image binary masks.
+`detection.structures.mask_paste` turns those into full-image binary masks.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from detection.layers.misc import Conv2d, ConvTranspose2d
+from detection.layers.misc import Conv2d, ConvTranspose2d, zero_connected
 from detection.modeling.roi_heads.poolers import Pooler, boxes_to_rois, build_pooler
-from detection.modeling.utils import zero_connected
 from detection.structures.bounding_box import BoxList
 
 
@@ -66,11 +65,12 @@ def mask_targets(positives: List[BoxList], targets: List[BoxList], resolution: i
 
 
 class ROIMaskHead(nn.Module):
-    """`forward(reduced, rois, targets)` -> (rois, losses).
+    """`forward(features, proposals, targets) -> (results, losses)`, `features` the reduced C5
+    map `Tensor[N, C, H, W]`, `proposals` the box head's results.
 
-    Training: `rois` are the sampled RoIs (fields "labels", "matched_idxs"); the positives are
+    Training: `proposals` are the sampled RoIs (fields "labels", "matched_idxs"); the positives are
     used; loss `loss_mask` (0, connected to the head, when there is no positive).
-    Inference: `rois` are detections ("labels"); each gets the field "mask".
+    Inference: `proposals` are detections ("labels"); each gets the field "mask".
     """
 
     def __init__(self, *, head: MaskHead, resolution: int) -> None:
@@ -79,8 +79,12 @@ class ROIMaskHead(nn.Module):
         self.resolution = resolution
 
     def forward(
-        self, reduced: torch.Tensor, rois: List[BoxList], targets: Optional[List[BoxList]] = None
+        self,
+        features: torch.Tensor,
+        proposals: List[BoxList],
+        targets: Optional[List[BoxList]] = None,
     ) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
+        reduced, rois = features, proposals
         if self.training:
             positives = [r[r.get_field("labels") > 0] for r in rois]
             num = sum(len(p) for p in positives)
@@ -130,59 +134,3 @@ def build_roi_mask_head(cfg, *, in_channels: int, spatial_scale: float) -> ROIMa
         num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
     )
     return ROIMaskHead(head=head, resolution=mh.RESOLUTION)
-
-
-def paste_masks_in_image(
-    masks: torch.Tensor,
-    boxes: torch.Tensor,
-    image_size: Tuple[int, int],
-    threshold: float = 0.5,
-    padding: int = 1,
-) -> torch.Tensor:
-    """Paste `M x M` mask probabilities into the image: `Tensor[N, 1, h, w]` bool.
-
-    Args:
-        masks: `Tensor[N, 1, M, M]` probabilities, mask i covering `boxes[i]`.
-        boxes: `Tensor[N, 4]` (x1, y1, x2, y2) in pixels of the `image_size = (h, w)` image.
-        threshold: pixels whose pasted (bilinearly resampled) probability is `> threshold`
-            are True.
-        padding: the mask is zero-padded by this many cells on each side and the box enlarged
-            accordingly (scale `(M + 2p) / M` about its centre), so the bilinear resampling
-            fades to 0 at the box border instead of being cut off.
-
-    Pixel (y, x) covers `[x, x+1) x [y, y+1)` and is sampled at its centre `(x + 0.5, y + 0.5)`;
-    mask cell j of the padded mask covers `[x1' + j * bw, x1' + (j+1) * bw)` of the enlarged box.
-    """
-    if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[2] != masks.shape[3]:
-        raise ValueError(f"masks must be Tensor[N, 1, M, M], got {tuple(masks.shape)}")
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != masks.shape[0]:
-        raise ValueError(f"boxes must be Tensor[N, 4] matching masks, got {tuple(boxes.shape)}")
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
-    h, w = int(image_size[0]), int(image_size[1])
-    n, m = masks.shape[0], masks.shape[-1]
-    if n == 0:
-        return torch.zeros(0, 1, h, w, dtype=torch.bool, device=masks.device)
-    masks = F.pad(masks.float(), (padding,) * 4)
-    scale = (m + 2 * padding) / m
-    boxes = boxes.float()
-    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
-    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
-    hw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6) * 0.5 * scale
-    hh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6) * 0.5 * scale
-    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
-    out = torch.zeros(n, 1, h, w, dtype=torch.bool, device=masks.device)
-    chunk = max(1, int(2**24 // max(h * w, 1)))
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        gx = (xs[None, :] - cx[s:e, None]) / hw[s:e, None]  # [-1, 1] over the enlarged box
-        gy = (ys[None, :] - cy[s:e, None]) / hh[s:e, None]
-        grid = torch.stack(
-            (gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)), dim=-1
-        )
-        pasted = F.grid_sample(
-            masks[s:e], grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
-        out[s:e] = pasted > threshold
-    return out

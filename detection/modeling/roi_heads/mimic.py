@@ -1,8 +1,8 @@
 """R-CNN feature mimicking (DCNv2 paper, section 3.3), training only.
 
 Up to `num_per_image` positive sampled RoIs per image are cropped from the input image, resized
-bilinearly to `crop_size x crop_size` and run through the shared backbone, the box head's reduce
-conv, its pooling with the RoI covering the whole crop, and its shared fc layers, giving
+bilinearly to `crop_size x crop_size` and run through the shared backbone, the RoI heads' reduce
+conv, the box head's pooling with the RoI covering the whole crop, and its shared fc layers, giving
 `f_RCNN`. An unshared `(C+1)`-way classifier on `f_RCNN` gives `loss_mimic_cls`
 (`weight_cls` x mean cross-entropy against the RoI's class); `loss_mimic_cos` is
 `weight_cos * sum_RoIs (1 - cos(f_RCNN, f_FastRCNN))`, `f_FastRCNN` being the box head fc
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from detection.layers.misc import Linear
-from detection.modeling.utils import zero_connected
+from detection.layers.misc import Linear, zero_connected
+from detection.modeling.roi_heads.box_head import BOX_FEATURES
 from detection.structures.bounding_box import BoxList
 
 
@@ -108,13 +108,14 @@ class FeatureMimic(nn.Module):
         self,
         images: torch.Tensor,
         rois: List[BoxList],
-        fast_features: torch.Tensor,
-        c5_fn: Callable[[torch.Tensor], torch.Tensor],
-        box_extractor: nn.Module,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor],
     ) -> Dict[str, torch.Tensor]:
-        """`images: Tensor[B, 3, H, W]` (the model input), `rois` the sampled RoIs per image
-        (field "labels"), `fast_features: Tensor[sum R_i, D]` their box head fc features,
-        `c5_fn` the backbone (image -> C5), `box_extractor` the box head's feature extractor."""
+        """`images: Tensor[B, 3, H, W]` (the model input), `rois` the box head's sampled RoIs per
+        image (fields "labels" and "box_features", the main branch's `f_FastRCNN`), and
+        `feature_fn`, the detector's one feature function: crops `Tensor[R, 3, S, S]` ->
+        their R-CNN features `Tensor[R, D]` (shared backbone, reduce conv and box fc layers on
+        a RoI covering the whole crop, `GeneralizedRCNN.crop_features`)."""
+        fast_features = torch.cat([r.get_field(BOX_FEATURES) for r in rois])
         chosen = select_mimic_rois(rois, self.num_per_image, self.min_crop_size)
         offsets = [0]
         for r in rois:
@@ -127,17 +128,7 @@ class FeatureMimic(nn.Module):
         labels = torch.cat([r.get_field("labels")[i] for r, i in zip(rois, chosen)])
         bidx = torch.cat([torch.full_like(i, k) for k, i in enumerate(chosen)])
         crops = crop_and_resize_images(images, boxes.detach(), bidx, self.crop_size)
-        reduced = box_extractor.reduce(c5_fn(crops))
-        s = float(self.crop_size)
-        full = torch.tensor([0.0, 0.0, s, s], device=crops.device, dtype=reduced.dtype)
-        whole = torch.cat(
-            [
-                torch.arange(len(boxes), device=crops.device, dtype=reduced.dtype)[:, None],
-                full.expand(len(boxes), 4),
-            ],
-            dim=1,
-        )
-        f_rcnn = box_extractor(reduced, whole)
+        f_rcnn = feature_fn(crops)
         logits = self.cls_score(f_rcnn).float()
         cos = F.cosine_similarity(f_rcnn.float(), fast_features[flat].float(), dim=1)
         return {

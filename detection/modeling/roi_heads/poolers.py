@@ -7,6 +7,8 @@ from typing import List
 import torch
 from torch import nn
 
+from detection.layers.deform_roi_pool import DeformRoIPoolPack, ModulatedDeformRoIPoolPack
+from detection.layers.roi_align import RoIAlign
 from detection.structures.bounding_box import BoxList
 
 POOLERS = ("ModulatedDeformRoIPool", "DeformRoIPool", "RoIAlign")
@@ -43,20 +45,16 @@ class Pooler(nn.Module):
         in_channels: int,
         fc_channels: int,
     ) -> None:
-        super().__init__()
-        if name not in POOLERS:
-            raise ValueError(f"pooler name must be one of {POOLERS}, got {name!r}")
-        import detection.layers as L  # the op modules (land with the compiled library)
-
+        super().__init__()  # `name` is one of POOLERS: checked by build_pooler
         self.name = name
         self.output_size = output_size
         if name == "RoIAlign":
-            self.pool = L.RoIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
+            self.pool = RoIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
         else:
             cls = (
-                L.ModulatedDeformRoIPoolPack
+                ModulatedDeformRoIPoolPack
                 if name == "ModulatedDeformRoIPool"
-                else L.DeformRoIPoolPack
+                else DeformRoIPoolPack
             )
             self.pool = cls(
                 output_size, spatial_scale, sampling_ratio, gamma, in_channels, fc_channels

@@ -7,6 +7,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
+from detection.layers.misc import zero_connected
 from detection.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from detection.modeling.box_coder import BoxCoder
 from detection.modeling.matcher import Matcher
@@ -82,6 +83,6 @@ class RPNLossComputation:
             / num
         )
         if not bool(sampled.any()):  # only ignored anchors: keep the graph connected
-            return obj.sum() * 0.0, d.sum() * 0.0
+            return zero_connected(obj), zero_connected(d)
         obj_loss = F.binary_cross_entropy_with_logits(obj[sampled], labels[sampled])
-        return obj_loss, box_loss + d.sum() * 0.0
+        return obj_loss, box_loss + zero_connected(d)

@@ -50,7 +50,8 @@ def flatten_head_outputs(
 
 
 class RPN(nn.Module):
-    """`forward(images, feature, targets)` -> (proposals: one BoxList per image, losses).
+    """`forward(images, features, targets) -> (proposals: one BoxList per image, losses)`;
+    `features` is the backbone's dict, the RPN runs on `features[in_feature]` ("C4").
 
     Proposals carry the field "objectness" (logits) and are detached from the graph. Losses (in
     training): `loss_objectness` and `loss_rpn_box_reg`.
@@ -64,8 +65,10 @@ class RPN(nn.Module):
         loss_evaluator: RPNLossComputation,
         post_processor_train: RPNPostProcessor,
         post_processor_test: RPNPostProcessor,
+        in_feature: str = "C4",
     ) -> None:
         super().__init__()
+        self.in_feature = in_feature
         self.anchor_generator = anchor_generator
         self.head = head
         self.loss_evaluator = loss_evaluator
@@ -75,9 +78,10 @@ class RPN(nn.Module):
     def forward(
         self,
         images: ImageList,
-        feature: torch.Tensor,
+        features: Dict[str, torch.Tensor],
         targets: Optional[List[BoxList]] = None,
     ) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
+        feature = features[self.in_feature]
         objectness, deltas = self.head(feature)
         anchors = self.anchor_generator(images.image_sizes, feature)
         obj, d = flatten_head_outputs(objectness.float(), deltas.float())  # float32 under autocast

@@ -1,12 +1,14 @@
-"""`build_detection_model(cfg)`: the detector described by a config."""
+"""`build_detection_model(cfg)`: the detector described by a config, and `check_model_config`,
+which runs the builders' checks without allocating."""
 
 from __future__ import annotations
 
+import torch
+
 from detection.modeling.backbone import build_backbone
 from detection.modeling.meta_arch.generalized_rcnn import GeneralizedRCNN
-from detection.modeling.roi_heads.box_head import build_roi_box_head
-from detection.modeling.roi_heads.mask_head import build_roi_mask_head
 from detection.modeling.roi_heads.mimic import build_mimic
+from detection.modeling.roi_heads.roi_heads import build_roi_heads
 from detection.modeling.rpn.rpn import build_rpn
 
 META_ARCHITECTURES = ("GeneralizedRCNN",)
@@ -31,24 +33,27 @@ def build_detection_model(cfg) -> GeneralizedRCNN:
             f"DATALOADER.SIZE_DIVISIBILITY must be >= 0, got {cfg.DATALOADER.SIZE_DIVISIBILITY}"
         )
     backbone = build_backbone(cfg)
-    rpn = build_rpn(cfg, backbone.c4_channels)
-    box_head = mask_head = mimic = None
+    rpn = build_rpn(cfg, backbone.out_channels["C4"])
+    roi_heads = mimic = None
     if not m.RPN_ONLY:
-        scale = 1.0 / backbone.c5_stride
-        box_head = build_roi_box_head(cfg, in_channels=backbone.c5_channels, spatial_scale=scale)
-        reduced = box_head.feature_extractor.out_channels
-        if m.MASK_ON:
-            mask_head = build_roi_mask_head(cfg, in_channels=reduced, spatial_scale=scale)
+        roi_heads = build_roi_heads(
+            cfg,
+            in_channels=backbone.out_channels["C5"],
+            spatial_scale=1.0 / backbone.out_strides["C5"],
+        )
         if m.MIMIC_ON:
             mimic = build_mimic(cfg, feature_dim=m.ROI_BOX_HEAD.MLP_HEAD_DIM)
     return GeneralizedRCNN(
         backbone=backbone,
         rpn=rpn,
-        box_head=box_head,
-        mask_head=mask_head,
+        roi_heads=roi_heads,
         mimic=mimic,
         size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
     )
 
 
-__all__ = ["build_detection_model"]
+def check_model_config(cfg) -> None:
+    """Run the model builders' own checks (`build_detection_model`) without allocating: the
+    model is built on the meta device. Raises their ValueError, which names the key."""
+    with torch.device("meta"):
+        build_detection_model(cfg)

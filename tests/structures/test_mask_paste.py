@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from detection.modeling.roi_heads.mask_head import paste_masks_in_image
+from detection.structures.mask_paste import paste_masks_in_image
 
 
 def test_full_mask_fills_its_box_exactly():
