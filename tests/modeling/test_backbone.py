@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 from detection.config import cfg as _cfg
+from detection.config import load_config
 from detection.modeling.backbone import build_backbone, load_torchvision_resnet
 from detection.modeling.backbone import ResNet, torchvision_to_ours
 
@@ -120,8 +121,8 @@ def _dcn_predictor_params(depth_blocks, widths, dg=1):
 
 @needs_ops
 def test_paper_backbone_dcn_placement_gn_and_parameter_count():
-    cfg = _cfg.clone()
-    cfg.merge_from_file("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+    cfg = load_config("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml", world_size=1)
+    cfg.defrost()
     cfg.MODEL.RESNETS.NORM = "GN"
     import detection.layers as L
 
@@ -149,8 +150,8 @@ def test_paper_backbone_dcn_placement_gn_and_parameter_count():
 
 @needs_ops
 def test_dcnv1_backbone_uses_unmodulated_deform_conv():
-    cfg = _cfg.clone()
-    cfg.merge_from_file("configs/e2e_dcnv1_mask_rcnn_R_50_C5_1x.yaml")
+    cfg = load_config("configs/e2e_dcnv1_mask_rcnn_R_50_C5_1x.yaml", world_size=1)
+    cfg.defrost()
     cfg.merge_from_list(
         ["MODEL.BACKBONE.CONV_BODY", "R-18-C5", "MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
     )
@@ -188,8 +189,8 @@ def test_deformable_groups_size_the_offset_predictors():
 @needs_ops
 def test_torchvision_weights_load_into_the_deformable_backbone():
     tv = _tv_resnet50()
-    cfg = _cfg.clone()
-    cfg.merge_from_file("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+    cfg = load_config("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml", world_size=1)
+    cfg.defrost()
     net = build_backbone(cfg)
     missing, _ = load_torchvision_resnet(net, tv.state_dict())
     assert missing and all(".conv_offset." in k for k in missing)

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from detection.config import cfg as _cfg
 from detection.config import load_config
 from detection.modeling import build_detection_model
 from detection.structures.bounding_box import BoxList
@@ -63,8 +62,7 @@ def test_config_builds_at_full_size_on_meta(config_file):
 def test_paper_config_components():
     import detection.layers as L
 
-    cfg = _cfg.clone()
-    cfg.merge_from_file("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+    cfg = load_config("configs/e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml", world_size=1)
     with torch.device("meta"):
         model = build_detection_model(cfg)
     bb = model.backbone

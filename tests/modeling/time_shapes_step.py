@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from conftest import make_target  # noqa: E402
 
-from detection.config import cfg as _cfg  # noqa: E402
+from detection.config import load_config  # noqa: E402
 from detection.modeling import build_detection_model  # noqa: E402
 
 
@@ -52,8 +52,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = _cfg.clone()
-    cfg.merge_from_file(args.config)
+    cfg = load_config(args.config, world_size=1)  # `_BASE_` files too
+    cfg.defrost()
     torch.manual_seed(0)
     model = build_detection_model(cfg).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
