@@ -456,3 +456,36 @@ def test_cuda_kernels_half_matches_float(cuda_backend, dtype):
         assert g.dtype == dtype, name
         scale = r.abs().max().item() + 1
         torch.testing.assert_close(g.float(), r, rtol=3e-2, atol=3e-2 * scale, msg=name)
+
+
+def test_cuda_kernels_empty_zero_channels_and_non_contiguous(cuda_backend):
+    """No RoIs, zero channels and non-contiguous input / offset / mask / grad on the CUDA
+    kernels, forward and backward ops, against the CPU op (float64)."""
+    b = cuda_backend
+    cpu = torch.ops.detection
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64)
+    rois = _random_rois(6, 2, 10, 9, seed=4)
+    offset = torch.randn(6, 2, 3, 2, dtype=torch.float64) * 0.2
+    mask = torch.rand(6, 1, 3, 2, dtype=torch.float64)
+
+    def nc(t):  # same values, transposed strides
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+
+    cases = [
+        (x, rois[:0], offset[:0], mask[:0]),  # no RoIs
+        (x[:, :0], rois, offset, mask),  # zero channels
+        (nc(x), rois, nc(offset), nc(mask)),  # non-contiguous
+    ]
+    params = (3, 2, 1.0, 2, 0.1)
+    for i, args in enumerate(cases):
+        expected = cpu.modulated_deform_roi_pool(*args, *params)
+        out = b.ops.modulated_deform_roi_pool(*[b.to(t) for t in args], *params)
+        assert out.shape == expected.shape, i
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12, msg=str(i))
+        grad = nc(torch.randn(expected.shape, dtype=torch.float64))
+        g_cpu = cpu._modulated_deform_roi_pool_backward(grad, *args, *params)
+        g = b.ops._modulated_deform_roi_pool_backward(b.to(grad), *[b.to(t) for t in args],
+                                                      *params)  # fmt: skip
+        for name, a, e in zip(["input", "offset", "mask"], g, g_cpu):
+            assert a.shape == e.shape, (i, name)
+            torch.testing.assert_close(a.cpu(), e, rtol=1e-12, atol=1e-12, msg=f"{i} {name}")

@@ -252,3 +252,33 @@ def test_cuda_kernels_match_torchvision(cuda_backend, aligned, dtype, sampling_r
     cpu = roi_align(x, rois, 7, 0.5, sampling_ratio, aligned)
     if dtype == torch.float32:
         torch.testing.assert_close(ours.cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_kernels_empty_zero_channels_and_non_contiguous(cuda_backend):
+    """No RoIs, zero channels, an empty image batch and non-contiguous input / grad on the CUDA
+    kernels, against the CPU op (float64)."""
+    b = cuda_backend
+    cpu = torch.ops.detection
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64)
+    rois = _random_rois(6, 2, 20, 18, seed=3, outside=2.0)
+    cases = [
+        (x, rois[:0]),  # no RoIs
+        (x[:, :0], rois),  # zero channels
+        (x.transpose(2, 3), rois),  # non-contiguous input
+        (x.contiguous(memory_format=torch.channels_last), rois),
+    ]
+    for i, (inp, r) in enumerate(cases):
+        expected = cpu.roi_align(inp, r, 0.5, 3, 2, 2, True)
+        out = b.ops.roi_align(b.to(inp), b.to(r), 0.5, 3, 2, 2, True)
+        assert out.shape == expected.shape, i
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12, msg=str(i))
+        grad = torch.randn(expected.shape, dtype=torch.float64).transpose(2, 3).contiguous()
+        grad = grad.transpose(2, 3)  # non-contiguous
+        g_cpu = cpu._roi_align_backward(grad, r, 0.5, 3, 2, *inp.shape, 2, True)
+        g = b.ops._roi_align_backward(b.to(grad), b.to(r), 0.5, 3, 2, *inp.shape, 2, True)
+        assert g.shape == inp.shape, i
+        torch.testing.assert_close(g.cpu(), g_cpu, rtol=1e-12, atol=1e-12, msg=str(i))
+    # an empty image batch with no RoIs
+    g = b.ops._roi_align_backward(b.to(torch.zeros(0, 3, 3, 2, dtype=torch.float64)),
+                                  b.to(rois[:0]), 0.5, 3, 2, 0, 3, 9, 10, 2, True)  # fmt: skip
+    assert g.shape == (0, 3, 9, 10)
