@@ -14,9 +14,8 @@ if ! command -v gcovr >/dev/null; then
   echo "error: gcovr not found: pip install gcovr" >&2
   exit 2
 fi
-shopt -s nullglob
-libs=(detection/_C.*.so detection/_C.so)
-if [ ${#libs[@]} -eq 0 ]; then
+libs=(detection/_C.*.so)
+if [ ! -e "${libs[0]}" ]; then
   echo "error: detection/_C*.so not found: build it first (python setup.py build_ext --inplace)" >&2
   exit 2
 fi

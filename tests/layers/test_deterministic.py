@@ -145,10 +145,12 @@ def _dcn_backend_grads(backend, tensors, grad, kw, dtype=None):
     return [out] + [g for g, t in zip(grads, tensors) if t is not None]
 
 
-def _roi_backend_grads(backend):
+def _roi_backend_grads(backend, dtype=None):
     """grad_input, grad_offset, grad_mask of the deformable RoI pooling and grad_input of
-    RoIAlign for _roi_case, from `backend`'s backward ops."""
-    x, rois, offset, mask, grad = [backend.to(t) for t in _roi_case("cpu")]
+    RoIAlign for _roi_case, from `backend`'s backward ops (in `dtype`; rois stay float32)."""
+    x, rois, offset, mask, grad = _roi_case("cpu")
+    rois = backend.to(rois)
+    x, offset, mask, grad = [backend.to(t, dtype) for t in (x, offset, mask, grad)]
     pool = backend.ops._modulated_deform_roi_pool_backward(
         grad, x, rois, offset, mask, 7, 7, 1 / 8, 2, 0.1
     )
@@ -182,10 +184,27 @@ def test_cuda_kernels_roi_deterministic_bitwise_and_close_to_atomic(cuda_backend
         torch.testing.assert_close(a.cpu(), c, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_kernels_roi_deterministic_dtypes_bitwise(cuda_backend, dtype):
+    """The deterministic RoI input-gradient kernel in the other dtypes: two runs bit-identical,
+    and close to the atomic kernel's result."""
+    with deterministic():
+        first = _roi_backend_grads(cuda_backend, dtype)
+        second = _roi_backend_grads(cuda_backend, dtype)
+    _assert_bitwise(first, second, "two deterministic runs")
+    atomic = _roi_backend_grads(cuda_backend, dtype)
+    tol = {torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    for a, b in zip(first, atomic):
+        assert a.dtype == dtype
+        scale = b.abs().max().item() + 1
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * scale)
+
+
 @pytest.mark.parametrize(
     "dtype, groups, modulated",
-    [(torch.float32, 2, True), (torch.float16, 1, True), (torch.bfloat16, 1, False)],
-)
+    [(torch.float32, 2, True), (torch.float64, 1, True), (torch.float16, 1, True),
+     (torch.bfloat16, 1, False)],
+)  # fmt: skip
 def test_cuda_kernels_deform_conv_deterministic_variants_bitwise(
     cuda_backend, dtype, groups, modulated
 ):
@@ -207,7 +226,8 @@ def test_cuda_kernels_deform_conv_deterministic_variants_bitwise(
         first = _dcn_backend_grads(cuda_backend, tensors, grad, kw, dtype)
         second = _dcn_backend_grads(cuda_backend, tensors, grad, kw, dtype)
     _assert_bitwise(first, second, "two deterministic runs")
-    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}[dtype]
+    tol = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
+    tol = tol[dtype]
     for a, b in zip(first, cpu_grads()):
         assert a.dtype == dtype
         scale = b.abs().max().item() + 1
