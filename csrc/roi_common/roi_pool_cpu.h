@@ -36,8 +36,9 @@ inline int64_t grain_for(int64_t work_per_item) {
 
 // Per-RoI sample table, built once per RoI and reused for every channel: for each bin, its
 // samples inside the band only (band_range; the others read 0 and only count in g.count), each
-// as four corners (plane index and bilinear weight) and, on request, the corners' coefficients
-// of the x / y derivatives (sample_with_grad_xy is linear in the corner values). Bin b's corners
+// as four corners (corner_offsets and corner_weights) and, on request, the corners' coefficients
+// of the x / y derivatives (derivative_coefficients: sample_with_grad_xy is linear in the corner
+// values). The same functions give the CUDA kernels' per-element samples (roi_sampling.h). Bin b's corners
 // are entries [4 * start[b], 4 * start[b + 1]).
 template <typename T>
 struct RoISamples {
@@ -64,11 +65,8 @@ struct RoISamples {
     for (int ph = 0; ph < ph_n; ++ph) {
       for (int pw = 0; pw < pw_n; ++pw) {
         const int bin = ph * pw_n + pw;
-        T dx = 0, dy = 0;
-        if (offset != nullptr) {
-          dx = gamma * g.roi_w * static_cast<T>(offset[bin]);
-          dy = gamma * g.roi_h * static_cast<T>(offset[bins + bin]);
-        }
+        T dx, dy;
+        bin_shift<T, scalar_t>(g, offset, bin, bins, gamma, &dx, &dy);
         int y0, y1, x0, x1;
         bin_band<T>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
         xs_.clear();
@@ -92,17 +90,16 @@ struct RoISamples {
   std::vector<AxisSample<T>> xs_;
 
   void add(const AxisSample<T>& ay, const AxisSample<T>& ax, int width, bool with_derivatives) {
-    const int64_t yl = static_cast<int64_t>(ay.low) * width;
-    const int64_t yh = static_cast<int64_t>(ay.high) * width;
-    pos.insert(pos.end(), {yl + ax.low, yl + ax.high, yh + ax.low, yh + ax.high});
-    w.insert(w.end(), {ay.h * ax.h, ay.h * ax.l, ay.l * ax.h, ay.l * ax.l});
+    int64_t p[4];
+    T c[4], d[4];
+    corner_offsets(ay, ax, width, p);
+    pos.insert(pos.end(), p, p + 4);
+    corner_weights(ay, ax, c);
+    w.insert(w.end(), c, c + 4);
     if (!with_derivatives) return;
-    // the coefficients of sample_with_grad_xy's derivatives, per corner
-    const T y = ay.coord, x = ax.coord;
-    const T fyl = static_cast<T>(ay.low), fyh = static_cast<T>(ay.high);
-    const T fxl = static_cast<T>(ax.low), fxh = static_cast<T>(ax.high);
-    cx.insert(cx.end(), {y - fyh, fyh - y, fyl - y, y - fyl});
-    cy.insert(cy.end(), {x - fxh, fxl - x, fxh - x, x - fxl});
+    derivative_coefficients(ay, ax, c, d);
+    cx.insert(cx.end(), c, c + 4);
+    cy.insert(cy.end(), d, d + 4);
   }
 };
 
@@ -128,7 +125,7 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
         for (int64_t bin = 0; bin < bins; ++bin) {
           T acc = 0;
           for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
-            acc += w[0] * p[pos[0]] + w[1] * p[pos[1]] + w[2] * p[pos[2]] + w[3] * p[pos[3]];
+            acc += corner_sum(w, p[pos[0]], p[pos[1]], p[pos[2]], p[pos[3]]);
           }
           acc /= s.g.count;
           out[bin] = mask ? acc * mask[r * bins + bin] : acc;
@@ -219,8 +216,8 @@ void roi_pool_backward_offset_mask_cpu(const scalar_t* grad, const scalar_t* inp
         const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
         if (grad_mask) grad_mask[r * bins + bin] = val / s.g.count;
         if (grad_offset) {
-          grad_offset[r * 2 * bins + bin] = gamma * s.g.roi_w * m * dx / s.g.count;
-          grad_offset[r * 2 * bins + bins + bin] = gamma * s.g.roi_h * m * dy / s.g.count;
+          offset_gradient(s.g, gamma, m, dx, dy, &grad_offset[r * 2 * bins + bin],
+                          &grad_offset[r * 2 * bins + bins + bin]);
         }
       }
     }

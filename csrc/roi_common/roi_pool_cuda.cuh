@@ -1,6 +1,7 @@
 // CUDA implementation shared by roi_align and modulated_deform_roi_pool (see roi_pool_cpu.h for
-// the CPU twin). Element types: float, double, half, bfloat16; arithmetic in acc_t =
-// at::opmath_type<scalar_t> (float for half/bfloat16); rois are given in acc_t.
+// the CPU twin; the per-element math of both is roi_sampling.h's). Element types: float, double,
+// half, bfloat16; arithmetic in acc_t = at::opmath_type<scalar_t> (float for half/bfloat16); rois
+// are given in acc_t.
 //
 // forward: one thread per output element; grad_input: one thread per grad element, scattered
 // with gpuAtomicAdd into an acc_t buffer, or, under torch.use_deterministic_algorithms(True),
@@ -43,17 +44,6 @@ __device__ inline RoIGeometry<acc_t> roi_at(const acc_t* rois, int64_t r, acc_t 
   return g;
 }
 
-template <typename acc_t, typename scalar_t>
-__device__ inline void bin_shift(const RoIGeometry<acc_t>& g, const scalar_t* offset, int64_t r,
-                                 int bin, int bins, acc_t gamma, acc_t* dx, acc_t* dy) {
-  *dx = 0;
-  *dy = 0;
-  if (offset != nullptr) {
-    *dx = gamma * g.roi_w * static_cast<acc_t>(offset[r * 2 * bins + bin]);
-    *dy = gamma * g.roi_h * static_cast<acc_t>(offset[r * 2 * bins + bins + bin]);
-  }
-}
-
 template <typename scalar_t, typename acc_t>
 __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
                                         const acc_t* __restrict__ rois,
@@ -74,7 +64,8 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
       continue;
     }
     acc_t dx, dy;
-    bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+    bin_shift<acc_t, scalar_t>(g, offset != nullptr ? offset + r * 2 * bins : nullptr, bin, bins,
+                               gamma, &dx, &dy);
     const scalar_t* plane = input + (g.batch * channels + c) * height * width;
     acc_t acc = 0;
     int y0, y1, x0, x1;
@@ -101,7 +92,8 @@ __device__ inline void scatter_bin(const scalar_t* grad, const acc_t* rois, cons
   const int bins = a.pooled_h * a.pooled_w;
   const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
   acc_t dx, dy;
-  bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+  bin_shift<acc_t, scalar_t>(g, offset != nullptr ? offset + r * 2 * bins : nullptr, bin, bins,
+                               gamma, &dx, &dy);
   acc_t gbin = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]) / g.count;
   if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
   int y0, y1, x0, x1;
@@ -112,18 +104,16 @@ __device__ inline void scatter_bin(const scalar_t* grad, const acc_t* rois, cons
     for (int ix = x0; ix < x1; ++ix) {
       const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
       if (!ax.valid) continue;
-      const int64_t i00 = ay.low * width + ax.low, i01 = ay.low * width + ax.high;
-      const int64_t i10 = ay.high * width + ax.low, i11 = ay.high * width + ax.high;
-      if (Atomic) {
-        gpuAtomicAdd(gp + i00, (ay.h * ax.h) * gbin);
-        gpuAtomicAdd(gp + i01, (ay.h * ax.l) * gbin);
-        gpuAtomicAdd(gp + i10, (ay.l * ax.h) * gbin);
-        gpuAtomicAdd(gp + i11, (ay.l * ax.l) * gbin);
-      } else {
-        gp[i00] += (ay.h * ax.h) * gbin;
-        gp[i01] += (ay.h * ax.l) * gbin;
-        gp[i10] += (ay.l * ax.h) * gbin;
-        gp[i11] += (ay.l * ax.l) * gbin;
+      int64_t pos[4];
+      acc_t w[4];
+      corner_offsets(ay, ax, width, pos);
+      corner_weights(ay, ax, w);
+      for (int corner = 0; corner < 4; ++corner) {
+        if (Atomic) {
+          gpuAtomicAdd(gp + pos[corner], w[corner] * gbin);
+        } else {
+          gp[pos[corner]] += w[corner] * gbin;
+        }
       }
     }
   }
@@ -213,7 +203,8 @@ __global__ void roi_pool_backward_offset_mask_kernel(
     acc_t sum_gx = 0, sum_gy = 0, sum_gm = 0;
     if (g.batch >= 0) {
       acc_t dx, dy;
-      bin_shift<acc_t, scalar_t>(g, offset, r, bin, bins, gamma, &dx, &dy);
+      bin_shift<acc_t, scalar_t>(g, offset != nullptr ? offset + r * 2 * bins : nullptr, bin, bins,
+                               gamma, &dx, &dy);
       int y0, y1, x0, x1;
       bin_band<acc_t>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
       for (int64_t c = 0; c < channels; ++c) {
@@ -240,10 +231,10 @@ __global__ void roi_pool_backward_offset_mask_kernel(
     if (grad_mask != nullptr) grad_mask[index] = static_cast<scalar_t>(sum_gm);
     if (grad_offset != nullptr) {
       const acc_t m = mask != nullptr ? static_cast<acc_t>(mask[index]) : static_cast<acc_t>(1);
-      grad_offset[r * 2 * bins + bin] =
-          static_cast<scalar_t>(gamma * g.roi_w * m * sum_gx / g.count);
-      grad_offset[r * 2 * bins + bins + bin] =
-          static_cast<scalar_t>(gamma * g.roi_h * m * sum_gy / g.count);
+      acc_t gx, gy;
+      offset_gradient(g, gamma, m, sum_gx, sum_gy, &gx, &gy);
+      grad_offset[r * 2 * bins + bin] = static_cast<scalar_t>(gx);
+      grad_offset[r * 2 * bins + bins + bin] = static_cast<scalar_t>(gy);
     }
   }
 }

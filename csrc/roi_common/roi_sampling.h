@@ -1,4 +1,7 @@
-// RoIAlign-style sampling shared by roi_align and modulated_deform_roi_pool, CPU and CUDA.
+// RoIAlign-style sampling shared by roi_align and modulated_deform_roi_pool, CPU and CUDA: one
+// definition of the per-element math (RoI and bin geometry, sample coordinates, corner indices,
+// bilinear weights and the coefficients of the coordinate derivatives, the offset gradient's
+// scale), called by roi_pool_cpu.h and roi_pool_cuda.cuh alike.
 //
 // Conventions (../shared/reference/CONVENTIONS.md):
 //  * rois are (batch_index, x1, y1, x2, y2) in input-image pixels; the box in feature
@@ -11,12 +14,19 @@
 //    bilinearly.
 // All arithmetic is done in `T`, the accumulation ("opmath") type: float for half/bfloat16/float,
 // double for double.
+//
+// The CPU kernels tabulate each RoI's corners and weights once and reuse them for every channel
+// (and sum the channels per corner before applying the derivative coefficients); the CUDA
+// kernels evaluate `sample` / `sample_with_grad_xy` per element. Both take the indices, weights
+// and coefficients from the same functions below.
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 #include <cmath>
 #include <cstdint>
+
+#include "common/host_device.h"
 
 namespace detection {
 namespace roi {
@@ -105,41 +115,90 @@ C10_HOST_DEVICE inline AxisSample<T> axis_sample(int size, T v) {
   return a;
 }
 
-// Bilinear sample of one row-major plane of width `width`, y along rows and x along columns.
-// Weights are formed as (hy * hx) * v_ll + ... in this order on every backend.
+// The four corners of a sample inside the band, in the order (y, x) = (low, low), (low, high),
+// (high, low), (high, high): their indices in a row-major plane of width `width` ...
+template <typename T>
+DETECTION_HOST_DEVICE void corner_offsets(const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                          int width, int64_t pos[4]) {
+  const int64_t yl = static_cast<int64_t>(ay.low) * width;
+  const int64_t yh = static_cast<int64_t>(ay.high) * width;
+  pos[0] = yl + ax.low;
+  pos[1] = yl + ax.high;
+  pos[2] = yh + ax.low;
+  pos[3] = yh + ax.high;
+}
+
+// ... their bilinear weights ...
+template <typename T>
+DETECTION_HOST_DEVICE void corner_weights(const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                          T w[4]) {
+  w[0] = ay.h * ax.h;
+  w[1] = ay.h * ax.l;
+  w[2] = ay.l * ax.h;
+  w[3] = ay.l * ax.l;
+}
+
+// ... and the coefficients of the sample's derivatives with respect to its coordinates x (cx)
+// and y (cy). They use the (clamped) corner indices but the unclamped coordinate, as the
+// reference operator does: inside the clamped border bands this is an extrapolated, not an
+// exact, derivative.
+template <typename T>
+DETECTION_HOST_DEVICE void derivative_coefficients(const AxisSample<T>& ay,
+                                                   const AxisSample<T>& ax, T cx[4], T cy[4]) {
+  const T y = ay.coord, x = ax.coord;
+  const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
+  const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);
+  cx[0] = y - yh;
+  cx[1] = yh - y;
+  cx[2] = yl - y;
+  cx[3] = y - yl;
+  cy[0] = x - xh;
+  cy[1] = xl - x;
+  cy[2] = xh - x;
+  cy[3] = x - xl;
+}
+
+// The weighted sum of four corner values, left to right: the bilinear sample from the weights of
+// `corner_weights` (and the derivatives from the coefficients of `derivative_coefficients`).
+template <typename T>
+DETECTION_HOST_DEVICE T corner_sum(const T c[4], T v0, T v1, T v2, T v3) {
+  return c[0] * v0 + c[1] * v1 + c[2] * v2 + c[3] * v3;
+}
+
+// Bilinear sample of one row-major plane of width `width`, y along rows and x along columns;
+// 0 outside the band.
 template <typename T, typename scalar_t>
-C10_HOST_DEVICE inline T sample(const scalar_t* plane, int width, const AxisSample<T>& ay,
-                                const AxisSample<T>& ax) {
+DETECTION_HOST_DEVICE T sample(const scalar_t* plane, int width, const AxisSample<T>& ay,
+                               const AxisSample<T>& ax) {
   if (!(ay.valid && ax.valid)) return static_cast<T>(0);
-  const T v_ll = static_cast<T>(plane[ay.low * width + ax.low]);
-  const T v_lh = static_cast<T>(plane[ay.low * width + ax.high]);
-  const T v_hl = static_cast<T>(plane[ay.high * width + ax.low]);
-  const T v_hh = static_cast<T>(plane[ay.high * width + ax.high]);
-  return (ay.h * ax.h) * v_ll + (ay.h * ax.l) * v_lh + (ay.l * ax.h) * v_hl + (ay.l * ax.l) * v_hh;
+  int64_t pos[4];
+  T w[4];
+  corner_offsets(ay, ax, width, pos);
+  corner_weights(ay, ax, w);
+  return corner_sum(w, static_cast<T>(plane[pos[0]]), static_cast<T>(plane[pos[1]]),
+                    static_cast<T>(plane[pos[2]]), static_cast<T>(plane[pos[3]]));
 }
 
 // The sampled value and its derivatives with respect to the sample coordinates x and y, from one
-// read of the four corners. The derivatives use the (clamped) corner indices but the unclamped
-// coordinate, as the reference operator does: inside the clamped border bands this is an
-// extrapolated, not an exact, derivative. All 0 for a sample outside the band.
+// read of the four corners (see derivative_coefficients). All 0 for a sample outside the band.
 template <typename T, typename scalar_t>
-C10_HOST_DEVICE inline void sample_with_grad_xy(const scalar_t* plane, int width,
-                                                const AxisSample<T>& ay, const AxisSample<T>& ax,
-                                                T* val, T* dval_dx, T* dval_dy) {
+DETECTION_HOST_DEVICE void sample_with_grad_xy(const scalar_t* plane, int width,
+                                               const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                               T* val, T* dval_dx, T* dval_dy) {
   if (!(ay.valid && ax.valid)) {
     *val = *dval_dx = *dval_dy = static_cast<T>(0);
     return;
   }
-  const T v_ll = static_cast<T>(plane[ay.low * width + ax.low]);
-  const T v_lh = static_cast<T>(plane[ay.low * width + ax.high]);
-  const T v_hl = static_cast<T>(plane[ay.high * width + ax.low]);
-  const T v_hh = static_cast<T>(plane[ay.high * width + ax.high]);
-  *val = (ay.h * ax.h) * v_ll + (ay.h * ax.l) * v_lh + (ay.l * ax.h) * v_hl + (ay.l * ax.l) * v_hh;
-  const T y = ay.coord, x = ax.coord;
-  const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
-  const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);
-  *dval_dx = v_hh * (y - yl) + v_lh * (yh - y) + v_hl * (yl - y) + v_ll * (y - yh);
-  *dval_dy = v_hh * (x - xl) + v_hl * (xh - x) + v_lh * (xl - x) + v_ll * (x - xh);
+  int64_t pos[4];
+  T w[4], cx[4], cy[4];
+  corner_offsets(ay, ax, width, pos);
+  corner_weights(ay, ax, w);
+  derivative_coefficients(ay, ax, cx, cy);
+  const T v0 = static_cast<T>(plane[pos[0]]), v1 = static_cast<T>(plane[pos[1]]);
+  const T v2 = static_cast<T>(plane[pos[2]]), v3 = static_cast<T>(plane[pos[3]]);
+  *val = corner_sum(w, v0, v1, v2, v3);
+  *dval_dx = corner_sum(cx, v0, v1, v2, v3);
+  *dval_dy = corner_sum(cy, v0, v1, v2, v3);
 }
 
 // The samples [*first, *last) of one axis of a bin that fall inside the band [-1, size]; every
@@ -200,6 +259,28 @@ C10_HOST_DEVICE inline void bin_band(const RoIGeometry<T>& g, int ph, int pw, T 
                                      int height, int width, int* y0, int* y1, int* x0, int* x1) {
   band_range<T>(g.grid_h, height, [&](int iy) { return sample_y<T>(g, ph, dy, iy); }, y0, y1);
   band_range<T>(g.grid_w, width, [&](int ix) { return sample_x<T>(g, pw, dx, ix); }, x0, x1);
+}
+
+// The shift (dx, dy) of bin `bin` of a RoI by its offsets, x first: `offset` points at the
+// RoI's [2, bins] offsets, or is null (no shift).
+template <typename T, typename scalar_t>
+DETECTION_HOST_DEVICE void bin_shift(const RoIGeometry<T>& g, const scalar_t* offset, int bin,
+                                     int bins, T gamma, T* dx, T* dy) {
+  *dx = 0;
+  *dy = 0;
+  if (offset != nullptr) {
+    *dx = gamma * g.roi_w * static_cast<T>(offset[bin]);
+    *dy = gamma * g.roi_h * static_cast<T>(offset[bins + bin]);
+  }
+}
+
+// The offset gradient of a bin with mask m from the grad-weighted sums of its samples' x and y
+// derivatives.
+template <typename T>
+DETECTION_HOST_DEVICE void offset_gradient(const RoIGeometry<T>& g, T gamma, T m, T sum_dx,
+                                           T sum_dy, T* grad_x, T* grad_y) {
+  *grad_x = gamma * g.roi_w * m * sum_dx / g.count;
+  *grad_y = gamma * g.roi_h * m * sum_dy / g.count;
 }
 
 }  // namespace roi

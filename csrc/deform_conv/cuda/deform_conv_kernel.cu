@@ -8,7 +8,9 @@
 // grad_input buffer (under torch.use_deterministic_algorithms(True): one thread per input plane
 // with a fixed summation order instead, no atomics), and the offset/mask gradients with one thread per (image, deform group,
 // kernel point, position) summing over the group's channels (no atomics). Everything runs on the
-// current stream of the input's device. Semantics: deform_conv_math.h / CONVENTIONS.md.
+// current stream of the input's device. Semantics: CONVENTIONS.md; the per-element math (sample
+// location, masked weights, interpolation, coordinate derivatives) is deform_conv_math.h's, the
+// very definitions the CPU kernel calls.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
@@ -78,16 +80,17 @@ __global__ void im2col_kernel(int64_t n, Dims d, const scalar_t* __restrict__ in
     for (int64_t k = 0; k < K; ++k) {
       acc_t y, x;
       sample_position<acc_t>(d, off, k, q, P, y, x);
-      acc_t val = acc_t(0);
+      // outside the band: zero corners with ly = lx = 0, as the CPU kernel's zero block
+      acc_t v[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
       int64_t y_low, x_low;
-      acc_t ly, lx;
+      acc_t ly = acc_t(0), lx = acc_t(0);
       if (locate<acc_t>(y, x, d.height, d.width, y_low, x_low, ly, lx)) {
-        acc_t v[4];
         corners<acc_t>(plane, d.height, d.width, y_low, x_low, v);
-        val = interpolate<acc_t>(v, ly, lx);
       }
-      if (msk != nullptr) val *= static_cast<acc_t>(msk[k * P + q]);
-      col[k * P] = static_cast<scalar_t>(val);
+      const acc_t m = msk != nullptr ? static_cast<acc_t>(msk[k * P + q]) : acc_t(1);
+      acc_t w[4];
+      bilinear_weights<acc_t>(fractions<acc_t>(ly, lx), m, w);
+      col[k * P] = static_cast<scalar_t>(weighted_sum<acc_t>(w, v[0], v[1], v[2], v[3]));
     }
   }
 }
@@ -111,10 +114,10 @@ __global__ void col2im_kernel(int64_t n, Dims d, const scalar_t* __restrict__ gr
     int64_t y_low, x_low;
     acc_t ly, lx;
     if (!locate<acc_t>(y, x, d.height, d.width, y_low, x_low, ly, lx)) continue;
-    acc_t grad = static_cast<acc_t>(grad_columns[t]);
-    if (mask != nullptr) grad *= static_cast<acc_t>(mask[(row * K + k) * P + q]);
+    const acc_t grad = static_cast<acc_t>(grad_columns[t]);
+    const acc_t m = mask != nullptr ? static_cast<acc_t>(mask[(row * K + k) * P + q]) : acc_t(1);
     acc_t w[4];
-    bilinear_weights<acc_t>(ly, lx, w);
+    bilinear_weights<acc_t>(fractions<acc_t>(ly, lx), m, w);
     acc_t* plane = grad_input + bc * d.height * d.width;
     for (int corner = 0; corner < 4; ++corner) {
       const int64_t yy = y_low + corner / 2, xx = x_low + corner % 2;
@@ -150,10 +153,11 @@ __global__ void col2im_plane_kernel(int64_t n, Dims d, const scalar_t* __restric
         int64_t y_low, x_low;
         acc_t ly, lx;
         if (!locate<acc_t>(y, x, d.height, d.width, y_low, x_low, ly, lx)) continue;
-        acc_t grad = static_cast<acc_t>(gc[q]);
-        if (mask != nullptr) grad *= static_cast<acc_t>(mask[(row * K + k) * P + q]);
+        const acc_t grad = static_cast<acc_t>(gc[q]);
+        const acc_t m =
+            mask != nullptr ? static_cast<acc_t>(mask[(row * K + k) * P + q]) : acc_t(1);
         acc_t w[4];
-        bilinear_weights<acc_t>(ly, lx, w);
+        bilinear_weights<acc_t>(fractions<acc_t>(ly, lx), m, w);
         for (int corner = 0; corner < 4; ++corner) {
           const int64_t yy = y_low + corner / 2, xx = x_low + corner % 2;
           if (yy >= 0 && yy < d.height && xx >= 0 && xx < d.width) {
@@ -187,6 +191,7 @@ __global__ void coordinate_grad_kernel(int64_t n, Dims d, const scalar_t* __rest
     acc_t ly, lx;
     acc_t acc_y = acc_t(0), acc_x = acc_t(0), acc_v = acc_t(0);
     if (locate<acc_t>(y, x, d.height, d.width, y_low, x_low, ly, lx)) {
+      const Fractions<acc_t> f = fractions<acc_t>(ly, lx);
       for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
         const int64_t bc = b * d.channels + c;
         const scalar_t* plane = input + bc * d.height * d.width;
@@ -194,10 +199,10 @@ __global__ void coordinate_grad_kernel(int64_t n, Dims d, const scalar_t* __rest
         acc_t v[4];
         corners<acc_t>(plane, d.height, d.width, y_low, x_low, v);
         acc_t dy, dx;
-        coordinate_gradient<acc_t>(v, ly, lx, dy, dx);
+        coordinate_gradient<acc_t>(f, v[0], v[1], v[2], v[3], dy, dx);
         acc_y += gq * dy;
         acc_x += gq * dx;
-        acc_v += gq * interpolate<acc_t>(v, ly, lx);
+        acc_v += gq * interpolate<acc_t>(f, v[0], v[1], v[2], v[3]);
       }
     }
     const acc_t m = mask != nullptr ? static_cast<acc_t>(mask[(row * K + k) * P + q]) : acc_t(1);

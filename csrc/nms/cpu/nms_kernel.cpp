@@ -1,7 +1,8 @@
 // detection::nms, CPU (float32, float64): greedy non-maximum suppression.
 // dets: Tensor[K, 4] (x1, y1, x2, y2), continuous coordinates (area = (x2 - x1) * (y2 - y1), no
-// +1); a box is dropped when its IoU with a kept, higher-scored box is > iou_threshold. Returns
-// the kept indices (int64) by decreasing score; equal scores keep their input order.
+// +1); a box is dropped when its IoU (nms_math.h, shared with the CUDA kernel) with a kept,
+// higher-scored box is > iou_threshold. Returns the kept indices (int64) by decreasing score;
+// equal scores keep their input order.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "nms/nms_checks.h"
+#include "nms/nms_math.h"
 
 namespace detection {
 
@@ -25,7 +27,7 @@ void nms_cpu_impl(const scalar_t* d, const int64_t* order, int64_t n, double iou
     y1[o] = b[1];
     x2[o] = b[2];
     y2[o] = b[3];
-    areas[o] = (b[2] - b[0]) * (b[3] - b[1]);
+    areas[o] = nms::box_area(b[0], b[1], b[2], b[3]);
   }
   std::vector<char> suppressed(n, 0);
   for (int64_t i = 0; i < n; ++i) {
@@ -34,10 +36,8 @@ void nms_cpu_impl(const scalar_t* d, const int64_t* order, int64_t n, double iou
     const scalar_t ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = areas[i];
     for (int64_t j = i + 1; j < n; ++j) {
       if (suppressed[j]) continue;
-      const scalar_t w = std::max(static_cast<scalar_t>(0), std::min(ix2, x2[j]) - std::max(ix1, x1[j]));
-      const scalar_t h = std::max(static_cast<scalar_t>(0), std::min(iy2, y2[j]) - std::max(iy1, y1[j]));
-      const scalar_t inter = w * h;
-      const scalar_t iou = inter / (iarea + areas[j] - inter);
+      const scalar_t iou =
+          nms::iou(ix1, iy1, ix2, iy2, iarea, x1[j], y1[j], x2[j], y2[j], areas[j]);
       if (iou > iou_threshold) suppressed[j] = 1;
     }
   }

@@ -8,26 +8,25 @@
 
 #include "common/cuda_compat.cuh"
 #include "nms/nms_checks.h"
+#include "nms/nms_math.h"
 
 namespace detection {
 namespace {
 
 constexpr int kBlockBits = 64;  // boxes per mask word
 
-// The IoU is computed in acc_t and compared with the double threshold, as the CPU kernel does (a
-// float threshold rounded up, e.g. 0.3f > 0.3, would keep a box whose IoU equals it exactly).
+// The IoU (nms_math.h, the CPU kernel's definition) is computed in acc_t and compared with the
+// double threshold, as the CPU kernel does (a float threshold rounded up, e.g. 0.3f > 0.3, would
+// keep a box whose IoU equals it exactly).
 template <typename acc_t, typename scalar_t>
 __device__ inline bool suppresses(const scalar_t* a, const scalar_t* b, double threshold) {
   const acc_t ax1 = static_cast<acc_t>(a[0]), ay1 = static_cast<acc_t>(a[1]);
   const acc_t ax2 = static_cast<acc_t>(a[2]), ay2 = static_cast<acc_t>(a[3]);
   const acc_t bx1 = static_cast<acc_t>(b[0]), by1 = static_cast<acc_t>(b[1]);
   const acc_t bx2 = static_cast<acc_t>(b[2]), by2 = static_cast<acc_t>(b[3]);
-  const acc_t w = max(static_cast<acc_t>(0), min(ax2, bx2) - max(ax1, bx1));
-  const acc_t h = max(static_cast<acc_t>(0), min(ay2, by2) - max(ay1, by1));
-  const acc_t inter = w * h;
-  const acc_t area_a = (ax2 - ax1) * (ay2 - ay1);
-  const acc_t area_b = (bx2 - bx1) * (by2 - by1);
-  return static_cast<double>(inter / (area_a + area_b - inter)) > threshold;
+  const acc_t iou = nms::iou(ax1, ay1, ax2, ay2, nms::box_area(ax1, ay1, ax2, ay2), bx1, by1, bx2,
+                             by2, nms::box_area(bx1, by1, bx2, by2));
+  return static_cast<double>(iou) > threshold;
 }
 
 // mask[i * col_blocks + cb]: bit k set when sorted box i suppresses sorted box cb * 64 + k.
