@@ -76,8 +76,12 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     if spec.isdigit():
         root = data_root or args["data_root"]
         images, labels = D.load_data(
-            args["data"], root, args["train_size"], args["test_size"], args["seed"]
-        )["test"]
+            args.get("data_used", args["data"]),
+            root,
+            args["train_size"],
+            args["test_size"],
+            args["seed"],
+        )[0]["test"]
         index = int(spec)
         if index >= len(images):
             raise SystemExit(
@@ -96,12 +100,12 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
 def write_spread(a, model, margs, out: str) -> list[str]:
     """spread.csv / spread.png for --run and --spread-runs over the first --spread-images images."""
     images, _ = D.load_data(
-        margs["data"],
+        margs.get("data_used", margs["data"]),
         a.data_root or margs["data_root"],
         margs["train_size"],
         margs["test_size"],
         margs["seed"],
-    )["test"]
+    )[0]["test"]
     images = images[: a.spread_images]
     models = {run_label(margs): model}
     for run in a.spread_runs:

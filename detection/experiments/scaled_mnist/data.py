@@ -110,17 +110,57 @@ def load_idx_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels
 
 
+def _has_split_files(root: str) -> bool:
+    return all(_find_idx(root, n) for pair in SPLIT_FILES.values() for n in pair)
+
+
+def mnist_help(root: str) -> str:
+    """Where to put the MNIST files (for error messages)."""
+    names = [n + ".gz" for pair in SPLIT_FILES.values() for n in pair]
+    return (
+        f"put the original MNIST idx files ({', '.join(names)}, gzipped or not) in "
+        f"{os.path.abspath(os.path.join(root, 'mnist'))}/ (a link to a folder holding them is "
+        "fine), or let torchvision download them when the network allows; `--data synthetic` "
+        "needs no download"
+    )
+
+
+def find_mnist(root: str, download: bool = True) -> tuple[str, str]:
+    """(folder holding the four MNIST idx files, how it was found) under data root `root`.
+
+    Looks in `<root>/mnist/` ("datasets/mnist" by default), then in `<root>/MNIST/raw/` (where a
+    previous torchvision download put them); with `download`, asks `torchvision.datasets.MNIST`
+    to download into `<root>/`. Raises FileNotFoundError saying where to put the files (and why
+    the download failed) when all of that fails.
+    """
+    local = os.path.join(root, "mnist")
+    if _has_split_files(local):
+        return local, "local"
+    raw = os.path.join(root, "MNIST", "raw")
+    if _has_split_files(raw):
+        return raw, "torchvision download (cached)"
+    reason = "download not attempted"
+    if download:
+        try:
+            import torchvision
+
+            for train in (True, False):
+                torchvision.datasets.MNIST(root, train=train, download=True)
+            if _has_split_files(raw):
+                return raw, "torchvision download"
+            reason = f"torchvision's download left no idx files in {raw}"
+        except Exception as exc:  # no network, a proxy, a bad mirror: all mean "not here"
+            reason = "download failed: " + " ".join(str(exc).split())[:300]
+    raise FileNotFoundError(f"MNIST not found ({reason}); {mnist_help(root)}")
+
+
 def load_mnist(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Real MNIST from `root` (e.g. `datasets/mnist`); a helpful error when the files are absent."""
+    """Real MNIST `split` from the folder `root` holding the idx files (see `find_mnist`)."""
     try:
         return load_idx_split(root, split)
     except FileNotFoundError:
-        names = [n for pair in SPLIT_FILES.values() for n in pair]
         raise FileNotFoundError(
-            f"--data mnist needs the original MNIST idx files in {os.path.abspath(root)}/, gzipped "
-            f"or not: {', '.join(names)} (e.g. `{names[0]}.gz` as distributed on the MNIST page "
-            "http://yann.lecun.com/exdb/mnist/ or its mirrors). Put them there, or run with "
-            "`--data synthetic` (the default), which needs no download."
+            f"{root}: the MNIST idx files are missing; {mnist_help(os.path.dirname(root))}"
         ) from None
 
 
@@ -210,24 +250,48 @@ def load_synthetic(
 
 
 def load_data(
-    data: str, root: str, train_size: int, test_size: int, seed: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images, labels), "test": (...)} for `data` in {"synthetic", "mnist"}.
+    data: str, root: str, train_size: int, test_size: int, seed: int, download: bool = True
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """({"train": (images, labels), "test": (...)}, what was used) for `data` in
+    {"auto", "mnist", "synthetic"}.
 
-    Real MNIST comes from `<root>/mnist/`, truncated to the first `train_size` / `test_size`
-    images; the synthetic set is cached under `<root>/synthetic_digits/`.
+    "mnist": real MNIST found by `find_mnist` (error when absent); "auto": real MNIST when it is
+    found, else the synthetic digits; "synthetic": the synthetic set, cached under
+    `<root>/synthetic_digits/`. Real MNIST is truncated to the first `train_size` / `test_size`
+    images; a size larger than the split is a ValueError. The second value records
+    {"data", "data_dir", "data_source", "train_size", "test_size", "data_note"?}.
     """
-    if data == "mnist":
-        out = {s: load_mnist(os.path.join(root, "mnist"), s) for s in ("train", "test")}
-        sizes = {"train": train_size, "test": test_size}
-        return {s: (im[: sizes[s]], lb[: sizes[s]]) for s, (im, lb) in out.items()}
-    if data == "synthetic":
-        cache = synthetic_dir(root, seed, train_size, test_size)
-        return {
-            "train": load_synthetic(root, "train", train_size, seed, cache),
-            "test": load_synthetic(root, "test", test_size, seed, cache),
-        }
-    raise ValueError(f"data must be 'synthetic' or 'mnist', got {data!r}")
+    if data not in ("auto", "mnist", "synthetic"):
+        raise ValueError(f"data must be 'auto', 'mnist' or 'synthetic', got {data!r}")
+    note = None
+    if data in ("auto", "mnist"):
+        try:
+            folder, source = find_mnist(root, download=download)
+        except FileNotFoundError as exc:
+            if data == "mnist":
+                raise
+            folder, note = None, f"real MNIST unavailable, used synthetic digits: {exc}"
+        if folder is not None:
+            out = {s: load_mnist(folder, s) for s in ("train", "test")}
+            sizes = {"train": train_size, "test": test_size}
+            for s, (im, _) in out.items():
+                if sizes[s] > len(im):
+                    raise ValueError(
+                        f"--{s}-size {sizes[s]} exceeds the {len(im)} MNIST {s} images in {folder}"
+                    )
+            sets = {s: (im[: sizes[s]], lb[: sizes[s]]) for s, (im, lb) in out.items()}
+            info = {"data": "mnist", "data_dir": os.path.abspath(folder), "data_source": source}
+            return sets, {**info, "train_size": train_size, "test_size": test_size}
+    cache = synthetic_dir(root, seed, train_size, test_size)
+    sets = {
+        "train": load_synthetic(root, "train", train_size, seed, cache),
+        "test": load_synthetic(root, "test", test_size, seed, cache),
+    }
+    info = {"data": "synthetic", "data_dir": os.path.abspath(cache), "data_source": "generated"}
+    info.update(train_size=train_size, test_size=test_size)
+    if note:
+        info["data_note"] = note
+    return sets, info
 
 
 # ------------------------------------------------------------------------------ scale transform
