@@ -32,6 +32,8 @@ class DatasetCatalog:
         ),
         "shapes_train": ("shapes/train", "shapes/annotations/instances_train.json"),
         "shapes_val": ("shapes/val", "shapes/annotations/instances_val.json"),
+        "mnist_det_train": ("mnist_det/train", "mnist_det/annotations/instances_train.json"),
+        "mnist_det_val": ("mnist_det/val", "mnist_det/annotations/instances_val.json"),
     }
 
     @staticmethod
@@ -60,6 +62,10 @@ class DatasetCatalog:
         img_dir, ann_file = (os.path.join(root, p) for p in known[name])
         if name.startswith("shapes_") and not os.path.isdir(os.path.join(root, "shapes")):
             _generate_shapes(cfg)
+        if name.startswith("mnist_det_"):  # generated from ROOT/mnist on first use
+            from detection.data.datasets.mnist_det import ensure_mnist_det
+
+            ensure_mnist_det(root)
         _check_exists(name, root, img_dir, ann_file)
         return {"factory": "COCODataset", "args": {"root": img_dir, "ann_file": ann_file}}
 
