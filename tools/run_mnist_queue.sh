@@ -15,7 +15,7 @@ CLS_EPOCHS="${CLS_EPOCHS:-14}"; CLS_TRAIN="${CLS_TRAIN:-60000}"
 SMN_EPOCHS="${SMN_EPOCHS:-5}"; SMN_TRAIN="${SMN_TRAIN:-60000}"
 SEEDS="${SEEDS:-0 1 2}"
 RUNS="${RUNS:-work_space/mnist_runs}"; RESULTS="${RESULTS:-docs/results/scaled_mnist}"
-PYTHON="${PYTHON:-python}"
+PYTHON="${PYTHON:-python}"; TEST_SIZE="${TEST_SIZE:-10000}"
 mkdir -p "$RUNS/logs" "$RESULTS"
 
 jobs=()
@@ -38,7 +38,7 @@ for job in "${jobs[@]}"; do
   echo "$(date -u +%FT%TZ) start $name" >> "$RUNS/logs/queue.log"
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 nice -n 10 "$PYTHON" tools/train_scaled_mnist.py $args --data mnist \
-    --threads 1 --out "$RUNS/$name" > "$RUNS/logs/$name.log" 2>&1
+    --test-size "$TEST_SIZE" --threads 1 --out "$RUNS/$name" > "$RUNS/logs/$name.log" 2>&1
   rc=$?
   [ -f "$RUNS/$name/summary.json" ] && cp "$RUNS/$name/summary.json" "$RESULTS/$name.json"
   echo "$(date -u +%FT%TZ) end $name rc=$rc" >> "$RUNS/logs/queue.log"

@@ -240,7 +240,7 @@ def _scaled_test_sets(images: np.ndarray) -> dict[float, np.ndarray]:
 
 
 @torch.no_grad()
-def evaluate_uint8(model, images: np.ndarray, y: torch.Tensor, device, batch: int = 1000):
+def evaluate_uint8(model, images: np.ndarray, y: torch.Tensor, device, batch: int = 128):
     """(mean cross-entropy, accuracy) on uint8 `[N, 28, 28]` images (normalised like to_tensor)."""
     model.eval()
     loss, correct = 0.0, 0
