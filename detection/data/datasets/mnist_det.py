@@ -6,8 +6,10 @@ strokes and resized to a height drawn log-uniformly from `min_digit`-`max_digit`
 default: a 10x span), painted in a random bright colour with its grey level as opacity. Later
 digits occlude earlier ones; placements that would hide more than half of an earlier digit are
 re-drawn. Every annotation is the VISIBLE stroke mask of its digit (grey level > 127, minus what
-later digits cover), stored as COCO RLE (holes of 0, 6, 8, 9 kept); `bbox` and `area` are
-measured on that mask. Classes: the ten digits, category ids 1-10 named "0"-"9".
+later digits cover), stored as COCO RLE (holes of 0, 6, 8, 9 kept); `bbox` is measured on that
+mask. `area` is the box area, not the stroke area: COCOeval uses `area` only to split small /
+medium / large (32^2, 96^2 px), and a thin stroke covers a small part of its box (a 120 px digit
+about 3000 px^2), so with stroke areas no digit would be "large". Classes: the ten digits, category ids 1-10 named "0"-"9".
 
 `train` canvases use the MNIST training digits and `val` canvases the test digits, so the
 validation writers are unseen. Layout under `out_dir`: `annotations/instances_{train,val}.json`,
@@ -139,18 +141,18 @@ def _annotations(objects: List[Dict], image_id: int, next_id: int) -> List[Dict]
     anns = []
     for o in objects:
         rle = mask_utils.encode(np.asfortranarray(o["visible"].astype(np.uint8)))
-        area = float(mask_utils.area(rle))
-        if area <= 0:
+        if float(mask_utils.area(rle)) <= 0:
             continue
         rle["counts"] = rle["counts"].decode("ascii")
+        bbox = [float(v) for v in mask_utils.toBbox(rle)]
         anns.append(
             {
                 "id": next_id + len(anns),
                 "image_id": image_id,
                 "category_id": o["label"] + 1,
                 "segmentation": rle,
-                "area": area,
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "area": bbox[2] * bbox[3],  # the box, not the strokes: see the module docstring
+                "bbox": bbox,
                 "iscrowd": 0,
             }
         )
