@@ -94,3 +94,19 @@ def test_loads_through_coco_dataset(det_dir):
     assert img.shape[2] == 3 and len(target) > 0
     masks = target.get_field("masks").get_mask_tensor()
     assert masks.shape[-2:] == img.shape[:2] and masks.sum() > 0
+
+
+def test_catalog_generates_on_first_use(tmp_path, monkeypatch):
+    from detection.config import cfg as default_cfg
+    from detection.config.paths_catalog import DatasetCatalog
+
+    os.symlink(SHARED_MNIST, tmp_path / "mnist")
+    monkeypatch.setitem(M.DEFAULTS, "num_train", 2)
+    monkeypatch.setitem(M.DEFAULTS, "num_val", 2)
+    cfg = default_cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.ROOT = str(tmp_path)
+    got = DatasetCatalog.get("mnist_det_val", cfg)
+    assert got["args"]["ann_file"] == str(tmp_path / "mnist_det/annotations/instances_val.json")
+    assert len(json.load(open(got["args"]["ann_file"]))["images"]) == 2
+    assert sorted(os.listdir(tmp_path)) == ["mnist", "mnist_det"]  # no temporary folder left

@@ -251,4 +251,4 @@ def ensure_mnist_det(root: str) -> None:
         return
     mnist_dir, _ = find_mnist(root)
     logger.info("%s is missing: generating it from the MNIST digits in %s", out, mnist_dir)
-    generate_mnist_det_dataset(out, mnist_dir)
+    generate_mnist_det_dataset(out, mnist_dir, **DEFAULTS)
