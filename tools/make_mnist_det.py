@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detection.data.datasets.mnist import find_mnist  # noqa: E402
-from detection.data.datasets.mnist_det import DEFAULTS, generate_mnist_det_dataset  # noqa: E402
+from detection.data.datasets.mnist import find_mnist
+from detection.data.datasets.mnist_det import DEFAULTS, generate_mnist_det_dataset
 
 
 def main(argv=None) -> int:
@@ -43,7 +43,9 @@ def main(argv=None) -> int:
     if not 8 <= args.min_digit <= args.max_digit < args.min_size <= args.max_size:
         p.error("need 8 <= --min-digit <= --max-digit < --min-size <= --max-size")
     if os.path.exists(args.out):
-        print(f"error: --out {args.out} exists; remove it or choose another folder", file=sys.stderr)
+        print(
+            f"error: --out {args.out} exists; remove it or choose another folder", file=sys.stderr
+        )
         return 2
     try:
         mnist_dir, source = find_mnist(args.data_root, download=not args.no_download)

@@ -23,14 +23,17 @@ def cell(values) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("results", nargs="+")
     p.add_argument("--out")
     a = p.parse_args(argv)
     by_cfg: dict[str, list[dict]] = {}
     for path in a.results:
         try:
-            r = json.load(open(path))
+            with open(path) as f:
+                r = json.load(f)
         except (OSError, ValueError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2

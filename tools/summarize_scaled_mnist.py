@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def setting(a: dict) -> tuple:
     label = "regular" if not a.get("deform") else ("DCNv2" if a.get("modulation") else "DCNv1")
     olr = a.get("offset_lr_factor") if a.get("deform") else None
-    train = f"{a['scale_min']:g}" + ("" if a["scale_min"] == a["scale_max"] else f"-{a['scale_max']:g}")
+    train = f"{a['scale_min']:g}" + (
+        "" if a["scale_min"] == a["scale_max"] else f"-{a['scale_max']:g}"
+    )
     return (a["arch"], label, olr, a.get("data_used", a.get("data")), train, a["epochs"],
             a["train_size"], a["test_size"])  # fmt: skip
 
@@ -35,7 +37,9 @@ def cell(values: list[float]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("summaries", nargs="+", help="summary.json files (or run folders holding one)")
     p.add_argument("--out", help="also write the Markdown here")
     a = p.parse_args(argv)
@@ -45,7 +49,8 @@ def main(argv=None) -> int:
         if os.path.isdir(path):
             path = os.path.join(path, "summary.json")
         try:
-            s = json.load(open(path))
+            with open(path) as f:
+                s = json.load(f)
         except (OSError, ValueError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2

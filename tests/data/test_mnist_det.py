@@ -21,6 +21,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 @pytest.fixture(scope="module")
 def det_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("det") / "mnist_det")
@@ -29,7 +39,6 @@ def det_dir(tmp_path_factory):
 
 
 def test_coco_json_and_masks(det_dir):
-    pool, labels = load_mnist(SHARED_MNIST, "test")
     for split, n in (("train", 4), ("val", 3)):
         ann_file = os.path.join(det_dir, "annotations", f"instances_{split}.json")
         coco = COCO(ann_file)
@@ -48,25 +57,21 @@ def test_coco_json_and_masks(det_dir):
                 assert 1 <= a["category_id"] <= 10
     # a mask is the strokes, not the box: far less than the box is covered
     anns = COCO(os.path.join(det_dir, "annotations", "instances_val.json")).dataset["annotations"]
-    fill = [
-        mask_utils.area(a["segmentation"]) / a["area"] for a in anns if a["bbox"][3] >= 30
-    ]
+    fill = [mask_utils.area(a["segmentation"]) / a["area"] for a in anns if a["bbox"][3] >= 30]
     assert fill and max(fill) < 0.8
 
 
 def test_deterministic_and_seed_dependent(det_dir, tmp_path):
     again = str(tmp_path / "again")
     M.generate_split(again, "val", 3, 5, SHARED_MNIST)
-    a = json.load(open(os.path.join(det_dir, "annotations", "instances_val.json")))
-    b = json.load(open(os.path.join(again, "annotations", "instances_val.json")))
+    a = _load_json(os.path.join(det_dir, "annotations", "instances_val.json"))
+    b = _load_json(os.path.join(again, "annotations", "instances_val.json"))
     assert a["annotations"] == b["annotations"]
     for name in os.listdir(os.path.join(again, "val")):
-        assert open(os.path.join(again, "val", name), "rb").read() == open(
-            os.path.join(det_dir, "val", name), "rb"
-        ).read()
+        assert _read(os.path.join(again, "val", name)) == _read(os.path.join(det_dir, "val", name))
     other = str(tmp_path / "other")
     M.generate_split(other, "val", 3, 6, SHARED_MNIST)
-    c = json.load(open(os.path.join(other, "annotations", "instances_val.json")))
+    c = _load_json(os.path.join(other, "annotations", "instances_val.json"))
     assert c["annotations"] != a["annotations"]
 
 
@@ -108,5 +113,5 @@ def test_catalog_generates_on_first_use(tmp_path, monkeypatch):
     cfg.DATASETS.ROOT = str(tmp_path)
     got = DatasetCatalog.get("mnist_det_val", cfg)
     assert got["args"]["ann_file"] == str(tmp_path / "mnist_det/annotations/instances_val.json")
-    assert len(json.load(open(got["args"]["ann_file"]))["images"]) == 2
+    assert len(_load_json(got["args"]["ann_file"])["images"]) == 2
     assert sorted(os.listdir(tmp_path)) == ["mnist", "mnist_det"]  # no temporary folder left

@@ -24,9 +24,21 @@ TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def test_shared_files_match_their_checksums(mnist_root):
     folder = os.path.join(mnist_root, "mnist")
-    for line in open(os.path.join(folder, "SHA256SUMS")):
+    with open(os.path.join(folder, "SHA256SUMS")) as f:
+        lines = f.read().splitlines()
+    for line in lines:
         digest, name = line.split()
         with open(os.path.join(folder, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest, name
@@ -89,11 +101,11 @@ def test_run_on_real_mnist_records_what_ran(mnist_root, tmp_path):
     argv += ["20", "--scale-min", "1", "--scale-max", "1", "--data-root", mnist_root]
     argv += ["--out", out, "--threads", "1", "--quiet", "--no-download"]
     T.main(argv)
-    args = json.load(open(os.path.join(out, "args.json")))
+    args = _load_json(os.path.join(out, "args.json"))
     assert args["data_used"] == "mnist" and args["status"] == "completed"
     assert args["epochs_completed"] == 2 and args["train_size"] == 128
     assert args["modulation"] is None and args["deformable_layers"] == []
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = _load_json(os.path.join(out, "summary.json"))
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2]
     for e in summary["epochs"]:
         assert list(e["scale_accuracy"]) == [f"{s:.1f}" for s in D.TEST_SCALES]
@@ -117,7 +129,7 @@ def test_interrupted_run_is_marked(tmp_path, monkeypatch):
     argv = ["--epochs", "3", "--train-size", "8", "--test-size", "4", "--data", "synthetic"]
     argv += ["--data-root", str(tmp_path / "d"), "--out", out, "--threads", "1", "--quiet"]
     assert T.cli(argv) == 130
-    args = json.load(open(os.path.join(out, "args.json")))
+    args = _load_json(os.path.join(out, "args.json"))
     assert args["status"] == "interrupted" and args["epochs_completed"] == 1
 
 

@@ -140,7 +140,7 @@ def find_mnist(root: str, download: bool = True) -> tuple[str, str]:
             if _has_split_files(raw):
                 return raw, "torchvision download"
             reason = f"torchvision's download left no idx files in {raw}"
-        except Exception as exc:  # no network, a proxy, a bad mirror: all mean "not here"
+        except Exception as exc:  # noqa: BLE001 (no network, proxy, bad mirror: all mean absent)
             reason = "download failed: " + " ".join(str(exc).split())[:300]
     raise FileNotFoundError(f"MNIST not found ({reason}); {mnist_help(root)}")
 

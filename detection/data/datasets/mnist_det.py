@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -104,11 +103,11 @@ def render_canvas(
     w: int,
     min_digit: int,
     max_digit: int,
-) -> Tuple[np.ndarray, List[Dict]]:
+) -> tuple[np.ndarray, list[dict]]:
     """(uint8[h, w, 3] BGR image, [{"label", "visible" bool[h, w]}...]) of one canvas."""
     img = _background(rng, h, w)
     _clutter(rng, img, images)
-    objects: List[Dict] = []
+    objects: list[dict] = []
     for _ in range(int(rng.integers(_DIGITS_PER_IMAGE[0], _DIGITS_PER_IMAGE[1] + 1))):
         index = int(rng.integers(len(images)))
         digit = _tight(images[index])
@@ -132,12 +131,14 @@ def render_canvas(
                 for o in objects:
                     o["visible"] &= ~cover
                 _paint(img, alpha, rng.uniform(150, 255, 3))
-                objects.append({"label": int(labels[index]), "full": cover, "visible": cover.copy()})
+                objects.append(
+                    {"label": int(labels[index]), "full": cover, "visible": cover.copy()}
+                )
                 break
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), objects
 
 
-def _annotations(objects: List[Dict], image_id: int, next_id: int) -> List[Dict]:
+def _annotations(objects: list[dict], image_id: int, next_id: int) -> list[dict]:
     anns = []
     for o in objects:
         rle = mask_utils.encode(np.asfortranarray(o["visible"].astype(np.uint8)))
@@ -219,8 +220,8 @@ def generate_mnist_det_dataset(
     max_size: int = DEFAULTS["max_size"],
     min_digit: int = DEFAULTS["min_digit"],
     max_digit: int = DEFAULTS["max_digit"],
-    log: Optional[logging.Logger] = None,
-) -> Dict[str, str]:
+    log: logging.Logger | None = None,
+) -> dict[str, str]:
     """Both splits under `out_dir` (written to a temporary folder, then renamed, so concurrent
     processes never see half a set); returns {"train": json path, "val": json path}."""
     log = log or logger

@@ -89,9 +89,7 @@ class MNISTClassifier(_ConvNet):
     when `deform`."""
 
     def __init__(self, deform: bool = False, modulation: bool = True, min_deform_layer: int = 4):
-        super().__init__(
-            (16,) * 5, (1, 2), deform, modulation, min_deform_layer, batch_norm=False
-        )
+        super().__init__((16,) * 5, (1, 2), deform, modulation, min_deform_layer, batch_norm=False)
 
 
 def build_model(
