@@ -97,6 +97,12 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     return img, os.path.basename(spec)
 
 
+def _spread_label(args: dict) -> str:
+    """run_label plus the offset lr factor, for a --spread-runs run whose run_label is taken."""
+    olr = args.get("offset_lr_factor")
+    return run_label(args) + (f" (offset lr x{olr:g})" if olr is not None else "")
+
+
 def write_spread(a, model, margs, out: str) -> list[str]:
     """spread.csv / spread.png for --run and --spread-runs over the first --spread-images images."""
     images, _ = D.load_data(
@@ -112,7 +118,8 @@ def write_spread(a, model, margs, out: str) -> list[str]:
         m, args = load_checkpoint(run)
         if not args["deform"]:
             raise SystemExit(f"--spread-runs {run} is not a deformable model")
-        models.setdefault(run_label(args), m)
+        label = run_label(args)
+        models.setdefault(label if label not in models else _spread_label(args), m)
     spreads = {name: [] for name in models}
     fixed = 0.0
     for s in D.TEST_SCALES:
