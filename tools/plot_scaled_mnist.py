@@ -3,8 +3,9 @@
     python tools/plot_scaled_mnist.py work_space/scaled_mnist/regular work_space/scaled_mnist/dcnv1 \
         work_space/scaled_mnist/dcnv2 --out docs/images/scaled_mnist_accuracy.png
 
-Each RUN_DIR needs scale_accuracy.csv and args.json (written by tools/train_scaled_mnist.py); the
-legend label comes from the run's args. Runs whose labels agree (e.g. the same setting with
+Each RUN_DIR needs scale_accuracy.csv and args.json (written by tools/train_scaled_mnist.py), or
+is a run's summary.json (the final epoch is plotted; runs not completed are skipped); the legend
+label comes from the run's args. Runs whose labels agree (e.g. the same setting with
 different --seed) are averaged: the curve is the mean, the bar spans min to max, and the Markdown
 table printed at the end shows "mean (min-max)".
 """
@@ -25,6 +26,10 @@ def describe(args: dict) -> str:
     if args.get("deform"):
         first = args.get("min_deform_layer") or DEFAULT_MIN_DEFORM_LAYER[args["arch"]]
         label += f", deformable from conv{first}"
+    if args.get("deform") and args.get("offset_lr_factor") is not None:
+        label += f", offset lr x{args['offset_lr_factor']:g}"
+    if args.get("data_used"):
+        label += f", {args['data_used']}"
     if (args.get("scale_min"), args.get("scale_max")) != (0.5, 1.5):
         lo, hi = args["scale_min"], args["scale_max"]
         label += f", train scale {lo:g}" + (f"-{hi:g}" if hi != lo else " only")
@@ -66,12 +71,22 @@ def main(argv=None) -> str:
     groups: dict[str, list[list[float]]] = {}
     scales = None
     for run in a.runs:
-        for name in ("scale_accuracy.csv", "args.json"):
-            if not os.path.exists(os.path.join(run, name)):
-                p.error(f"{run} has no {name}: is it a finished tools/train_scaled_mnist.py run?")
-        with open(os.path.join(run, "args.json")) as f:
-            label = describe(json.load(f))
-        s, acc = read_scale_accuracy(run)
+        if run.endswith(".json"):  # a summary.json (e.g. docs/results/scaled_mnist/*.json)
+            with open(run) as f:
+                summary = json.load(f)
+            if summary.get("status") != "completed":
+                print(f"skipped {run}: status {summary.get('status')}", file=sys.stderr)
+                continue
+            label = describe(summary["args"])
+            final = summary["final"]["scale_accuracy"]
+            s, acc = [float(k) for k in final], list(final.values())
+        else:
+            for name in ("scale_accuracy.csv", "args.json"):
+                if not os.path.exists(os.path.join(run, name)):
+                    p.error(f"{run} has no {name}: is it a finished train_scaled_mnist.py run?")
+            with open(os.path.join(run, "args.json")) as f:
+                label = describe(json.load(f))
+            s, acc = read_scale_accuracy(run)
         if scales is not None and s != scales:
             p.error(f"{run} was evaluated at scales {s}, the first run at {scales}")
         scales = s

@@ -1,6 +1,7 @@
 """Train a Scaled-MNIST classifier with or without deformable convs.
 
-Example (DCNv2 on the synthetic digits):
+Real MNIST is used when datasets/mnist/ holds it (or torchvision can download it); else the
+synthetic digits (--data synthetic forces them). Example (DCNv2):
     python tools/train_scaled_mnist.py --arch ScaledMNISTNet --deform True --modulation True \
         --epochs 3 --train-size 10000 --test-size 2000 --threads 1 --out work_space/scaled_mnist/dcnv2
 
@@ -12,10 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detection.experiments.scaled_mnist.train import main  # noqa: E402
+from detection.experiments.scaled_mnist.train import cli  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as exc:
-        sys.exit(f"error: {exc}")
+    sys.exit(cli())

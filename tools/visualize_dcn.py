@@ -76,8 +76,12 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     if spec.isdigit():
         root = data_root or args["data_root"]
         images, labels = D.load_data(
-            args["data"], root, args["train_size"], args["test_size"], args["seed"]
-        )["test"]
+            args.get("data_used", args["data"]),
+            root,
+            args["train_size"],
+            args["test_size"],
+            args["seed"],
+        )[0]["test"]
         index = int(spec)
         if index >= len(images):
             raise SystemExit(
@@ -93,22 +97,29 @@ def load_image(spec: str, args: dict, data_root: str | None) -> tuple[np.ndarray
     return img, os.path.basename(spec)
 
 
+def _spread_label(args: dict) -> str:
+    """run_label plus the offset lr factor, for a --spread-runs run whose run_label is taken."""
+    olr = args.get("offset_lr_factor")
+    return run_label(args) + (f" (offset lr x{olr:g})" if olr is not None else "")
+
+
 def write_spread(a, model, margs, out: str) -> list[str]:
     """spread.csv / spread.png for --run and --spread-runs over the first --spread-images images."""
     images, _ = D.load_data(
-        margs["data"],
+        margs.get("data_used", margs["data"]),
         a.data_root or margs["data_root"],
         margs["train_size"],
         margs["test_size"],
         margs["seed"],
-    )["test"]
+    )[0]["test"]
     images = images[: a.spread_images]
     models = {run_label(margs): model}
     for run in a.spread_runs:
         m, args = load_checkpoint(run)
         if not args["deform"]:
             raise SystemExit(f"--spread-runs {run} is not a deformable model")
-        models.setdefault(run_label(args), m)
+        label = run_label(args)
+        models.setdefault(label if label not in models else _spread_label(args), m)
     spreads = {name: [] for name in models}
     fixed = 0.0
     for s in D.TEST_SCALES:

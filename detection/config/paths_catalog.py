@@ -29,6 +29,8 @@ class DatasetCatalog:
         ),
         "shapes_train": ("shapes/train", "shapes/annotations/instances_train.json"),
         "shapes_val": ("shapes/val", "shapes/annotations/instances_val.json"),
+        "mnist_det_train": ("mnist_det/train", "mnist_det/annotations/instances_train.json"),
+        "mnist_det_val": ("mnist_det/val", "mnist_det/annotations/instances_val.json"),
     }
 
     @staticmethod

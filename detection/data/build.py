@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
+from detection.data.datasets.mnist_det import ensure_mnist_det
 from detection.data.datasets.shapes import generate_shapes_dataset
 from detection.data.samplers import (
     DistributedSampler,
@@ -55,10 +56,12 @@ def ensure_shapes_dataset(cfg) -> None:
 
 
 def resolve_dataset(name: str, cfg) -> dict:
-    """`DatasetCatalog.get(name, cfg)`, generating the shapes set first when a shapes name is
-    asked for and DATASETS.ROOT/shapes is missing."""
+    """`DatasetCatalog.get(name, cfg)`, generating a missing generated set first: the shapes set
+    for a shapes name, the digit-detection set (from the MNIST digits) for an mnist_det name."""
     if name.startswith("shapes_"):
         ensure_shapes_dataset(cfg)
+    if name.startswith("mnist_det_"):
+        ensure_mnist_det(cfg.DATASETS.ROOT)
     return DatasetCatalog.get(name, cfg)
 
 

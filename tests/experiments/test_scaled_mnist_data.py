@@ -61,7 +61,7 @@ def test_mnist_reader_finds_plain_and_gz(tmp_path):
 
 def test_missing_mnist_error_says_where_and_what(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
-        D.load_data("mnist", str(tmp_path), 10, 10, 0)
+        D.load_data("mnist", str(tmp_path), 10, 10, 0, download=False)
     msg = str(info.value)
     assert os.path.join(str(tmp_path), "mnist") in msg
     for name in (
@@ -97,13 +97,14 @@ def test_synthetic_deterministic_and_prefix_stable():
 
 
 def test_synthetic_cache_written_in_idx_format(tmp_path):
-    sets = D.load_data("synthetic", str(tmp_path), 8, 4, seed=1)
+    sets, info = D.load_data("synthetic", str(tmp_path), 8, 4, seed=1)
+    assert info["data"] == "synthetic" and info["train_size"] == 8
     cache = D.synthetic_dir(str(tmp_path), 1, 8, 4)
     img, lbl = D.load_idx_split(cache, "train")
     np.testing.assert_array_equal(img, sets["train"][0])
     np.testing.assert_array_equal(lbl, sets["train"][1])
     assert os.path.exists(os.path.join(cache, "t10k-images-idx3-ubyte.gz"))
-    again = D.load_data("synthetic", str(tmp_path), 8, 4, seed=1)  # from the cache
+    again, _ = D.load_data("synthetic", str(tmp_path), 8, 4, seed=1)  # from the cache
     np.testing.assert_array_equal(again["test"][0], sets["test"][0])
 
 

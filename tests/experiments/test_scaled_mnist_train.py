@@ -35,6 +35,8 @@ def _run(tmp_path, *extra):
         out,
         "--threads",
         "1",
+        "--data",
+        "synthetic",
         *extra,
     ]
     return T.main(argv), out

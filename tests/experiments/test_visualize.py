@@ -133,6 +133,8 @@ def test_tools_write_pngs(tmp_path, monkeypatch):
         str(tmp_path / "data"),
         "--threads",
         "1",
+        "--data",
+        "synthetic",
     ]
     T.main(common + ["--deform", "True", "--out", str(tmp_path / "dcn")])
     T.main(common + ["--deform", "False", "--out", str(tmp_path / "reg")])

@@ -7,9 +7,7 @@ format (`train-images-idx3-ubyte`, ... optionally gzipped), so one reader serves
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from typing import Iterable
 
 import cv2
@@ -17,111 +15,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+# The idx reader and the MNIST lookup live in detection.data.datasets.mnist (the digit-detection
+# set uses them too); re-exported here under their old names.
+from detection.data.datasets.mnist import (  # noqa: F401
+    SPLIT_FILES,
+    find_mnist,
+    load_idx_split,
+    load_mnist,
+    mnist_help,
+    read_idx,
+    write_idx,
+)
+
 IMAGE_SIZE = 28
 MNIST_MEAN = 0.1307  # of real MNIST, in [0, 1]; used for the synthetic set too
 MNIST_STD = 0.3081
 TEST_SCALES = tuple(round(0.5 + 0.1 * i, 1) for i in range(11))  # 0.5, 0.6, ..., 1.5
-
-# idx type codes (third byte of the magic number) and their big-endian numpy dtypes.
-_IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
-
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-# ------------------------------------------------------------------------------------ idx files
-def _open_read(path: str):
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
-
-
-def read_idx(path: str) -> np.ndarray:
-    """Read an idx file (gzipped or not, detected from its content) into a native-endian array.
-
-    Raises ValueError naming the file when the header is not an idx header or the data is short.
-    """
-    with _open_read(path) as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number {data[:4]!r})")
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    shape = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
-    count = int(np.prod(shape, dtype=np.int64))
-    body = data[4 + 4 * ndim :]
-    if len(body) < count * dtype.itemsize:
-        raise ValueError(f"{path}: header says shape {shape} but the file is truncated")
-    arr = np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: str, array: np.ndarray) -> None:
-    """Write `array` as an idx file; gzipped when `path` ends with `.gz`.
-
-    Supported dtypes: uint8, int8, int16, int32, float32, float64 (stored big-endian).
-    """
-    array = np.asarray(array)
-    native = array.dtype.newbyteorder("=")
-    if native not in _IDX_CODES:
-        raise ValueError(f"write_idx: array dtype {array.dtype} has no idx type code")
-    if array.ndim > 255:
-        raise ValueError("write_idx: array has more than 255 dimensions")
-    code = _IDX_CODES[native]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with gzip.open(tmp, "wb", compresslevel=6) if path.endswith(".gz") else open(tmp, "wb") as f:
-        f.write(header)
-        f.write(np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes())
-    os.replace(tmp, path)
-
-
-def _find_idx(root: str, name: str) -> str | None:
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(root, candidate)
-        if os.path.exists(path):
-            return path
-    return None
-
-
-def load_idx_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images `uint8[N, 28, 28]` and labels `int64[N]` of `split` ("train" or "test") from `root`."""
-    if split not in SPLIT_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    paths = [_find_idx(root, name) for name in SPLIT_FILES[split]]
-    missing = [n for n, p in zip(SPLIT_FILES[split], paths) if p is None]
-    if missing:
-        raise FileNotFoundError(f"{root}: missing idx file(s) {missing} (plain or .gz)")
-    images, labels = read_idx(paths[0]), read_idx(paths[1]).astype(np.int64)
-    if images.ndim != 3 or len(images) != len(labels):
-        raise ValueError(
-            f"{root}: {split} images {images.shape} do not match labels {labels.shape}"
-        )
-    return images.astype(np.uint8), labels
-
-
-def load_mnist(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Real MNIST from `root` (e.g. `datasets/mnist`); a helpful error when the files are absent."""
-    try:
-        return load_idx_split(root, split)
-    except FileNotFoundError:
-        names = [n for pair in SPLIT_FILES.values() for n in pair]
-        raise FileNotFoundError(
-            f"--data mnist needs the original MNIST idx files in {os.path.abspath(root)}/, gzipped "
-            f"or not: {', '.join(names)} (e.g. `{names[0]}.gz` as distributed on the MNIST page "
-            "http://yann.lecun.com/exdb/mnist/ or its mirrors). Put them there, or run with "
-            "`--data synthetic` (the default), which needs no download."
-        ) from None
 
 
 # ---------------------------------------------------------------------------- synthetic digits
@@ -210,24 +119,48 @@ def load_synthetic(
 
 
 def load_data(
-    data: str, root: str, train_size: int, test_size: int, seed: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images, labels), "test": (...)} for `data` in {"synthetic", "mnist"}.
+    data: str, root: str, train_size: int, test_size: int, seed: int, download: bool = True
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """({"train": (images, labels), "test": (...)}, what was used) for `data` in
+    {"auto", "mnist", "synthetic"}.
 
-    Real MNIST comes from `<root>/mnist/`, truncated to the first `train_size` / `test_size`
-    images; the synthetic set is cached under `<root>/synthetic_digits/`.
+    "mnist": real MNIST found by `find_mnist` (error when absent); "auto": real MNIST when it is
+    found, else the synthetic digits; "synthetic": the synthetic set, cached under
+    `<root>/synthetic_digits/`. Real MNIST is truncated to the first `train_size` / `test_size`
+    images; a size larger than the split is a ValueError. The second value records
+    {"data", "data_dir", "data_source", "train_size", "test_size", "data_note"?}.
     """
-    if data == "mnist":
-        out = {s: load_mnist(os.path.join(root, "mnist"), s) for s in ("train", "test")}
-        sizes = {"train": train_size, "test": test_size}
-        return {s: (im[: sizes[s]], lb[: sizes[s]]) for s, (im, lb) in out.items()}
-    if data == "synthetic":
-        cache = synthetic_dir(root, seed, train_size, test_size)
-        return {
-            "train": load_synthetic(root, "train", train_size, seed, cache),
-            "test": load_synthetic(root, "test", test_size, seed, cache),
-        }
-    raise ValueError(f"data must be 'synthetic' or 'mnist', got {data!r}")
+    if data not in ("auto", "mnist", "synthetic"):
+        raise ValueError(f"data must be 'auto', 'mnist' or 'synthetic', got {data!r}")
+    note = None
+    if data in ("auto", "mnist"):
+        try:
+            folder, source = find_mnist(root, download=download)
+        except FileNotFoundError as exc:
+            if data == "mnist":
+                raise
+            folder, note = None, f"real MNIST unavailable, used synthetic digits: {exc}"
+        if folder is not None:
+            out = {s: load_mnist(folder, s) for s in ("train", "test")}
+            sizes = {"train": train_size, "test": test_size}
+            for s, (im, _) in out.items():
+                if sizes[s] > len(im):
+                    raise ValueError(
+                        f"--{s}-size {sizes[s]} exceeds the {len(im)} MNIST {s} images in {folder}"
+                    )
+            sets = {s: (im[: sizes[s]], lb[: sizes[s]]) for s, (im, lb) in out.items()}
+            info = {"data": "mnist", "data_dir": os.path.abspath(folder), "data_source": source}
+            return sets, {**info, "train_size": train_size, "test_size": test_size}
+    cache = synthetic_dir(root, seed, train_size, test_size)
+    sets = {
+        "train": load_synthetic(root, "train", train_size, seed, cache),
+        "test": load_synthetic(root, "test", test_size, seed, cache),
+    }
+    info = {"data": "synthetic", "data_dir": os.path.abspath(cache), "data_source": "generated"}
+    info.update(train_size=train_size, test_size=test_size)
+    if note:
+        info["data_note"] = note
+    return sets, info
 
 
 # ------------------------------------------------------------------------------ scale transform

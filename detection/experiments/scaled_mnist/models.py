@@ -16,18 +16,20 @@ ARCHS = ("ScaledMNISTNet", "MNISTClassifier")
 DEFAULT_MIN_DEFORM_LAYER = {"ScaledMNISTNet": 3, "MNISTClassifier": 4}
 
 
-def conv3x3(in_channels: int, out_channels: int, deformable: bool, modulation: bool) -> nn.Module:
-    """A 3x3, stride 1, padding 1, bias-free conv: `nn.Conv2d` or `DeformConv2d`."""
+def conv3x3(
+    in_channels: int, out_channels: int, deformable: bool, modulation: bool, bias: bool = False
+) -> nn.Module:
+    """A 3x3, stride 1, padding 1 conv: `nn.Conv2d` or `DeformConv2d`."""
     if not deformable:
-        return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
     from detection.layers import DeformConv2d  # needs the compiled ops only when used
 
-    return DeformConv2d(in_channels, out_channels, 3, padding=1, bias=False, modulation=modulation)
+    return DeformConv2d(in_channels, out_channels, 3, padding=1, bias=bias, modulation=modulation)
 
 
 class _ConvNet(nn.Module):
-    """Conv-BN-ReLU blocks, max-pools after the blocks listed in `pool_after`, global average
-    pooling and a linear classifier."""
+    """Conv-BN-ReLU blocks (conv-ReLU with `batch_norm=False`, the convs then with bias), max-pools
+    after the blocks listed in `pool_after`, global average pooling and a linear classifier."""
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class _ConvNet(nn.Module):
         modulation: bool,
         min_deform_layer: int,
         num_classes: int = 10,
+        batch_norm: bool = True,
     ):
         super().__init__()
         if min_deform_layer < 1:
@@ -46,7 +49,9 @@ class _ConvNet(nn.Module):
         in_c = 1
         for i, out_c in enumerate(channels, start=1):
             deformable = deform and i >= min_deform_layer
-            layers += [conv3x3(in_c, out_c, deformable, modulation), nn.BatchNorm2d(out_c)]
+            layers.append(conv3x3(in_c, out_c, deformable, modulation, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_c))
             layers.append(nn.ReLU(inplace=True))
             if i in pool_after:
                 layers.append(nn.MaxPool2d(2))
@@ -78,12 +83,13 @@ class ScaledMNISTNet(_ConvNet):
 
 
 class MNISTClassifier(_ConvNet):
-    """Five 3x3 conv blocks of 16 channels (BN, ReLU) with 2x2 max-pools after conv2 and conv3
-    (28 -> 14 -> 7), global average pooling and fc to 10. Deformable from `min_deform_layer`
-    (default 4: conv4 and conv5) when `deform`."""
+    """The Simple-DCNv2 experiment's classifier: conv1, pool, conv2, pool, conv3, conv4, conv5,
+    each 16 channels, 3x3, padding 1, with bias, ReLU, no BatchNorm (28 -> 14 -> 7), then global
+    average pooling and fc to 10. Deformable from `min_deform_layer` (default 4: conv4 and conv5)
+    when `deform`."""
 
     def __init__(self, deform: bool = False, modulation: bool = True, min_deform_layer: int = 4):
-        super().__init__((16,) * 5, (2, 3), deform, modulation, min_deform_layer)
+        super().__init__((16,) * 5, (1, 2), deform, modulation, min_deform_layer, batch_norm=False)
 
 
 def build_model(

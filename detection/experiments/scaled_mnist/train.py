@@ -6,8 +6,20 @@ padded/cropped back to 28x28; after each epoch the test set is evaluated at one 
 per image (the "validation" columns); after training it is evaluated separately at each scale of
 `TEST_SCALES` (0.5, 0.6, ..., 1.5).
 
+The test set is also evaluated at every scale of `TEST_SCALES` after every epoch
+(`scale_log.csv`), and `summary.json` holds those per-epoch accuracies, the best epoch (highest
+mean over the scales) and the final one.
+
+Data (`--data`): "auto" (the default) uses real MNIST when `find_mnist` finds or downloads it and
+falls back to the synthetic digits otherwise; "mnist" insists on real MNIST; "synthetic" never
+looks for it. `args.json` records the arguments as given plus what actually ran ("data_used",
+"data_dir", the sizes after truncation, "modulation" None for regular nets, "deformable_layers",
+"threads") and the run's "status": "running", "completed" or "interrupted" (Ctrl-C or SIGTERM; a
+run killed harder stays "running" with its "epochs_completed").
+
 Outputs under `--out`: `log.csv` (epoch, main/loss, validation/main/loss, main/accuracy,
-validation/main/accuracy, elapsed_time), `scale_accuracy.csv` (scale, accuracy, loss),
+validation/main/accuracy, elapsed_time), `scale_log.csv` (epoch, scale, accuracy, loss),
+`scale_accuracy.csv` (scale, accuracy, loss of the final model), `summary.json`,
 `learning_curves.png`, `args.json` and `model.pt` (a dict with "model", "args", "epoch").
 """
 
@@ -17,6 +29,8 @@ import argparse
 import csv
 import json
 import os
+import signal
+import sys
 import time
 
 import numpy as np
@@ -26,7 +40,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detection.experiments.scaled_mnist import data as D
-from detection.experiments.scaled_mnist.models import ARCHS, build_model, parameter_groups
+from detection.experiments.scaled_mnist.models import (
+    ARCHS,
+    build_model,
+    deformable_layers,
+    parameter_groups,
+)
 
 LOG_COLUMNS = (
     "epoch",
@@ -74,11 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-size", type=int, default=60000)
     p.add_argument("--test-size", type=int, default=10000)
-    p.add_argument("--data", choices=("synthetic", "mnist"), default="synthetic")
+    p.add_argument(
+        "--data",
+        choices=("auto", "mnist", "synthetic"),
+        default="auto",
+        help="auto: real MNIST when found (or downloadable), else synthetic digits",
+    )
     p.add_argument(
         "--data-root",
         default="datasets",
         help="holds mnist/ (real MNIST idx files) and synthetic_digits/ (the cache)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="never try torchvision's MNIST download"
     )
     p.add_argument("--scale-min", type=float, default=0.5)
     p.add_argument("--scale-max", type=float, default=1.5)
@@ -192,15 +219,78 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(threads)
 
 
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _scaled_test_sets(images: np.ndarray) -> dict[float, np.ndarray]:
+    """uint8 copies of `images` at every test scale (normalised per batch when evaluated)."""
+    return {s: np.stack([D.scale_image(im, s) for im in images]) for s in D.TEST_SCALES}
+
+
+@torch.no_grad()
+def evaluate_uint8(model, images: np.ndarray, y: torch.Tensor, device, batch: int = 128):
+    """(mean cross-entropy, accuracy) on uint8 `[N, 28, 28]` images (normalised like to_tensor)."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i : i + batch]).float().div_(255.0)
+        x = ((x - D.MNIST_MEAN) / D.MNIST_STD).unsqueeze(1).to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i : i + batch]).sum().item()
+    return loss / len(images), correct / len(images)
+
+
 def _run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump(vars(args), f, indent=1)
-
-    sets = D.load_data(args.data, args.data_root, args.train_size, args.test_size, args.seed)
+    sets, data_info = D.load_data(
+        args.data,
+        args.data_root,
+        args.train_size,
+        args.test_size,
+        args.seed,
+        download=not args.no_download,
+    )
+    if "data_note" in data_info:
+        print(f"warning: {data_info['data_note']}", file=sys.stderr, flush=True)
     (train_images, train_labels), (test_images, test_labels) = sets["train"], sets["test"]
+    model = build_model(args.arch, args.deform, args.modulation, args.min_deform_layer).to(
+        args.device
+    )
+    os.makedirs(args.out, exist_ok=True)
+    record = dict(vars(args))
+    record.update(
+        data_used=data_info["data"],
+        data_dir=data_info["data_dir"],
+        data_source=data_info["data_source"],
+        train_size=len(train_images),
+        test_size=len(test_images),
+        modulation=args.modulation if args.deform else None,
+        min_deform_layer=model.min_deform_layer if args.deform else None,
+        deformable_layers=[n for n, _ in deformable_layers(model)],
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        status="running",
+        epochs_completed=0,
+    )
+    if "data_note" in data_info:
+        record["data_note"] = data_info["data_note"]
+    args_path = os.path.join(args.out, "args.json")
+    _write_json(args_path, record)
+
     train_set = D.ScaledDigits(train_images, train_labels, args.scale_min, args.scale_max)
     loader = DataLoader(
         train_set,
@@ -211,55 +301,115 @@ def _run(args: argparse.Namespace) -> dict:
     val_scales = D.fixed_scales(len(test_images), args.scale_min, args.scale_max, args.seed)
     x_val = D.scaled_tensor(test_images, val_scales).to(args.device)
     y_val = torch.from_numpy(test_labels).to(args.device)
+    scaled_test = _scaled_test_sets(test_images)
+    fixed_scale = args.scale_min if args.scale_min == args.scale_max else None
 
-    model = build_model(args.arch, args.deform, args.modulation, args.min_deform_layer).to(
-        args.device
-    )
     optimizer = torch.optim.Adam(
         parameter_groups(model, args.lr, args.offset_lr_factor), lr=args.lr
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=args.gamma)
 
     log: list[dict] = []
+    scale_log: list[tuple] = []
+    epochs: list[dict] = []
     start = time.time()
-    for epoch in range(1, args.epochs + 1):
-        train_loss, train_acc = train_epoch(model, loader, optimizer, args.device)
-        scheduler.step()
-        val_loss, val_acc = evaluate(model, x_val, y_val)
-        row = {
-            "epoch": epoch,
-            "main/loss": train_loss,
-            "validation/main/loss": val_loss,
-            "main/accuracy": train_acc,
-            "validation/main/accuracy": val_acc,
-            "elapsed_time": time.time() - start,
-        }
-        log.append(row)
-        if not args.quiet:
-            _print_row(row, header=epoch == 1)
-        _write_csv(
-            os.path.join(args.out, "log.csv"),
-            LOG_COLUMNS,
-            [[r[c] for c in LOG_COLUMNS] for r in log],
-        )
-        torch.save(
-            {"model": model.state_dict(), "args": vars(args), "epoch": epoch},
-            os.path.join(args.out, "model.pt"),
-        )
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        for epoch in range(1, args.epochs + 1):
+            train_loss, train_acc = train_epoch(model, loader, optimizer, args.device)
+            scheduler.step()
+            train_time = time.time() - start
+            per_scale, per_scale_loss = {}, {}
+            for s, imgs in scaled_test.items():
+                per_scale_loss[s], per_scale[s] = evaluate_uint8(model, imgs, y_val, args.device)
+                scale_log.append((epoch, s, per_scale[s], per_scale_loss[s]))
+            if fixed_scale in per_scale:  # validation at one fixed scale: already measured
+                val_loss, val_acc = per_scale_loss[fixed_scale], per_scale[fixed_scale]
+            else:
+                val_loss, val_acc = evaluate(model, x_val, y_val)
+            row = {
+                "epoch": epoch,
+                "main/loss": train_loss,
+                "validation/main/loss": val_loss,
+                "main/accuracy": train_acc,
+                "validation/main/accuracy": val_acc,
+                "elapsed_time": time.time() - start,
+            }
+            log.append(row)
+            epochs.append(
+                {
+                    **row,
+                    "train_time_through_epoch": train_time,
+                    "scale_accuracy": {f"{s:.1f}": a for s, a in per_scale.items()},
+                    "mean_scale_accuracy": float(np.mean(list(per_scale.values()))),
+                }
+            )
+            if not args.quiet:
+                _print_row(row, header=epoch == 1)
+                print(
+                    "  scales: "
+                    + " ".join(f"{s:.1f}:{a:.4f}" for s, a in per_scale.items())
+                    + f"  mean {epochs[-1]['mean_scale_accuracy']:.4f}",
+                    flush=True,
+                )
+            _write_csv(
+                os.path.join(args.out, "log.csv"),
+                LOG_COLUMNS,
+                [[r[c] for c in LOG_COLUMNS] for r in log],
+            )
+            _write_csv(
+                os.path.join(args.out, "scale_log.csv"),
+                ("epoch", "scale", "accuracy", "loss"),
+                scale_log,
+            )
+            torch.save(
+                {"model": model.state_dict(), "args": record, "epoch": epoch},
+                os.path.join(args.out, "model.pt"),
+            )
+            record["epochs_completed"] = epoch
+            _write_json(args_path, record)
+            _write_json(os.path.join(args.out, "summary.json"), _summary(record, epochs))
+    except (KeyboardInterrupt, _Terminated):
+        record["status"] = "interrupted"
+        _write_json(args_path, record)
+        _write_json(os.path.join(args.out, "summary.json"), _summary(record, epochs))
+        raise KeyboardInterrupt(f"interrupted after {len(epochs)} epoch(s); {args.out} marked")
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
 
-    scale_rows = []
-    for s in D.TEST_SCALES:
-        x = D.scaled_tensor(test_images, [s] * len(test_images)).to(args.device)
-        loss, acc = evaluate(model, x, y_val)
-        scale_rows.append((s, acc, loss))
+    scale_rows = [(epoch, s, a, l) for epoch, s, a, l in scale_log if epoch == args.epochs]
+    scale_rows = [(s, a, l) for _, s, a, l in scale_rows]
+    for s, acc, loss in scale_rows:
         if not args.quiet:
             print(f"scale {s:.1f}: accuracy {acc:.4f}  loss {loss:.4f}", flush=True)
     _write_csv(
         os.path.join(args.out, "scale_accuracy.csv"), ("scale", "accuracy", "loss"), scale_rows
     )
-    title = f"{args.arch} {run_label(vars(args))}"
+    title = f"{args.arch} {run_label(record)} ({record['data_used']})"
     plot_learning_curves(log, os.path.join(args.out, "learning_curves.png"), title)
-    return {"log": log, "scale_accuracy": {s: a for s, a, _ in scale_rows}, "out": args.out}
+    record["status"] = "completed"
+    record["wall_time_s"] = time.time() - start
+    _write_json(args_path, record)
+    summary = _summary(record, epochs)
+    _write_json(os.path.join(args.out, "summary.json"), summary)
+    return {
+        "log": log,
+        "scale_accuracy": {s: a for s, a, _ in scale_rows},
+        "out": args.out,
+        "summary": summary,
+    }
+
+
+def _summary(record: dict, epochs: list[dict]) -> dict:
+    """The run's args record, every epoch's per-scale accuracies, the best and the final epoch."""
+    out = {"args": record, "label": run_label(record), "status": record["status"]}
+    out["epochs"] = epochs
+    if epochs:
+        best = max(epochs, key=lambda e: e["mean_scale_accuracy"])
+        out["best"] = {k: best[k] for k in ("epoch", "mean_scale_accuracy", "scale_accuracy")}
+        last = epochs[-1]
+        out["final"] = {k: last[k] for k in ("epoch", "mean_scale_accuracy", "scale_accuracy")}
+    return out
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -291,3 +441,17 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         build_parser().error(str(exc))
     return run(args)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`main` for tools/: bad input or missing data is one `error:` line and exit 2; an
+    interrupted run exits 130 after marking its args.json."""
+    try:
+        main(argv)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    return 0
