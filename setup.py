@@ -3,12 +3,18 @@
 The C++ CPU kernels are always compiled. The CUDA kernels are compiled when a CUDA toolkit is
 found and either a GPU is visible or `FORCE_CUDA=1` is set; `TORCH_CUDA_ARCH_LIST` picks the
 architectures (default below). Install with `pip install --no-build-isolation -e .` so that the
-build uses the torch already installed instead of pulling another one.
+build uses the torch already installed instead of pulling another one (`pyproject.toml` declares
+the build requirements; pip >= 21.3 makes the editable install through PEP 660).
+
+Object files go to a persistent `build/temp.*` folder, for `setup.py build_ext --inplace` and for
+the editable install alike (setuptools would otherwise give the latter a new temporary folder each
+time): ninja then recompiles only the sources whose text, headers or flags changed.
 """
 
 import glob
 import os
 import sys
+import sysconfig
 
 from setuptools import find_packages, setup
 
@@ -28,6 +34,15 @@ from torch.utils.cpp_extension import (  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
+
+
+class _BuildExtension(BuildExtension):
+    """torch's BuildExtension (ninja) with a persistent object folder under build/."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        tag = f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+        self.build_temp = os.path.join(ROOT, "build", tag)
 
 
 def _want_cuda() -> bool:
@@ -64,9 +79,15 @@ def _extension():
     # at::parallel_for is inlined from ATen/ParallelOpenMP.h: without -fopenmp it runs serially.
     # The OpenMP runtime resolves to the libgomp.so.1 torch has already loaded.
     link_flags = ["-fopenmp"]
+    headers = [
+        os.path.relpath(p, ROOT)
+        for ext in ("h", "hpp", "cuh")
+        for p in glob.glob(os.path.join(csrc, "**", f"*.{ext}"), recursive=True)
+    ]
     kwargs = dict(
         include_dirs=[csrc],
         extra_link_args=link_flags,
+        depends=sorted(headers),  # a changed header relinks (ninja recompiles what includes it)
     )
     sources = [os.path.relpath(p, ROOT) for p in cpp]
     if _want_cuda():
@@ -97,6 +118,6 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "benchmarks")),
     python_requires=">=3.10",
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,
 )
