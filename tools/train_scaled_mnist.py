@@ -13,9 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detection.experiments.scaled_mnist.train import main  # noqa: E402
+from detection.utils import cli  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FileNotFoundError as exc:
-        sys.exit(f"error: {exc}")
+    sys.exit(cli.run_tool(main))

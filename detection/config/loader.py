@@ -40,6 +40,7 @@ import yaml
 from yacs.config import CfgNode
 
 from detection.config.defaults import _C
+from detection.utils.cli import UsageError
 
 BASE_KEY = "_BASE_"
 NORMS = ("FrozenBN", "BN", "GN")
@@ -47,7 +48,7 @@ AMP_DTYPES = ("bfloat16", "float16")
 EXIT_CONFIG_ERROR = 2
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """An invalid configuration; `str(err)` is the message to show the user, no traceback."""
 
 

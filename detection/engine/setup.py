@@ -13,6 +13,7 @@ from torch import nn
 from detection.engine.inference import inference
 from detection.engine.trainer import resolve_amp_dtype
 from detection.utils import comm
+from detection.utils.cli import MissingInputError, UsageError
 from detection.utils.collect_env import collect_env_info
 from detection.utils.logger import setup_logger
 from detection.utils.seed import seed_all
@@ -25,10 +26,13 @@ def load_config(config_file: str | None, opts: Sequence[str] = (), exit_on_error
     from detection.config import load_config as _load, load_config_or_exit
 
     if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--config: no such file {config_file}")
+        raise MissingInputError(
+            f"--config: no such file {config_file}: give a YAML file such as those in configs/"
+        )
     if len(opts) % 2:
-        raise ValueError(
-            f"config overrides must be KEY VALUE pairs, got an odd number: {list(opts)}"
+        raise UsageError(
+            f"config overrides must be KEY VALUE pairs, got an odd number ({len(opts)}): "
+            f"{' '.join(map(str, opts))}: add the missing value"
         )
     return (
         load_config_or_exit(config_file, list(opts))
@@ -146,9 +150,10 @@ def load_initial_weights(
     state dict (loaded into the backbone only). No optimizer state is taken."""
     from detection.engine.checkpointer import Checkpointer, unwrap_model
 
-    data = (
-        torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
-    )
+    from detection.engine.checkpoint_paths import read_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(path, "MODEL.WEIGHT")
+    data = read_checkpoint(path, "MODEL.WEIGHT")
     if isinstance(data, dict) and _is_torchvision_resnet(data):
         from detection.modeling.backbone import load_torchvision_resnet
 
