@@ -75,8 +75,8 @@ def list_images(spec: str) -> list[str]:
 def category_info(cfg) -> tuple[dict[int, str], dict[int, int]]:
     """(contiguous label -> class name, contiguous label -> JSON category id) from the annotation
     file of the first of DATASETS.TEST (or TRAIN) when it exists; numbered names otherwise."""
-    from detection.config.paths_catalog import DatasetCatalog
-    from detection.data.datasets.coco import COCODataset
+    from detection.config.paths_catalog import DatasetCatalog, factory_for
+    from detection.data.datasets import COCODataset, PascalVOCDataset
 
     known = DatasetCatalog.names(cfg)
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
@@ -84,7 +84,8 @@ def category_info(cfg) -> tuple[dict[int, str], dict[int, int]]:
             continue
         img_dir, ann_file = (os.path.join(cfg.DATASETS.ROOT, p) for p in known[name])
         if os.path.isfile(ann_file):
-            ds = COCODataset(ann_file, img_dir, remove_images_without_annotations=False)
+            cls = PascalVOCDataset if factory_for(name) == "PascalVOCDataset" else COCODataset
+            ds = cls(ann_file, img_dir, remove_images_without_annotations=False)
             return dict(ds.categories), dict(ds.contiguous_category_id_to_json_id)
     n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     return {i: f"class {i}" for i in range(1, n)}, {i: i for i in range(1, n)}

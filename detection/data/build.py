@@ -14,6 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
+from detection.data.datasets.voc import PascalVOCDataset
 from detection.data.samplers import (
     DistributedSampler,
     GroupedBatchSampler,
@@ -23,7 +24,7 @@ from detection.data.transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
-_FACTORIES = {"COCODataset": COCODataset}
+_FACTORIES = {"COCODataset": COCODataset, "PascalVOCDataset": PascalVOCDataset}
 
 
 def build_dataset(cfg, names: Sequence[str], transforms, is_train: bool) -> List[COCODataset]:

@@ -89,9 +89,9 @@ class COCODataset(torch.utils.data.Dataset):
         transforms: Optional[Callable] = None,
         skip_bad_images: bool = True,
     ) -> None:
-        self.coco = load_coco_json(ann_file)
         self.ann_file = ann_file
         self.root = root
+        self.coco = self._load_index(ann_file)
         self._transforms = transforms
         self.skip_bad_images = skip_bad_images
         self.num_bad_images = 0
@@ -109,6 +109,10 @@ class COCODataset(torch.utils.data.Dataset):
             ids = [i for i in ids if len(self._anns[i]) > 0]
         self.ids = ids
         self.id_to_img_map = {k: v for k, v in enumerate(self.ids)}
+
+    def _load_index(self, ann_file: str) -> COCO:
+        """The pycocotools index of the annotations (subclasses read other formats)."""
+        return load_coco_json(ann_file)
 
     def _filter_annotations(self) -> Tuple[Dict[int, List[Dict]], int]:
         """Per image id, the usable non-crowd annotations; warns once with the invalid count."""
