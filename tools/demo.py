@@ -71,10 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads per tool (OMP_NUM_THREADS). 1 by default: on a 2-core machine shared "
-        "with other work, 2 threads measured ~10x slower per iteration (OpenMP contention); "
-        "try 2 on an idle machine",
+        default=0,
+        help="CPU threads per tool (OMP_NUM_THREADS); 0 (default): torch's default, one per "
+        "core. The tools set OMP_WAIT_POLICY=PASSIVE, so that all cores stay fast when other "
+        "work shares the machine (benchmarks/RESULTS.md, Threads)",
     )
     parser.add_argument(
         "--overwrite",

@@ -22,6 +22,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede torch)
+
+# isort: split
+
 import cv2
 
 from detection.data.image_io import read_image_or_skip

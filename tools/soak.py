@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this tree first
 
 from detection.utils import cli  # noqa: E402
+
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 TEST = os.path.join(ROOT, "tools", "test.py")

@@ -20,6 +20,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede torch)
+
+# isort: split
+
 import torch
 
 from detection.engine.checkpoint_paths import resolve_checkpoint
