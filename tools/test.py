@@ -26,7 +26,7 @@ import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede t
 
 import torch
 
-from detection.engine.checkpoint_paths import resolve_checkpoint
+from detection.engine import checkpoint_paths
 from detection.engine.checkpointer import Checkpointer
 from detection.engine.setup import load_config, run_evaluation, setup_runtime
 from detection.utils import cli, comm
@@ -50,7 +50,7 @@ def resolve_checkpoint(cfg, ckpt: str) -> str:
     `detection.engine.checkpoint_paths.resolve_checkpoint`), or WORKSPACE/final/model_final.pth,
     or WORKSPACE/model/last_checkpoint's target."""
     if ckpt:
-        return resolve_checkpoint(ckpt, "--ckpt")
+        return checkpoint_paths.resolve_checkpoint(ckpt, "--ckpt")
     final = os.path.join(cfg.WORKSPACE, "final", "model_final.pth")
     if os.path.isfile(final):
         return final
