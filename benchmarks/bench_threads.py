@@ -2,7 +2,8 @@
 (`configs/shapes/e2e_deformconv_mask_rcnn_shapes_tiny.yaml`, tools/train.py) at 1 and 2 OpenMP
 threads, with libgomp's default wait policy (spin 300000 rounds at each barrier, then sleep) and
 with OMP_WAIT_POLICY=PASSIVE (sleep at once), on the machine as it is ("idle") and loaded by a
-second training of the same config at one thread. Every figure is a ratio to the 1-thread run
+second training of the same config at one thread (the spinning variant runs 6 iterations, the
+others --iters; the figure is the median over the run's iterations). Every figure is a ratio to the 1-thread run
 under the same load in the same run; the load average is recorded with each row.
 
     python benchmarks/bench_threads.py [--iters 30] [--loads idle,loaded] [--out benchmarks/out]
@@ -30,6 +31,8 @@ VARIANTS = {
     "2 threads, spin (libgomp default)": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "300000"},
     "2 threads, PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
 }
+# The spinning variant can be 50x slower on a shared machine: fewer iterations keep it bearable.
+SPIN_ITERS = 6
 
 
 def _opts(ws: str, data: str, iters: int) -> list[str]:
@@ -86,7 +89,8 @@ def main(argv=None) -> int:
                 base = None
                 for name, env in VARIANTS.items():
                     load_avg = os.getloadavg()[0]
-                    s = seconds_per_iteration(env, args.iters, data)
+                    iters = min(args.iters, SPIN_ITERS) if "GOMP_SPINCOUNT" in env else args.iters
+                    s = seconds_per_iteration(env, iters, data)
                     base = s if base is None else base
                     rows.append((load, name, s, s / base, load_avg))
                     print(f"{load:7s} {name:36s} {s:.3f} s/it  x{s / base:.2f}  (load {load_avg:.1f})",
