@@ -3,7 +3,12 @@
 The C++ CPU kernels are always compiled. The CUDA kernels are compiled when a CUDA toolkit is
 found and either a GPU is visible or `FORCE_CUDA=1` is set; `TORCH_CUDA_ARCH_LIST` picks the
 architectures (default below). Install with `pip install --no-build-isolation -e .` so that the
-build uses the torch already installed instead of pulling another one.
+build uses the torch already installed instead of pulling another one (`pyproject.toml` declares
+the build requirements; pip >= 21.3 makes the editable install through PEP 660).
+
+Object files go to a persistent `build/temp.*` folder, for `setup.py build_ext --inplace` and for
+the editable install alike (setuptools would otherwise give the latter a new temporary folder each
+time): ninja then recompiles only the sources whose text, headers or flags changed.
 
 With `DETECTION_CUDA_EMULATION=1` a second, test-only library `detection._C_cuda_emu` is built:
 the same CUDA kernel sources compiled by the host C++ compiler against an emulation of the CUDA
@@ -15,6 +20,7 @@ instrumented for gcov (tools/cuda_emu_coverage.sh).
 import glob
 import os
 import sys
+import sysconfig
 
 from setuptools import find_packages, setup
 
@@ -34,6 +40,24 @@ from torch.utils.cpp_extension import (  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
+
+
+class _BuildExtension(BuildExtension):
+    """torch's BuildExtension (ninja) with a persistent object folder under build/."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        tag = f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+        self.build_temp = os.path.join(ROOT, "build", tag)
+
+
+def _headers(csrc: str) -> list:
+    """Every header under csrc/: a changed header relinks (ninja recompiles what includes it)."""
+    return sorted(
+        os.path.relpath(p, ROOT)
+        for ext in ("h", "hpp", "cuh", "inc")
+        for p in glob.glob(os.path.join(csrc, "**", f"*.{ext}"), recursive=True)
+    )
 
 
 def _want_cuda() -> bool:
@@ -78,6 +102,7 @@ def _extension():
     kwargs = dict(
         include_dirs=[csrc],
         extra_link_args=link_flags,
+        depends=_headers(csrc),
     )
     sources = [os.path.relpath(p, ROOT) for p in cpp]
     if _want_cuda():
@@ -107,6 +132,7 @@ def _cuda_emulation_extension():
         return None
     csrc = os.path.join(ROOT, "csrc")
     sources = sorted(glob.glob(os.path.join(csrc, "cuda_emu", "*.cpp")))
+    cu = sorted(glob.glob(os.path.join(csrc, "**", "*.cu"), recursive=True))  # included by sources
     cxx_flags = ["-DDETECTION_CUDA_EMULATION", "-fvisibility=hidden"]
     link_flags = []
     if os.environ.get("DETECTION_CUDA_COVERAGE", "0") == "1":
@@ -121,6 +147,7 @@ def _cuda_emulation_extension():
         include_dirs=[csrc],
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=link_flags,
+        depends=_headers(csrc) + [os.path.relpath(p, ROOT) for p in cu],
     )
 
 
@@ -138,6 +165,6 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "benchmarks")),
     python_requires=">=3.10",
     ext_modules=_extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,
 )

@@ -21,6 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this tree first
 
+from detection.utils import cli  # noqa: E402
+
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
 TARGET_AP = 0.50
 TINY_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_tiny.yaml")
@@ -49,7 +51,7 @@ QUICK_OVERRIDES = [
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -69,10 +71,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads per tool (OMP_NUM_THREADS). 1 by default: on a 2-core machine shared "
-        "with other work, 2 threads measured ~10x slower per iteration (OpenMP contention); "
-        "try 2 on an idle machine",
+        default=0,
+        help="CPU threads per tool (OMP_NUM_THREADS); 0 (default): torch's default, one per "
+        "core. The tools set OMP_WAIT_POLICY=PASSIVE, so that all cores stay fast when other "
+        "work shares the machine (benchmarks/RESULTS.md, Threads)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train from scratch, deleting the workspace's earlier checkpoints (default: continue "
+        "the earlier demo run, or reuse it when it is finished)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     return parser.parse_args(argv)
@@ -85,7 +93,9 @@ def _run(step: str, cmd: list[str], threads: int = 0) -> float:
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    status = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    if status != 0:
+        raise cli.UsageError(f"the {step} step failed (exit status {status}); its message is above")
     elapsed = time.perf_counter() - start
     print(f"=== {step} done in {elapsed:.1f} s", flush=True)
     return elapsed
@@ -107,6 +117,7 @@ def ensure_shapes(cfg) -> list[str]:
     ]
 
 
+@cli.cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     from detection.engine.setup import load_config
@@ -129,8 +140,12 @@ def main(argv=None) -> int:
     times["data"] = time.perf_counter() - start
 
     final = os.path.join(ws, "final", "model_final.pth")
+    # Run again, the demo continues its own run (or finds it finished); --overwrite starts over.
+    resume = ["--overwrite"] if args.overwrite else ["--resume"]
     times["train"] = _run(
-        "train", [py, os.path.join(tools, "train.py"), "--config", args.config, *overrides], threads
+        "train",
+        [py, os.path.join(tools, "train.py"), "--config", args.config, *resume, *overrides],
+        threads,
     )
     times["test"] = _run(
         "test",

@@ -6,7 +6,9 @@
 --input is an image, a folder (its .png/.jpg/.jpeg/.bmp files) or a glob pattern. For each image
 DIR gets `<name>.png` with masks (coloured overlay), boxes, class names and scores drawn, and
 DIR/detections.json holds every detection in COCO style ("images", "categories", "annotations"
-with "score", "bbox" [x, y, w, h] and RLE "segmentation").
+with "score", "bbox" [x, y, w, h] and RLE "segmentation"). A truncated or corrupt image is
+skipped with a warning naming it. --ckpt may be a checkpoint, a last_checkpoint pointer, a folder
+or a WORKSPACE. Bad arguments or files: exit 2 with one `error:` line.
 """
 
 from __future__ import annotations
@@ -20,17 +22,24 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede torch)
+
+# isort: split
+
 import cv2
 
+from detection.data.image_io import read_image_or_skip
+from detection.engine.checkpoint_paths import resolve_checkpoint
 from detection.engine.checkpointer import Checkpointer
 from detection.engine.predictor import Predictor, detections_to_coco, draw_detections
 from detection.engine.setup import load_config, setup_runtime
+from detection.utils import cli
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML config file")
@@ -52,23 +61,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def list_images(spec: str) -> list[str]:
     """The images an --input names: a file, a folder's image files, or a glob's matches (sorted)."""
+    kinds = "/".join(IMAGE_EXTENSIONS)
     if os.path.isdir(spec):
         paths = [os.path.join(spec, n) for n in os.listdir(spec)]
+        what = f"folder {spec} has no {kinds} files"
     elif os.path.isfile(spec):
         return [spec]
     else:
         paths = glob.glob(spec)
+        what = f"{spec} is no file, folder, or glob matching {kinds} files"
     paths = sorted(p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
-        raise FileNotFoundError(f"--input: no images found for {spec!r}")
+        raise cli.MissingInputError(f"--input: {what}: give an image, a folder of images or a glob")
     return paths
 
 
 def category_info(cfg) -> tuple[dict[int, str], dict[int, int]]:
     """(contiguous label -> class name, contiguous label -> JSON category id) from the annotation
     file of the first of DATASETS.TEST (or TRAIN) when it exists; numbered names otherwise."""
-    from detection.config.paths_catalog import DatasetCatalog
-    from detection.data.datasets.coco import COCODataset
+    from detection.config.paths_catalog import DatasetCatalog, factory_for
+    from detection.data.datasets import COCODataset, PascalVOCDataset
 
     known = DatasetCatalog.names(cfg)
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
@@ -76,7 +88,8 @@ def category_info(cfg) -> tuple[dict[int, str], dict[int, int]]:
             continue
         img_dir, ann_file = (os.path.join(cfg.DATASETS.ROOT, p) for p in known[name])
         if os.path.isfile(ann_file):
-            ds = COCODataset(ann_file, img_dir, remove_images_without_annotations=False)
+            cls = PascalVOCDataset if factory_for(name) == "PascalVOCDataset" else COCODataset
+            ds = cls(ann_file, img_dir, remove_images_without_annotations=False)
             return dict(ds.categories), dict(ds.contiguous_category_id_to_json_id)
     n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     return {i: f"class {i}" for i in range(1, n)}, {i: i for i in range(1, n)}
@@ -93,6 +106,7 @@ def run_infer(
     paths = list_images(inputs)
     if limit > 0:
         paths = paths[:limit]
+    ckpt = resolve_checkpoint(ckpt, "--ckpt")
     model = build_detection_model(cfg).to(device)
     Checkpointer(model, logger=logger).load(ckpt)
     predictor = Predictor.from_config(cfg, model, device)
@@ -101,9 +115,8 @@ def run_infer(
     images, annotations = [], []
     start = time.perf_counter()
     for image_id, path in enumerate(paths, 1):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        image = read_image_or_skip(path, skip=True, logger=logger)  # warns naming the file
         if image is None:
-            logger.warning("cannot read %s: skipped", path)
             continue
         prediction = predictor(image)
         drawn = draw_detections(image, prediction, class_names, threshold)
@@ -132,6 +145,7 @@ def run_infer(
     return json_path
 
 
+@cli.cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts, exit_on_error=True)

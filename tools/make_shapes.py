@@ -14,10 +14,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detection.data.datasets.shapes import generate_shapes_dataset  # noqa: E402
+from detection.utils import cli  # noqa: E402
 
 
+@cli.cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", default="datasets/shapes", help="output folder")

@@ -16,12 +16,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+from detection.utils import cli  # noqa: E402
+
 
 def read_metrics(path: str) -> tuple[list[dict], list[dict]]:
     """(train records, eval records) from a metrics.jsonl; a later record for the same
     iteration (e.g. after a resume) replaces an earlier one."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--metrics: no such file {path}")
+        raise cli.MissingInputError(
+            f"--metrics: no such file {path}: give WORKSPACE/log/metrics.jsonl of a training run"
+        )
     train: dict[int, dict] = {}
     evals: dict[int, dict] = {}
     with open(path) as f:
@@ -30,8 +34,12 @@ def read_metrics(path: str) -> tuple[list[dict], list[dict]]:
                 continue
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not JSON ({exc})") from None
+                int(rec["iter"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise cli.UsageError(
+                    f"--metrics: {path}:{line_no} is not a metrics record ({exc!r}): give a "
+                    "metrics.jsonl written by tools/train.py"
+                ) from None
             (evals if rec.get("type") == "eval" else train)[int(rec["iter"])] = rec
     return [train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)]
 
@@ -45,7 +53,7 @@ def plot_curves(metrics_path: str, output: str) -> str:
 
     train, evals = read_metrics(metrics_path)
     if not train:
-        raise ValueError(f"{metrics_path} has no training records")
+        raise cli.UsageError(f"--metrics: {metrics_path} has no training records")
     its = [r["iter"] for r in train]
     loss_keys = sorted(
         {k for r in train for k in r if k.startswith("loss_") and not k.endswith("_avg")}
@@ -84,8 +92,9 @@ def plot_curves(metrics_path: str, output: str) -> str:
     return output
 
 
+@cli.cli_main
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detection.experiments.scaled_mnist.models import DEFAULT_MIN_DEFORM_LAYER  # noqa: E402
 from detection.experiments.scaled_mnist.train import read_scale_accuracy, run_label  # noqa: E402
+from detection.utils import cli  # noqa: E402
 
 
 def describe(args: dict) -> str:
@@ -55,7 +56,7 @@ def markdown_table(labels: list[str], scales: list[float], accs: list[list[list[
 
 
 def main(argv=None) -> str:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -114,4 +115,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_tool(main))

@@ -5,7 +5,10 @@
     torchrun --nproc_per_node=N tools/test.py --config FILE --ckpt PATH
 
 Writes bbox.json, segm.json (COCO results) and metrics.json under WORKSPACE/inference/<dataset>/.
---ckpt defaults to WORKSPACE/final/model_final.pth, else the last checkpoint in WORKSPACE/model.
+--ckpt defaults to WORKSPACE/final/model_final.pth, else the last checkpoint in WORKSPACE/model;
+it may name a checkpoint, a last_checkpoint pointer, a folder of checkpoints or a WORKSPACE.
+Exit status 2 with one `error:` line for bad arguments, a missing or unreadable file or a
+checkpoint of another kind.
 """
 
 from __future__ import annotations
@@ -17,15 +20,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede torch)
+
+# isort: split
+
 import torch
 
+from detection.engine import checkpoint_paths
 from detection.engine.checkpointer import Checkpointer
 from detection.engine.setup import load_config, run_evaluation, setup_runtime
-from detection.utils import comm
+from detection.utils import cli, comm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML config file")
@@ -38,11 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_checkpoint(cfg, ckpt: str) -> str:
-    """--ckpt, or WORKSPACE/final/model_final.pth, or WORKSPACE/model/last_checkpoint's target."""
+    """--ckpt (a file, a last_checkpoint pointer, a folder or a WORKSPACE:
+    `detection.engine.checkpoint_paths.resolve_checkpoint`), or WORKSPACE/final/model_final.pth,
+    or WORKSPACE/model/last_checkpoint's target."""
     if ckpt:
-        if not os.path.isfile(ckpt):
-            raise FileNotFoundError(f"--ckpt: no such file {ckpt}")
-        return ckpt
+        return checkpoint_paths.resolve_checkpoint(ckpt, "--ckpt")
     final = os.path.join(cfg.WORKSPACE, "final", "model_final.pth")
     if os.path.isfile(final):
         return final
@@ -50,7 +58,10 @@ def resolve_checkpoint(cfg, ckpt: str) -> str:
         torch.nn.Module(), save_dir=os.path.join(cfg.WORKSPACE, "model")
     ).get_checkpoint_file()
     if last is None:
-        raise FileNotFoundError(f"no --ckpt given and no checkpoint found under {cfg.WORKSPACE}")
+        raise cli.MissingInputError(
+            f"no --ckpt given and no checkpoint under WORKSPACE {cfg.WORKSPACE}: train first or "
+            "give --ckpt"
+        )
     return last
 
 
@@ -72,6 +83,7 @@ def evaluate(cfg, ckpt: str = "", progress: bool = True) -> dict:
     return results
 
 
+@cli.cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts, exit_on_error=True)

@@ -9,8 +9,9 @@ checkpoints, rotated, with a last_checkpoint pointer), save/ (milestone checkpoi
 (model_final.pth), log/ (log.txt, TensorBoard events, metrics.jsonl), inference/ (evaluations).
 
 Exit status: 0 trained to SOLVER.MAX_ITER; 1 stopped at a non-finite loss or gradient
-(SOLVER.SKIP_NONFINITE_STEPS); 2 bad config, or weights (MODEL.WEIGHT, or the checkpoint
---resume found) of another architecture; 143 / 130 stopped by SIGTERM / SIGINT after saving a
+(SOLVER.SKIP_NONFINITE_STEPS); 2 bad arguments or config, a missing or unreadable file, weights
+(MODEL.WEIGHT, or the checkpoint --resume found) of another architecture, or a fresh start
+(no --resume) in a WORKSPACE holding another run's checkpoints (--overwrite deletes them); 143 / 130 stopped by SIGTERM / SIGINT after saving a
 checkpoint of the current iteration (continue with --resume). A SIGKILL loses at most the
 iterations since the last checkpoint (SOLVER.CHECKPOINT_PERIOD): --resume continues from it.
 """
@@ -24,6 +25,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this tree first
 
+import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede torch)
+
+# isort: split
+
 import torch
 
 from detection.engine.checkpointer import (
@@ -31,19 +36,26 @@ from detection.engine.checkpointer import (
     Checkpointer,
     remove_stale_temp_files,
 )
+from detection.engine.run_guard import guard_fresh_run
 from detection.engine.setup import load_config, load_initial_weights, run_evaluation, setup_runtime
 from detection.engine.trainer import NonFiniteStepError, TrainingInterrupted, TrainOptions, do_train
 from detection.solver import build_lr_scheduler, build_optimizer
-from detection.utils import comm
+from detection.utils import cli, comm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument(
         "--resume", action="store_true", help="continue from WORKSPACE/model/last_checkpoint"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start from iteration 0 even if WORKSPACE holds another run's checkpoints "
+        "(they are deleted first); without it such a start is refused",
     )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
@@ -85,7 +97,6 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
             os.makedirs(os.path.join(cfg.WORKSPACE, sub), exist_ok=True)
             for stale in remove_stale_temp_files(os.path.join(cfg.WORKSPACE, sub)):
                 logger.info("Removed %s (a write interrupted by a kill)", stale)
-        logger.info("Running with config:\n%s", cfg.dump())
     options = TrainOptions.from_config(cfg, device, logger)
     model = build_detection_model(cfg).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -120,6 +131,8 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
     data_loader = make_data_loader(
         cfg, is_train=True, is_distributed=distributed, start_iter=start_iter
     )
+    if comm.is_main_process():  # after the data is found: a missing set gives one error line
+        logger.info("Running with config:\n%s", cfg.dump())
 
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0 and cfg.DATASETS.TEST:
@@ -176,9 +189,14 @@ def check_replicas_identical(model: torch.nn.Module, logger) -> None:
     logger.info("model replicas identical across %d ranks (sha1 %s)", len(digests), digests[0])
 
 
+@cli.cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts, exit_on_error=True)
+    if not args.resume:
+        guard_fresh_run(
+            cfg.WORKSPACE, args.overwrite, is_main=int(os.environ.get("RANK", "0")) == 0
+        )
     try:
         train(cfg, resume=args.resume)
     except TrainingInterrupted as e:

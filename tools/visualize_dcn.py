@@ -27,10 +27,11 @@ import torch  # noqa: E402
 from detection.experiments import visualize as V  # noqa: E402
 from detection.experiments.scaled_mnist import data as D  # noqa: E402
 from detection.experiments.scaled_mnist.train import load_checkpoint, run_label  # noqa: E402
+from detection.utils import cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -143,7 +144,7 @@ def main(argv=None) -> list[str]:
         torch.set_num_threads(a.threads)
     model, margs = load_checkpoint(a.run or a.ckpt)
     if not margs["deform"]:
-        raise SystemExit("--run must be a deformable model (trained with --deform True)")
+        raise cli.UsageError("--run must be a deformable model (trained with --deform True)")
     compare = load_checkpoint(a.compare_run) if a.compare_run else None
     base, desc = load_image(a.image, margs, a.data_root)
     os.makedirs(a.out, exist_ok=True)
@@ -179,4 +180,4 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_tool(main))

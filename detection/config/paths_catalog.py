@@ -3,7 +3,10 @@
 Built-in names: coco_2017_{train,val}, coco_2014_{train,val,minival,valminusminival} (the usual
 `ROOT/coco/{annotations,train2017,val2017,train2014,val2014}` layout, see datasets/README.md) and
 shapes_{train,val} (`ROOT/shapes`; the data layer generates it when missing,
-`detection.data.build.resolve_dataset`). More
+`detection.data.build.resolve_dataset`), mnist_det_{train,val} (`ROOT/mnist_det`, generated the
+same way from the MNIST digits), voc_2007_{train,val,trainval,test} and
+voc_2012_{train,val,trainval} (a VOCdevkit linked as `ROOT/voc`, read by
+`detection.data.datasets.voc.PascalVOCDataset`). More
 COCO-format sets come from DATASETS.EXTRA = ((name, annotation file, image folder), ...).
 """
 
@@ -31,6 +34,13 @@ class DatasetCatalog:
         "shapes_val": ("shapes/val", "shapes/annotations/instances_val.json"),
         "mnist_det_train": ("mnist_det/train", "mnist_det/annotations/instances_train.json"),
         "mnist_det_val": ("mnist_det/val", "mnist_det/annotations/instances_val.json"),
+        # Pascal VOC (a VOCdevkit linked as ROOT/voc): the year's folder and its split file
+        **{
+            f"voc_{year}_{split}": (f"voc/VOC{year}", f"voc/VOC{year}/ImageSets/Main/{split}.txt")
+            for year, splits in (("2007", ("train", "val", "trainval", "test")),
+                                 ("2012", ("train", "val", "trainval")))
+            for split in splits
+        },
     }
 
     @staticmethod
@@ -58,7 +68,12 @@ class DatasetCatalog:
         root = cfg.DATASETS.ROOT
         img_dir, ann_file = (os.path.join(root, p) for p in known[name])
         _check_exists(name, root, img_dir, ann_file)
-        return {"factory": "COCODataset", "args": {"root": img_dir, "ann_file": ann_file}}
+        return {"factory": factory_for(name), "args": {"root": img_dir, "ann_file": ann_file}}
+
+
+def factory_for(name: str) -> str:
+    """The dataset class that reads `name`: "PascalVOCDataset" for voc_*, else "COCODataset"."""
+    return "PascalVOCDataset" if name.startswith("voc_") else "COCODataset"
 
 
 def _check_exists(name: str, root: str, img_dir: str, ann_file: str) -> None:
@@ -72,6 +87,12 @@ def _check_exists(name: str, root: str, img_dir: str, ann_file: str) -> None:
             f" Link your COCO copy: `ln -s /path/to/coco {os.path.join(root, 'coco')}` with "
             "annotations/instances_*.json and train2017/, val2017/, train2014/, val2014/ inside "
             "(see datasets/README.md)."
+        )
+    elif name.startswith("voc_"):
+        msg += (
+            f" Link your VOCdevkit: `ln -s /path/to/VOCdevkit {os.path.join(root, 'voc')}` with "
+            "VOC2007/ and VOC2012/ inside, each holding Annotations/, ImageSets/Main/ and "
+            "JPEGImages/ (see datasets/README.md)."
         )
     elif name.startswith("shapes_"):
         msg += (

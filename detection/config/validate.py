@@ -8,10 +8,12 @@ import warnings
 
 from yacs.config import CfgNode
 
+from detection.utils.cli import UsageError
+
 AMP_DTYPES = ("bfloat16", "float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """An invalid configuration; `str(err)` is the message to show the user, no traceback."""
 
 

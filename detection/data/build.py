@@ -18,6 +18,7 @@ from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
 from detection.data.datasets.mnist_det import ensure_mnist_det
 from detection.data.datasets.shapes import generate_shapes_dataset
+from detection.data.datasets.voc import PascalVOCDataset
 from detection.data.samplers import (
     DistributedSampler,
     GroupedBatchSampler,
@@ -27,7 +28,7 @@ from detection.data.transforms import build_transforms
 
 logger = logging.getLogger(__name__)
 
-_FACTORIES = {"COCODataset": COCODataset}
+_FACTORIES = {"COCODataset": COCODataset, "PascalVOCDataset": PascalVOCDataset}
 
 
 def ensure_shapes_dataset(cfg) -> None:

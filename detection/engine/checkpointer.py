@@ -24,6 +24,8 @@ import yaml
 from torch import nn
 
 from detection.modeling.meta_arch.state_dict import upgrade_state_dict
+from detection.engine.checkpoint_paths import read_checkpoint
+from detection.utils.cli import UsageError
 
 POINTER_NAME = "last_checkpoint"
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
@@ -78,7 +80,7 @@ def strip_prefix(state_dict: dict[str, Any], prefix: str = "module.") -> dict[st
     return state_dict
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UsageError):
     """The weights in a checkpoint do not fit the model being built (another architecture)."""
 
 
@@ -136,6 +138,11 @@ def check_state_dict_compatible(
     ]
     if not (missing or unexpected or mismatched):
         return
+    if own and not set(own) & set(state_dict):
+        raise CheckpointMismatchError(
+            f"{source} is not a checkpoint of this detector (none of its {len(state_dict)} "
+            "weights is one of the model's): give a checkpoint written by tools/train.py"
+        )
 
     def _fmt(title: str, items: list[str]) -> str:
         shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
@@ -266,9 +273,9 @@ class Checkpointer:
         """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = read_checkpoint(path)
         if not isinstance(data, dict):
-            raise ValueError(
+            raise UsageError(
                 f"{path} holds a {type(data).__name__}, not a checkpoint or state dict"
             )
         is_checkpoint = "model" in data and isinstance(data["model"], dict)

@@ -118,6 +118,11 @@ def inference(
     if output_folder:
         os.makedirs(output_folder, exist_ok=True)
         torch.save(predictions, os.path.join(output_folder, "predictions.pth"))
-    return do_coco_evaluation(
+    metrics = do_coco_evaluation(
         dataset, predictions, output_folder, iou_types, mask_threshold, logger
     )
+    if getattr(dataset, "metric", "coco") == "voc":  # Pascal VOC: its own metric too
+        from detection.engine.voc_eval import do_voc_evaluation
+
+        metrics["voc"] = do_voc_evaluation(dataset, predictions, output_folder, logger)
+    return metrics

@@ -14,11 +14,13 @@ from detection.config import load_config as _load_config
 from detection.config import load_config_or_exit
 from detection.data import make_data_loader
 from detection.engine.amp import resolve_amp_dtype
+from detection.engine.checkpoint_paths import read_checkpoint, resolve_checkpoint
 from detection.engine.checkpointer import Checkpointer, unwrap_model
 from detection.engine.inference import inference
 from detection.modeling import check_model_config
 from detection.modeling.backbone import load_torchvision_resnet
 from detection.utils import comm
+from detection.utils.cli import MissingInputError, UsageError
 from detection.utils.collect_env import collect_env_info
 from detection.utils.logger import setup_logger
 from detection.utils.seed import seed_all
@@ -140,9 +142,8 @@ def load_initial_weights(
     mismatch raises CheckpointMismatchError naming the keys and, given the current config as
     `cfg_yaml`, the MODEL.* keys that differ from the checkpoint's), or a torchvision ResNet
     state dict (loaded into the backbone only). No optimizer state is taken."""
-    data = (
-        torch.load(path, map_location="cpu", weights_only=False) if os.path.isfile(path) else None
-    )
+    path = resolve_checkpoint(path, "MODEL.WEIGHT")
+    data = read_checkpoint(path, "MODEL.WEIGHT")
     if isinstance(data, dict) and _is_torchvision_resnet(data):
         missing, skipped = load_torchvision_resnet(unwrap_model(model).backbone, data)
         logger.info(

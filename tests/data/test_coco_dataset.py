@@ -3,6 +3,7 @@ annotations, an image without annotations and a corrupt image."""
 
 import json
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -175,6 +176,27 @@ def test_corrupt_image_skipped_or_raised(coco_files, caplog):
     )
     with pytest.raises(OSError, match="4.png"):
         strict[2]
+
+
+def test_truncated_jpeg_skipped_or_raised(coco_files, caplog):
+    """A JPEG cut short decodes without error in OpenCV; the dataset still treats it as bad."""
+    ann_file, root, _ = coco_files
+    ds = COCODataset(ann_file, root, remove_images_without_annotations=True)
+    path = os.path.join(root, ds.get_img_info(0)["file_name"])
+    image = cv2.imread(path)
+    cut = os.path.join(root, "cut.jpg")
+    cv2.imwrite(cut, image)
+    with open(cut, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2])
+    ds.coco.imgs[ds.id_to_img_map[0]]["file_name"] = "cut.jpg"
+    with caplog.at_level(logging.WARNING):
+        _, _, idx = ds[0]
+    assert idx == 1 and ds.num_bad_images == 1 and "cut.jpg" in caplog.text
+    ds.skip_bad_images = False
+    with pytest.raises(OSError, match=r"cut\.jpg.*DATASETS.SKIP_BAD_IMAGES"):
+        ds[0]
 
 
 def test_transforms_applied(coco_files):

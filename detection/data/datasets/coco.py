@@ -17,14 +17,15 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 
+from detection.data.image_io import BadImageError, read_image
 from detection.structures.bounding_box import BoxList
 from detection.structures.segmentation_mask import SegmentationMask
+from detection.utils.cli import MissingInputError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,25 @@ def annotation_problem(ann: Dict, width: int, height: int) -> Optional[str]:
     return None
 
 
+def load_coco_json(ann_file: str) -> COCO:
+    """pycocotools' COCO index of `ann_file`; a missing, corrupt or non-COCO file raises an
+    error naming it (pycocotools' own errors do not)."""
+    if not os.path.isfile(ann_file):
+        raise MissingInputError(f"annotation file not found: {ann_file}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            return COCO(ann_file)
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise UsageError(
+            f"corrupt annotation file {ann_file}: not valid JSON ({exc}); restore or regenerate it"
+        ) from None
+    except (KeyError, TypeError, AssertionError) as exc:
+        raise UsageError(
+            f"annotation file {ann_file} is not in COCO format (problem at {exc!r}); "
+            "it needs 'images', 'annotations' and 'categories'"
+        ) from None
+
+
 class COCODataset(torch.utils.data.Dataset):
     """Images and instance annotations of a COCO JSON file.
 
@@ -69,10 +89,9 @@ class COCODataset(torch.utils.data.Dataset):
         transforms: Optional[Callable] = None,
         skip_bad_images: bool = True,
     ) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(ann_file)
         self.ann_file = ann_file
         self.root = root
+        self.coco = self._load_index(ann_file)
         self._transforms = transforms
         self.skip_bad_images = skip_bad_images
         self.num_bad_images = 0
@@ -90,6 +109,10 @@ class COCODataset(torch.utils.data.Dataset):
             ids = [i for i in ids if len(self._anns[i]) > 0]
         self.ids = ids
         self.id_to_img_map = {k: v for k, v in enumerate(self.ids)}
+
+    def _load_index(self, ann_file: str) -> COCO:
+        """The pycocotools index of the annotations (subclasses read other formats)."""
+        return load_coco_json(ann_file)
 
     def _filter_annotations(self) -> Tuple[Dict[int, List[Dict]], int]:
         """Per image id, the usable non-crowd annotations; warns once with the invalid count."""
@@ -125,19 +148,16 @@ class COCODataset(torch.utils.data.Dataset):
 
     def _read(self, index: int) -> Optional[np.ndarray]:
         path = os.path.join(self.root, self.get_img_info(index)["file_name"])
-        img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-        if img is None:
+        try:
+            return read_image(path)
+        except BadImageError as exc:
             if not self.skip_bad_images:
-                raise OSError(
-                    f"cannot read image {path} (set DATASETS.SKIP_BAD_IMAGES True to skip)"
-                )
+                raise BadImageError(f"{exc} (set DATASETS.SKIP_BAD_IMAGES True to skip)") from None
             self.num_bad_images += 1
             logger.warning(
-                "cannot read image %s, skipped (%d unreadable so far in this process)",
-                path,
-                self.num_bad_images,
+                "%s, skipped (%d unreadable so far in this process)", exc, self.num_bad_images
             )
-        return img
+        return None
 
     def __getitem__(self, index: int) -> Tuple[Any, BoxList, int]:
         for step in range(len(self)):

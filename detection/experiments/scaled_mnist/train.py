@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from detection.experiments.scaled_mnist import data as D
+from detection.utils.cli import ArgumentParser
 from detection.experiments.scaled_mnist.models import (
     ARCHS,
     build_model,
@@ -66,7 +67,7 @@ def str2bool(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Scaled-MNIST with and without deformable convs.")
+    p = ArgumentParser(description="Scaled-MNIST with and without deformable convs.")
     p.add_argument("--arch", choices=ARCHS, default="ScaledMNISTNet")
     p.add_argument("--deform", type=str2bool, default=False, help="deformable convs (True/False)")
     p.add_argument(
