@@ -57,6 +57,6 @@ lint:
 
 format:
 	$(PIP) install -q $(LINT_TOOLS)
-	ruff check --fix --select I .
+	ruff check --fix --exit-zero .
 	ruff format .
 	clang-format -i $(CSRC)
