@@ -16,4 +16,6 @@ from detection.experiments.scaled_mnist.train import main  # noqa: E402
 from detection.utils import cli  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(cli.run_tool(main))
+    status = cli.run_tool(main)
+    if status:  # run as a script or through runpy, success returns normally
+        sys.exit(status)
