@@ -115,4 +115,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_tool(main))
+    status = cli.run_tool(main)
+    if status:  # run as a script or through runpy, success returns normally
+        sys.exit(status)

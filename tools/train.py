@@ -11,8 +11,9 @@ checkpoints, rotated, with a last_checkpoint pointer), save/ (milestone checkpoi
 Exit status: 0 trained to SOLVER.MAX_ITER; 1 stopped at a non-finite loss or gradient
 (SOLVER.SKIP_NONFINITE_STEPS); 2 bad arguments or config, a missing or unreadable file, weights
 (MODEL.WEIGHT, or the checkpoint --resume found) of another architecture, or a fresh start
-(no --resume) in a WORKSPACE holding another run's checkpoints (--overwrite deletes them); 143 / 130 stopped by SIGTERM / SIGINT after saving a
-checkpoint of the current iteration (continue with --resume). A SIGKILL loses at most the
+(no --resume) in a WORKSPACE holding another run's checkpoints (--overwrite deletes them);
+143 / 130 stopped by SIGTERM / SIGINT after saving a checkpoint of the current iteration
+(continue with --resume). A SIGKILL loses at most the
 iterations since the last checkpoint (SOLVER.CHECKPOINT_PERIOD): --resume continues from it.
 """
 

@@ -16,4 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detection.experiments.scaled_mnist.train import cli  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    status = cli()
+    if status:  # run as a script or through runpy, success returns normally
+        sys.exit(status)

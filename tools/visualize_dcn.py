@@ -138,14 +138,26 @@ def write_spread(a, model, margs, out: str) -> list[str]:
     return paths
 
 
+def _load(path: str, flag: str):
+    """load_checkpoint; a file that is not a Scaled-MNIST model.pt is a UsageError naming it."""
+    try:
+        return load_checkpoint(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # unpicklable, or a checkpoint of another kind (KeyError, ...)
+        raise cli.UsageError(
+            f"{flag}: {path} is not a model.pt of tools/train_scaled_mnist.py ({exc!r:.120})"
+        ) from None
+
+
 def main(argv=None) -> list[str]:
     a = build_parser().parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    model, margs = load_checkpoint(a.run or a.ckpt)
+    model, margs = _load(a.run or a.ckpt, "--run" if a.run else "--ckpt")
     if not margs["deform"]:
         raise cli.UsageError("--run must be a deformable model (trained with --deform True)")
-    compare = load_checkpoint(a.compare_run) if a.compare_run else None
+    compare = _load(a.compare_run, "--compare-run") if a.compare_run else None
     base, desc = load_image(a.image, margs, a.data_root)
     os.makedirs(a.out, exist_ok=True)
     name = run_label(margs)
@@ -180,4 +192,6 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_tool(main))
+    status = cli.run_tool(main)
+    if status:  # run as a script or through runpy, success returns normally
+        sys.exit(status)

@@ -4,7 +4,9 @@ gives a checked, frozen clone merged with a YAML file and `KEY VALUE` overrides.
 from detection.config.defaults import _C as cfg
 from detection.config.loader import (
     ConfigError,
+    ConfigFileNotFoundError,
     ConfigWarning,
+    load_checked_config,
     load_config,
     load_config_or_exit,
     validate_config,
@@ -13,7 +15,9 @@ from detection.config.loader import (
 __all__ = [
     "cfg",
     "ConfigError",
+    "ConfigFileNotFoundError",
     "ConfigWarning",
+    "load_checked_config",
     "load_config",
     "load_config_or_exit",
     "validate_config",

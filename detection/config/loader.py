@@ -62,6 +62,7 @@ __all__ = [  # the checks live in validate.py; loading goes through them
     "ConfigFileNotFoundError",
     "ConfigWarning",
     "config_problems",
+    "load_checked_config",
     "load_config",
     "load_config_or_exit",
     "merge_file",
@@ -269,7 +270,8 @@ def merge_opts(cfg: CfgNode, opts: Sequence[Any]) -> None:
     opts = list(opts)
     if len(opts) % 2:
         raise ConfigError(
-            f"config overrides must be KEY VALUE pairs, got an odd number ({len(opts)}): {opts}"
+            f"config overrides must be KEY VALUE pairs, got an odd number ({len(opts)}): "
+            f"{' '.join(map(str, opts))}: add the missing value"
         )
     pairs = list(zip(opts[0::2], opts[1::2]))
     _merge_pairs(cfg, pairs, "in the command-line overrides")
@@ -303,6 +305,27 @@ def load_config(
     return cfg
 
 
+def load_checked_config(
+    config_file: str | None,
+    opts: Sequence[Any] | None = None,
+    base: CfgNode = _C,
+    *,
+    world_size: int | None = None,
+    check: Callable[[CfgNode], None] | None = None,
+) -> CfgNode:
+    """`load_config`, then `check(cfg)`, a reader's own checks (the tools pass
+    `detection.modeling.check_model_config`); its ValueError becomes a ConfigError too."""
+    cfg = load_config(config_file, opts, base, world_size=world_size)
+    if check is not None:
+        try:
+            check(cfg)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"invalid config: {e}") from None
+    return cfg
+
+
 def load_config_or_exit(
     config_file: str | None,
     opts: Sequence[Any] | None = None,
@@ -311,19 +334,10 @@ def load_config_or_exit(
     world_size: int | None = None,
     check: Callable[[CfgNode], None] | None = None,
 ) -> CfgNode:
-    """`load_config` for command-line tools: on a ConfigError print `error: <message>` to stderr
-    (no traceback) and exit with status 2. `check(cfg)` runs a reader's own checks too (the tools
-    pass `detection.modeling.check_model_config`); its ValueError is reported the same way."""
+    """`load_checked_config` for scripts without `detection.utils.cli.cli_main`: on a
+    ConfigError print `error: <message>` to stderr (no traceback) and exit with status 2."""
     try:
-        cfg = load_config(config_file, opts, base, world_size=world_size)
-        if check is not None:
-            try:
-                check(cfg)
-            except ConfigError:
-                raise
-            except ValueError as e:
-                raise ConfigError(f"invalid config: {e}") from None
+        return load_checked_config(config_file, opts, base, world_size=world_size, check=check)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
-    return cfg

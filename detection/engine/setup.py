@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detection.config import load_config as _load_config
-from detection.config import load_config_or_exit
+from detection.config import ConfigFileNotFoundError, load_checked_config
 from detection.data import make_data_loader
 from detection.engine.amp import resolve_amp_dtype
 from detection.engine.checkpoint_paths import read_checkpoint, resolve_checkpoint
@@ -20,7 +20,6 @@ from detection.engine.inference import inference
 from detection.modeling import check_model_config
 from detection.modeling.backbone import load_torchvision_resnet
 from detection.utils import comm
-from detection.utils.cli import MissingInputError, UsageError
 from detection.utils.collect_env import collect_env_info
 from detection.utils.logger import setup_logger
 from detection.utils.seed import seed_all
@@ -29,12 +28,18 @@ from detection.utils.seed import seed_all
 def load_config(config_file: str | None, opts: Sequence[str] = (), exit_on_error: bool = False):
     """Defaults, then `config_file` (YAML), then trailing `KEY VALUE` pairs; returns a frozen,
     checked cfg (`detection.config.load_config`; a missing file or an odd number of overrides
-    is a ConfigError there). With `exit_on_error` (command-line tools) an invalid config,
-    including one the model builders reject (`check_model_config`), prints one `error: ...` line
-    and exits with status 2."""
-    if exit_on_error:
-        return load_config_or_exit(config_file, list(opts), check=check_model_config)
-    return _load_config(config_file, list(opts))
+    is a ConfigError there). With `exit_on_error` (command-line tools) the model builders' checks
+    run too (`check_model_config`), and a missing file is named as the `--config` flag's: the
+    tool's `detection.utils.cli.cli_main` turns the ConfigError (a UsageError) into one
+    `error: ...` line and exit status 2."""
+    if not exit_on_error:
+        return _load_config(config_file, list(opts))
+    try:
+        return load_checked_config(config_file, list(opts), check=check_model_config)
+    except ConfigFileNotFoundError as e:
+        raise ConfigFileNotFoundError(
+            f"--config: {e}: give a YAML file such as those in configs/"
+        ) from None
 
 
 def select_device(requested: str, logger: logging.Logger | None = None) -> torch.device:

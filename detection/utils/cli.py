@@ -12,7 +12,8 @@ import argparse
 import functools
 import json
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 EXIT_USAGE = 2
 

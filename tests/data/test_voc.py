@@ -14,7 +14,11 @@ import pytest
 from detection.config import load_config
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data.datasets.voc import VOC_CLASSES, PascalVOCDataset
-from detection.engine.voc_eval import average_precision, class_precision_recall, evaluate_voc
+from detection.engine.voc_eval import (
+    average_precision,
+    class_precision_recall,
+    evaluate_voc,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -116,7 +116,7 @@ def test_sampling_spread_of_untrained_model_is_the_fixed_grid():
 
 
 @needs_dcn
-def test_tools_write_pngs(tmp_path, monkeypatch):
+def test_tools_write_pngs(tmp_path, monkeypatch, capsys):
     from detection.experiments.scaled_mnist import train as T
 
     common = [
@@ -174,11 +174,14 @@ def test_tools_write_pngs(tmp_path, monkeypatch):
     )
     runpy.run_path(os.path.join(ROOT, "tools", "plot_scaled_mnist.py"), run_name="__main__")
     assert png.stat().st_size > 2000
-    with pytest.raises(SystemExit, match="deformable"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # one `error:` line, exit status 2
         monkeypatch.setattr(
             sys, "argv", ["visualize_dcn.py", "--run", str(tmp_path / "reg"), "--out", str(out)]
         )
         runpy.run_path(os.path.join(ROOT, "tools", "visualize_dcn.py"), run_name="__main__")
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --run must be a deformable model")
 
 
 def test_plot_table_averages_runs_with_the_same_label():

@@ -48,10 +48,10 @@ def test_config_builds_at_full_size_on_meta(config_file):
         "DeformRoIPool": "DeformRoIPoolPack",
         "RoIAlign": "RoIAlign",
     }
-    for pooler, key in (
-        (model.roi_heads.box_head.feature_extractor.pooler, "ROI_BOX_HEAD"),
-        (model.roi_heads.mask_head.head.pooler, "ROI_MASK_HEAD"),
-    ):
+    poolers = [(model.roi_heads.box_head.feature_extractor.pooler, "ROI_BOX_HEAD")]
+    if model.roi_heads.mask_head is not None:  # box-only configs (VOC) have none
+        poolers.append((model.roi_heads.mask_head.head.pooler, "ROI_MASK_HEAD"))
+    for pooler, key in poolers:
         assert isinstance(pooler.pool, getattr(L, expected[cfg.MODEL[key].POOLER]))
     assert model.roi_heads.box_head.ohem_per_image == (
         cfg.MODEL.ROI_HEADS.OHEM_BATCH_SIZE_PER_IMAGE if cfg.MODEL.ROI_HEADS.OHEM else 0
@@ -115,16 +115,19 @@ def _check_grads(model):
     assert zero == [], zero
 
 
-def _check_detections(out, images, num_classes):
+def _check_detections(out, images, num_classes, masks=True):
     assert isinstance(out, list) and len(out) == len(images)
     for det, img in zip(out, images):
         assert isinstance(det, BoxList)
         assert det.size == (img.shape[2], img.shape[1])
-        assert set(det.fields()) >= {"scores", "labels", "mask"}
+        assert set(det.fields()) >= {"scores", "labels"} | ({"mask"} if masks else set())
         n = len(det)
-        assert det.get_field("mask").shape == (n, 1, 28, 28)
-        m = det.get_field("mask")
-        assert bool(((m >= 0) & (m <= 1)).all())
+        if masks:
+            assert det.get_field("mask").shape == (n, 1, 28, 28)
+            m = det.get_field("mask")
+            assert bool(((m >= 0) & (m <= 1)).all())
+        else:
+            assert "mask" not in det.fields()
         labels = det.get_field("labels")
         assert labels.dtype == torch.int64 and bool(((labels >= 1) & (labels < num_classes)).all())
         b = det.bbox
@@ -144,6 +147,7 @@ def test_train_step_and_inference(config_file):
     model.train()
     losses = model(images, targets)
     expected = LOSSES | (MIMIC_LOSSES if cfg.MODEL.MIMIC_ON else set())
+    expected -= set() if cfg.MODEL.MASK_ON else {"loss_mask"}
     assert set(losses) == expected
     for k, v in losses.items():
         assert v.ndim == 0 and bool(torch.isfinite(v)), k
@@ -152,7 +156,7 @@ def test_train_step_and_inference(config_file):
     model.eval()
     with torch.no_grad():
         out = model(to_image_list(images, 16))
-    _check_detections(out, images, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    _check_detections(out, images, cfg.MODEL.ROI_HEADS.NUM_CLASSES, masks=cfg.MODEL.MASK_ON)
 
 
 @needs_ops

@@ -179,7 +179,7 @@ def test_test_tool_bad_ckpt(case, tmp_path, capsys):
     argv += ["WORKSPACE", str(tmp_path / "ws"), "DATASETS.ROOT", str(tmp_path / "data")]
     argv += ["DATASETS.SHAPES.NUM_TRAIN", "2", "DATASETS.SHAPES.NUM_VAL", "2"]
     assert _load_tool("test").main(argv) == 2
-    _one_error_line(capsys.readouterr().err, "--ckpt" if case != "other_kind" else "", str(ckpt))
+    _one_error_line(capsys.readouterr().err, needle, str(ckpt))
 
 
 @OPS
@@ -223,3 +223,14 @@ def test_corrupt_annotation_json_in_process(tmp_path):
     ann.write_text(json.dumps({"images": [{"id": 1}], "annotations": [{"id": 1}]}))
     with pytest.raises(UsageError, match=r"a\.json is not in COCO format"):
         load_coco_json(str(ann))
+
+
+def test_visualize_dcn_corrupt_model(tmp_path, capsys):
+    from detection.utils.cli import run_tool
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x80\x02 not a pickle")
+    assert run_tool(_load_tool("visualize_dcn").main, ["--ckpt", str(bad), "--out", str(tmp_path)]) == 2
+    _one_error_line(capsys.readouterr().err, "--ckpt", str(bad), "not a model.pt")
+    assert run_tool(_load_tool("visualize_dcn").main, ["--run", str(tmp_path / "no"), "--out", "x"]) == 2
+    _one_error_line(capsys.readouterr().err, "does not exist")

@@ -18,7 +18,7 @@ import contextlib
 import io
 import os
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List
+from typing import Any
 
 from pycocotools.coco import COCO
 
@@ -39,7 +39,7 @@ def _text(node: ET.Element, path: str, xml_path: str) -> str:
     return found.text.strip()
 
 
-def read_voc_xml(xml_path: str) -> Dict[str, Any]:
+def read_voc_xml(xml_path: str) -> dict[str, Any]:
     """{"file_name", "width", "height", "objects": [{"name", "difficult", "bbox" (xmin, ymin,
     xmax, ymax), 1-based inclusive as in the file}]} of one devkit annotation file."""
     try:
@@ -65,7 +65,7 @@ def read_voc_xml(xml_path: str) -> Dict[str, Any]:
     }
 
 
-def voc_to_coco_dict(voc_dir: str, split_file: str, classes=VOC_CLASSES) -> Dict[str, Any]:
+def voc_to_coco_dict(voc_dir: str, split_file: str, classes=VOC_CLASSES) -> dict[str, Any]:
     """The COCO-format dict ("images", "annotations", "categories") of one devkit split."""
     if not os.path.isfile(split_file):
         raise MissingInputError(f"VOC split file not found: {split_file}")
@@ -126,9 +126,9 @@ class PascalVOCDataset(COCODataset):
             coco.createIndex()
         return coco
 
-    def voc_ground_truth(self) -> Dict[int, List[Dict[str, Any]]]:
+    def voc_ground_truth(self) -> dict[int, list[dict[str, Any]]]:
         """Per image id: {"category_id", "bbox" xyxy, "difficult"} of every object."""
-        out: Dict[int, List[Dict[str, Any]]] = {i: [] for i in self.coco.imgs}
+        out: dict[int, list[dict[str, Any]]] = {i: [] for i in self.coco.imgs}
         for ann in self.coco.dataset["annotations"]:
             x, y, w, h = ann["bbox"]
             out[ann["image_id"]].append(
