@@ -12,6 +12,8 @@ install:
 build:
 	$(PYTHON) setup.py build_ext --inplace
 
+# the test-only CUDA emulation library too (setup.py), so the CUDA kernels run in the tests
+test: export DETECTION_CUDA_EMULATION ?= 1
 test: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 

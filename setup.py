@@ -4,6 +4,12 @@ The C++ CPU kernels are always compiled. The CUDA kernels are compiled when a CU
 found and either a GPU is visible or `FORCE_CUDA=1` is set; `TORCH_CUDA_ARCH_LIST` picks the
 architectures (default below). Install with `pip install --no-build-isolation -e .` so that the
 build uses the torch already installed instead of pulling another one.
+
+With `DETECTION_CUDA_EMULATION=1` a second, test-only library `detection._C_cuda_emu` is built:
+the same CUDA kernel sources compiled by the host C++ compiler against an emulation of the CUDA
+runtime (csrc/cuda_emu/), registering `torch.ops.detection_cuda_emu.<op>` for CPU tensors, so the
+CUDA code runs in the CPU test suite. `DETECTION_CUDA_COVERAGE=1` builds that library alone,
+instrumented for gcov (tools/cuda_emu_coverage.sh).
 """
 
 import glob
@@ -58,7 +64,12 @@ def _nvidia_pip_include_dirs() -> list:
 
 def _extension():
     csrc = os.path.join(ROOT, "csrc")
-    cpp = sorted(glob.glob(os.path.join(csrc, "**", "*.cpp"), recursive=True))
+    emu = os.path.join(csrc, "cuda_emu", "")
+    cpp = sorted(
+        p
+        for p in glob.glob(os.path.join(csrc, "**", "*.cpp"), recursive=True)
+        if not p.startswith(emu)
+    )
     cu = sorted(glob.glob(os.path.join(csrc, "**", "*.cu"), recursive=True))
     cxx_flags = ["-O3", "-fopenmp"]
     # at::parallel_for is inlined from ATen/ParallelOpenMP.h: without -fopenmp it runs serially.
@@ -90,13 +101,43 @@ def _extension():
     return CppExtension("detection._C", sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
 
 
+def _cuda_emulation_extension():
+    """The test-only CUDA emulation library (module docstring), or None when not asked for."""
+    if os.environ.get("DETECTION_CUDA_EMULATION", "0") != "1":
+        return None
+    csrc = os.path.join(ROOT, "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "cuda_emu", "*.cpp")))
+    cxx_flags = ["-DDETECTION_CUDA_EMULATION", "-fvisibility=hidden"]
+    link_flags = []
+    if os.environ.get("DETECTION_CUDA_COVERAGE", "0") == "1":
+        cxx_flags += ["-O0", "--coverage"]
+        link_flags += ["--coverage"]
+    else:
+        cxx_flags += ["-O1"]
+    print(f"detection: building the CUDA emulation library ({len(sources)} sources)")
+    return CppExtension(
+        "detection._C_cuda_emu",
+        [os.path.relpath(p, ROOT) for p in sources],
+        include_dirs=[csrc],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
+    )
+
+
+def _extensions():
+    emu = _cuda_emulation_extension()
+    if emu is not None and os.environ.get("DETECTION_CUDA_COVERAGE", "0") == "1":
+        return [emu]
+    return [_extension()] + ([emu] if emu is not None else [])
+
+
 setup(
     name="detection",
     version="0.1.0",
     description="Mask R-CNN with Deformable ConvNets v2: ops, model, training and evaluation",
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "benchmarks")),
     python_requires=">=3.10",
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,
 )

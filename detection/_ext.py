@@ -18,7 +18,9 @@ BUILD_HINT = (
 
 def _load():
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = sorted(glob.glob(os.path.join(here, "_C*.so")) + glob.glob(os.path.join(here, "_C*.pyd")))
+    # `_C.<tag>.so`, never the test-only CUDA emulation library `_C_cuda_emu.<tag>.so`
+    patterns = ("_C.so", "_C.*.so", "_C.pyd", "_C.*.pyd")
+    candidates = sorted(p for pat in patterns for p in glob.glob(os.path.join(here, pat)))
     if not candidates:
         return False, ""
     try:

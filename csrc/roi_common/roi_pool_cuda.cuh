@@ -10,9 +10,8 @@
 #pragma once
 
 #include <ATen/Context.h>
-#include <ATen/cuda/Atomic.cuh>
-#include <c10/cuda/CUDAException.h>
 
+#include "common/cuda_compat.cuh"
 #include "roi_common/roi_sampling.h"
 
 namespace detection {
@@ -175,14 +174,14 @@ void launch_backward_input(cudaStream_t stream, int64_t num_rois, const scalar_t
                            int width, acc_t scale, acc_t gamma, const CudaPoolArgs& a) {
   if (at::globalContext().deterministicAlgorithms()) {
     const int64_t planes = batch_size * channels;
-    roi_pool_backward_input_plane_kernel<scalar_t, acc_t>
-        <<<blocks_for(planes), kThreads, 0, stream>>>(planes, num_rois, grad, rois, offset, mask,
+    cuda::launch(roi_pool_backward_input_plane_kernel<scalar_t, acc_t>, blocks_for(planes),
+                 kThreads, 0, stream, planes, num_rois, grad, rois, offset, mask,
                                                       grad_input, batch_size, channels, height,
                                                       width, scale, gamma, a);
   } else {
     const int64_t total = num_rois * channels * a.pooled_h * a.pooled_w;
-    roi_pool_backward_input_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        total, grad, rois, offset, mask, grad_input, batch_size, channels, height, width, scale,
+    cuda::launch(roi_pool_backward_input_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0,
+                 stream, total, grad, rois, offset, mask, grad_input, batch_size, channels, height, width, scale,
         gamma, a);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -571,27 +571,45 @@ def test_cpu_isa_variants_match_float64(isa, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA (skipped without a GPU): parity with the CPU kernel for every dtype, forward and backward.
+# The CUDA kernels, on every CUDA backend at hand (`cuda_backend`: the real GPU when visible, the
+# CUDA emulation always): parity with the CPU kernel for every dtype, forward and backward ops.
 
 CUDA_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
 
 
-@pytest.mark.cuda
+def _op_params(kw, im2col_step=64):
+    """The op's integer arguments after bias, from make_case's keyword arguments."""
+    return (*_pair(kw["stride"]), *_pair(kw["padding"]), *_pair(kw["dilation"]), kw["groups"],
+            kw["deform_groups"], im2col_step)  # fmt: skip
+
+
+def _backend_grads(backend, args, kw, grad_out, dtype=None, im2col_step=64):
+    """Output and (input, offset, mask, weight, bias) gradients from `backend`'s forward and
+    backward ops, the arguments moved there (in `dtype`); None for an absent mask / bias."""
+    x, offset, mask, weight, bias = [backend.to(a, dtype) for a in args]
+    params = _op_params(kw, im2col_step)
+    out = backend.ops.modulated_deform_conv2d(x, offset, mask, weight, bias, *params)
+    grads = backend.ops._modulated_deform_conv2d_backward(
+        backend.to(grad_out, dtype), x, offset, mask, weight, bias, *params
+    )
+    return out, [g if a is not None else None for g, a in zip(grads, args)]
+
+
 @pytest.mark.parametrize("dtype", list(CUDA_TOL))
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_cuda_matches_cpu(cfg, dtype):
-    assert _ext.cuda_compiled(), "the library was built without its CUDA kernels"
+def test_cuda_kernels_match_cpu(cuda_backend, cfg, dtype):
     args, kw = make_case(**cfg, scale=1.5)
     args = [a.to(dtype).double() if a is not None else None for a in args]  # representable
     out = modulated_deform_conv2d(*args, **kw)
     grad_out = torch.randn_like(out).to(dtype).double()
     out_cpu, grads_cpu = _grads(args, kw, grad_out)
-    cuda_args = [a.to("cuda", dtype) if a is not None else None for a in args]
-    out, grads = _grads(cuda_args, kw, grad_out.to("cuda", dtype))
+    out, grads = _backend_grads(cuda_backend, args, kw, grad_out, dtype)
     tol = CUDA_TOL[dtype]
+    assert out.dtype == dtype and out.device.type == cuda_backend.device.type
     scale = out_cpu.abs().max().item() + 1
     torch.testing.assert_close(out.double().cpu(), out_cpu, rtol=tol, atol=tol * scale)
     for name, g, gc in zip(["input", "offset", "mask", "weight", "bias"], grads, grads_cpu):
+        assert (g is None) == (gc is None), name
         if g is None:
             continue
         assert g.dtype == dtype, name
@@ -599,43 +617,45 @@ def test_cuda_matches_cpu(cfg, dtype):
         torch.testing.assert_close(g.double().cpu(), gc, rtol=tol, atol=tol * s, msg=name)
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("step", [1, 2])
-def test_cuda_im2col_step_chunks_match_cpu(step):
+def test_cuda_kernels_im2col_step_chunks_match_cpu(cuda_backend, step):
     """Batches longer than im2col_step go through several column chunks (pointer shifts per
     chunk, float64)."""
     args, kw = make_case(5, 4, 6, 7, 6, 3, padding=1, dg=2, groups=2)
     grad_out = torch.randn(5, 6, 7, 6, dtype=torch.float64)
     out_cpu, grads_cpu = _grads(args, kw, grad_out)
-    cuda_args = [a.cuda() for a in args]
-    out, grads = _grads(cuda_args, kw, grad_out.cuda(), im2col_step=step)
+    out, grads = _backend_grads(cuda_backend, args, kw, grad_out, im2col_step=step)
     torch.testing.assert_close(out.cpu(), out_cpu, rtol=1e-10, atol=1e-10)
     for name, g, gc in zip(["input", "offset", "mask", "weight", "bias"], grads, grads_cpu):
         torch.testing.assert_close(g.cpu(), gc, rtol=1e-10, atol=1e-10, msg=name)
 
 
-@pytest.mark.cuda
-def test_cuda_empty_batch_zero_channels_and_non_contiguous():
+def test_cuda_kernels_empty_batch_zero_channels_and_non_contiguous(cuda_backend):
     # batch 0
     args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
-    out, grads = _grads([a.cuda() for a in args], kw, torch.zeros(0, 6, 5, 5, device="cuda",
-                                                                  dtype=torch.float64))  # fmt: skip
+    out, grads = _backend_grads(cuda_backend, args, kw, torch.zeros(0, 6, 5, 5, dtype=torch.float64))
     assert out.shape == (0, 6, 5, 5)
     assert all(g.shape == a.shape for g, a in zip(grads, args))
     # 0 input channels: every gradient is zero (offset and mask included), as on CPU
     args, kw = make_case(2, 0, 3, 5, 5, 3, padding=1)
-    out, grads = _grads([a.cuda() for a in args], kw)
+    out, grads = _backend_grads(cuda_backend, args, kw, torch.randn(2, 3, 5, 5, dtype=torch.float64))
     for name, g in zip(["input", "offset", "mask", "weight", "bias"], grads):
         if name != "bias":
             assert torch.count_nonzero(g) == 0, name
-    # non-contiguous input and offset: same as contiguous copies
+    # non-contiguous input, offset and grad_output: same as contiguous copies (grad_input to
+    # rounding: its atomic adds run in another order)
     args, kw = make_case(2, 4, 6, 7, 8, 3, padding=1, dg=2)
-    cuda_args = [a.cuda() for a in args]
-    x = cuda_args[0].contiguous(memory_format=torch.channels_last)
-    offset = cuda_args[1].transpose(2, 3).contiguous().transpose(2, 3)
-    expected = modulated_deform_conv2d(*cuda_args, **kw)
-    out = modulated_deform_conv2d(x, offset, *cuda_args[2:], **kw)
+    grad_out = torch.randn(2, 6, 7, 8, dtype=torch.float64)
+    expected, expected_grads = _backend_grads(cuda_backend, args, kw, grad_out)
+    x = args[0].contiguous(memory_format=torch.channels_last)
+    offset = args[1].transpose(2, 3).contiguous().transpose(2, 3)
+    grad_nc = grad_out.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not (x.is_contiguous() or offset.is_contiguous() or grad_nc.is_contiguous())
+    out, grads = _backend_grads(cuda_backend, (x, offset, *args[2:]), kw, grad_nc)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for name, g, e in zip(["input", "offset", "mask", "weight", "bias"], grads, expected_grads):
+        tol = 1e-12 if name == "input" else 0
+        torch.testing.assert_close(g, e, rtol=tol, atol=tol, msg=name)
 
 
 @pytest.mark.cuda

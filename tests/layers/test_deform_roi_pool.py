@@ -400,34 +400,92 @@ def test_bad_input_raises_clear_errors():
         _pool(x, good.long())
 
 
-@pytest.mark.cuda
+# ----------------------------------------------------------------------------------------------
+# The CUDA kernels, on every CUDA backend at hand (`cuda_backend`: the real GPU when visible, the
+# CUDA emulation always): forward and backward ops against the CPU kernel.
+
+
+@pytest.mark.parametrize("parts", ["offset+mask", "offset", "mask", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_cpu(dtype):
+def test_cuda_kernels_match_cpu(cuda_backend, dtype, parts):
     x = torch.randn(2, 5, 11, 13, dtype=dtype)
     rois = _random_rois(20, 2, 22, 26, scale=0.5, seed=12).to(dtype)
     rois[:, 1:] -= 2.0
-    offset = torch.randn(20, 2, 3, 3, dtype=dtype) * 0.3
-    mask = torch.rand(20, 1, 3, 3, dtype=dtype)
+    offset = torch.randn(20, 2, 3, 3, dtype=dtype) * 0.3 if "offset" in parts else None
+    mask = torch.rand(20, 1, 3, 3, dtype=dtype) if "mask" in parts else None
     grad = torch.randn(20, 5, 3, 3, dtype=dtype)
-    results = []
-    for device in ("cpu", "cuda"):
-        args = [t.to(device).requires_grad_() for t in (x, offset, mask)]
-        out = _pool(args[0], rois.to(device), args[1], args[2], 3, 3, 0.5, 0, 0.1)
-        grads = torch.autograd.grad(out, args, grad.to(device))
-        results.append([out.cpu()] + [g.cpu() for g in grads])
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, offset, mask)]
+    out_cpu = _pool(leaves[0], rois, leaves[1], leaves[2], 3, 3, 0.5, 0, 0.1)
+    names = [n for n, t in zip(["x", "offset", "mask"], leaves) if t is not None]
+    wrt = [t for t in leaves if t is not None]
+    grads_cpu = dict(zip(names, torch.autograd.grad(out_cpu, wrt, grad)))
+    b = cuda_backend
+    args = [b.to(t) for t in (x, rois, offset, mask)]
+    out = b.ops.modulated_deform_roi_pool(*args, 3, 3, 0.5, 0, 0.1)
+    grads = b.ops._modulated_deform_roi_pool_backward(b.to(grad), *args, 3, 3, 0.5, 0, 0.1)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    torch.testing.assert_close(out.cpu(), out_cpu.detach(), rtol=tol, atol=tol)
+    for name, g in zip(["x", "offset", "mask"], grads):
+        if name in grads_cpu:
+            torch.testing.assert_close(g.cpu(), grads_cpu[name], rtol=tol, atol=tol, msg=name)
+        else:  # absent offset / mask: an empty gradient
+            assert g.numel() == 0, name
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_half_matches_float(dtype):
-    x = torch.randn(2, 4, 10, 10, device="cuda")
-    rois = _random_rois(10, 2, 10, 10, seed=13).float().cuda()
-    offset = torch.randn(10, 2, 2, 2, device="cuda") * 0.2
-    mask = torch.rand(10, 1, 2, 2, device="cuda")
-    ref = _pool(x, rois, offset, mask)
-    out = _pool(x.to(dtype), rois, offset.to(dtype), mask.to(dtype))
+def test_cuda_kernels_half_matches_float(cuda_backend, dtype):
+    b = cuda_backend
+    x = torch.randn(2, 4, 10, 10)
+    rois = _random_rois(10, 2, 10, 10, seed=13).float()
+    offset = torch.randn(10, 2, 2, 2) * 0.2
+    mask = torch.rand(10, 1, 2, 2)
+    grad = torch.randn(10, 4, 2, 2)
+    params = (2, 2, 1.0, 2, 0.1)
+    ref = b.ops.modulated_deform_roi_pool(*[b.to(t) for t in (x, rois, offset, mask)], *params)
+    ref_grads = b.ops._modulated_deform_roi_pool_backward(
+        b.to(grad), *[b.to(t) for t in (x, rois, offset, mask)], *params
+    )
+    half = [b.to(t, dtype) for t in (x, offset, mask)]
+    out = b.ops.modulated_deform_roi_pool(half[0], b.to(rois), half[1], half[2], *params)
+    grads = b.ops._modulated_deform_roi_pool_backward(
+        b.to(grad, dtype), half[0], b.to(rois), half[1], half[2], *params
+    )
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    for name, g, r in zip(["x", "offset", "mask"], grads, ref_grads):
+        assert g.dtype == dtype, name
+        scale = r.abs().max().item() + 1
+        torch.testing.assert_close(g.float(), r, rtol=3e-2, atol=3e-2 * scale, msg=name)
+
+
+def test_cuda_kernels_empty_zero_channels_and_non_contiguous(cuda_backend):
+    """No RoIs, zero channels and non-contiguous input / offset / mask / grad on the CUDA
+    kernels, forward and backward ops, against the CPU op (float64)."""
+    b = cuda_backend
+    cpu = torch.ops.detection
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64)
+    rois = _random_rois(6, 2, 10, 9, seed=4)
+    offset = torch.randn(6, 2, 3, 2, dtype=torch.float64) * 0.2
+    mask = torch.rand(6, 1, 3, 2, dtype=torch.float64)
+
+    def nc(t):  # same values, transposed strides
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+
+    cases = [
+        (x, rois[:0], offset[:0], mask[:0]),  # no RoIs
+        (x[:, :0], rois, offset, mask),  # zero channels
+        (nc(x), rois, nc(offset), nc(mask)),  # non-contiguous
+    ]
+    params = (3, 2, 1.0, 2, 0.1)
+    for i, args in enumerate(cases):
+        expected = cpu.modulated_deform_roi_pool(*args, *params)
+        out = b.ops.modulated_deform_roi_pool(*[b.to(t) for t in args], *params)
+        assert out.shape == expected.shape, i
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12, msg=str(i))
+        grad = nc(torch.randn(expected.shape, dtype=torch.float64))
+        g_cpu = cpu._modulated_deform_roi_pool_backward(grad, *args, *params)
+        g = b.ops._modulated_deform_roi_pool_backward(b.to(grad), *[b.to(t) for t in args],
+                                                      *params)  # fmt: skip
+        for name, a, e in zip(["input", "offset", "mask"], g, g_cpu):
+            assert a.shape == e.shape, (i, name)
+            torch.testing.assert_close(a.cpu(), e, rtol=1e-12, atol=1e-12, msg=f"{i} {name}")

@@ -5,7 +5,9 @@ from run to run. On CPU the kernels use no floating-point atomics at all (col2im
 input gradients run over owned input planes / channel chunks of fixed size, summed in a fixed
 order), so the gradients are also bit-identical across thread counts; on CUDA the deterministic
 mode switches the atomic scatters to plane-serial kernels. The CPU checks run everywhere; the
-CUDA ones need a GPU.
+CUDA ones on every CUDA backend at hand (`cuda_backend`: the real GPU when visible, the CUDA
+emulation always; the emulator runs the blocks of each launch in a different order, so atomic
+scatters differ from run to run there too).
 """
 
 import contextlib
@@ -130,13 +132,39 @@ def test_cpu_roi_backward_bitwise_across_runs_and_threads():
     _assert_bitwise(first, single, "1 vs 2 threads")
 
 
-@pytest.mark.cuda
-def test_cuda_deform_conv_deterministic_bitwise_and_close_to_atomic():
+def _dcn_backend_grads(backend, tensors, grad, kw, dtype=None):
+    """Output and the input, offset, (mask,) weight and bias gradients from `backend`'s forward
+    and backward ops (tensors[2], the mask, may be None)."""
+    x, offset, mask, weight, bias = [backend.to(t, dtype) for t in tensors]
+    pad, dg, groups = kw["padding"], kw["deform_groups"], kw["groups"]
+    params = (1, 1, pad, pad, 1, 1, groups, dg, 64)
+    out = backend.ops.modulated_deform_conv2d(x, offset, mask, weight, bias, *params)
+    grads = backend.ops._modulated_deform_conv2d_backward(
+        backend.to(grad, dtype), x, offset, mask, weight, bias, *params
+    )
+    return [out] + [g for g, t in zip(grads, tensors) if t is not None]
+
+
+def _roi_backend_grads(backend, dtype=None):
+    """grad_input, grad_offset, grad_mask of the deformable RoI pooling and grad_input of
+    RoIAlign for _roi_case, from `backend`'s backward ops (in `dtype`; rois stay float32)."""
+    x, rois, offset, mask, grad = _roi_case("cpu")
+    rois = backend.to(rois)
+    x, offset, mask, grad = [backend.to(t, dtype) for t in (x, offset, mask, grad)]
+    pool = backend.ops._modulated_deform_roi_pool_backward(
+        grad, x, rois, offset, mask, 7, 7, 1 / 8, 2, 0.1
+    )
+    align = backend.ops._roi_align_backward(grad, rois, 1 / 8, 7, 7, *x.shape, 2, True)
+    return list(pool) + [align]
+
+
+def test_cuda_kernels_deform_conv_deterministic_bitwise_and_close_to_atomic(cuda_backend):
+    tensors, grad, kw = _dcn_case("cpu")
     with deterministic():
-        first = _dcn_grads("cuda")
-        second = _dcn_grads("cuda")
+        first = _dcn_backend_grads(cuda_backend, tensors, grad, kw)
+        second = _dcn_backend_grads(cuda_backend, tensors, grad, kw)
     _assert_bitwise(first, second, "two deterministic runs")
-    atomic = _dcn_grads("cuda")
+    atomic = _dcn_backend_grads(cuda_backend, tensors, grad, kw)
     for a, b in zip(first, atomic):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     cpu = _dcn_grads("cpu")
@@ -144,42 +172,63 @@ def test_cuda_deform_conv_deterministic_bitwise_and_close_to_atomic():
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.cuda
-def test_cuda_roi_deterministic_bitwise_and_close_to_atomic():
+def test_cuda_kernels_roi_deterministic_bitwise_and_close_to_atomic(cuda_backend):
     with deterministic():
-        first = _roi_grads("cuda")
-        second = _roi_grads("cuda")
+        first = _roi_backend_grads(cuda_backend)
+        second = _roi_backend_grads(cuda_backend)
     _assert_bitwise(first, second, "two deterministic runs")
-    atomic = _roi_grads("cuda")
+    atomic = _roi_backend_grads(cuda_backend)
     cpu = _roi_grads("cpu")
     for a, b, c in zip(first, atomic, cpu):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(a.cpu(), c, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_kernels_roi_deterministic_dtypes_bitwise(cuda_backend, dtype):
+    """The deterministic RoI input-gradient kernel in the other dtypes: two runs bit-identical,
+    and close to the atomic kernel's result."""
+    with deterministic():
+        first = _roi_backend_grads(cuda_backend, dtype)
+        second = _roi_backend_grads(cuda_backend, dtype)
+    _assert_bitwise(first, second, "two deterministic runs")
+    atomic = _roi_backend_grads(cuda_backend, dtype)
+    tol = {torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    for a, b in zip(first, atomic):
+        assert a.dtype == dtype
+        scale = b.abs().max().item() + 1
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * scale)
+
+
 @pytest.mark.parametrize(
     "dtype, groups, modulated",
-    [(torch.float32, 2, True), (torch.float16, 1, True), (torch.bfloat16, 1, False)],
-)
-def test_cuda_deform_conv_deterministic_variants_bitwise(dtype, groups, modulated):
+    [(torch.float32, 2, True), (torch.float64, 1, True), (torch.float16, 1, True),
+     (torch.bfloat16, 1, False)],
+)  # fmt: skip
+def test_cuda_kernels_deform_conv_deterministic_variants_bitwise(
+    cuda_backend, dtype, groups, modulated
+):
     """The deterministic CUDA backward for conv groups, half types and DCNv1 (no mask): two runs
     bit-identical, and close to the CPU float32 result."""
     tensors, grad, kw = _dcn_case("cpu", groups=groups)
     if not modulated:
         tensors[2] = None
 
-    def grads(device, dt):
-        leaves = [t.to(device, dt).requires_grad_() if t is not None else None for t in tensors]
+    def cpu_grads():
+        # on the values the kernel sees (rounded to dtype): a rounded offset can move a sample
+        # across a pixel boundary, where the offset gradient jumps
+        leaves = [t.to(dtype).float().requires_grad_() if t is not None else None for t in tensors]
         out = modulated_deform_conv2d(*leaves, **kw)
-        out.backward(grad.to(device, dt))
+        out.backward(grad.to(dtype).float())
         return [out.detach()] + [t.grad for t in leaves if t is not None]
 
     with deterministic():
-        first = grads("cuda", dtype)
-        second = grads("cuda", dtype)
+        first = _dcn_backend_grads(cuda_backend, tensors, grad, kw, dtype)
+        second = _dcn_backend_grads(cuda_backend, tensors, grad, kw, dtype)
     _assert_bitwise(first, second, "two deterministic runs")
-    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}[dtype]
-    for a, b in zip(first, grads("cpu", torch.float32)):
+    tol = {torch.float32: 1e-4, torch.float64: 1e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
+    tol = tol[dtype]
+    for a, b in zip(first, cpu_grads()):
+        assert a.dtype == dtype
         scale = b.abs().max().item() + 1
         torch.testing.assert_close(a.float().cpu(), b, rtol=tol, atol=tol * scale)

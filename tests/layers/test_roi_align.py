@@ -225,25 +225,60 @@ def test_bad_input_raises_clear_errors():
         roi_align(x.long(), torch.zeros(0, 5), 2)
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
-def test_cuda_matches_torchvision(aligned, dtype, sampling_ratio):
-    x = torch.randn(2, 8, 20, 25, device="cuda")
-    rois = _random_rois(64, 2, 50, 40, seed=5, outside=3.0, dtype=torch.float32).cuda()
-    xd = x.to(dtype).requires_grad_()
-    ours = roi_align(xd, rois.to(dtype), 7, 0.5, sampling_ratio, aligned)
+def test_cuda_kernels_match_torchvision(cuda_backend, aligned, dtype, sampling_ratio):
+    """The CUDA kernels on every CUDA backend at hand (the real GPU when visible, the CUDA
+    emulation always), forward and backward ops, against torchvision in float64."""
+    b = cuda_backend
+    x = torch.randn(2, 8, 20, 25)
+    rois = _random_rois(64, 2, 50, 40, seed=5, outside=3.0, dtype=torch.float32)
+    ours = b.ops.roi_align(b.to(x, dtype), b.to(rois, dtype), 0.5, 7, 7, sampling_ratio, aligned)
+    assert ours.dtype == dtype
     # the reference sees the very values the kernel sees: input and rois rounded to dtype (a
     # float16 / bfloat16 rounding of the boxes alone moves the bins by more than the tolerance)
     xr = x.to(dtype).double().requires_grad_()
     ref = torchvision.ops.roi_align(xr, rois.to(dtype).double(), 7, 0.5, sampling_ratio, aligned)
     tol = {torch.float32: 1e-4, torch.float64: 1e-10}.get(dtype, 3e-2)
-    torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ours.double().cpu(), ref.detach(), rtol=tol, atol=tol)
     grad = torch.randn_like(ref).to(dtype).double()
-    ours.backward(grad.to(dtype))
+    grad_x = b.ops._roi_align_backward(
+        b.to(grad, dtype), b.to(rois, dtype), 0.5, 7, 7, *x.shape, sampling_ratio, aligned
+    )
     ref.backward(grad)
-    torch.testing.assert_close(xd.grad.double(), xr.grad, rtol=tol, atol=tol)
-    cpu = roi_align(x.cpu(), rois.cpu(), 7, 0.5, sampling_ratio, aligned)
+    assert grad_x.dtype == dtype
+    torch.testing.assert_close(grad_x.double().cpu(), xr.grad, rtol=tol, atol=tol)
+    cpu = roi_align(x, rois, 7, 0.5, sampling_ratio, aligned)
     if dtype == torch.float32:
         torch.testing.assert_close(ours.cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_kernels_empty_zero_channels_and_non_contiguous(cuda_backend):
+    """No RoIs, zero channels, an empty image batch and non-contiguous input / grad on the CUDA
+    kernels, against the CPU op (float64)."""
+    b = cuda_backend
+    cpu = torch.ops.detection
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64)
+    rois = _random_rois(6, 2, 20, 18, seed=3, outside=2.0)
+    cases = [
+        (x, rois[:0]),  # no RoIs
+        (x[:, :0], rois),  # zero channels
+        (x.transpose(2, 3), rois),  # non-contiguous input
+        (x.contiguous(memory_format=torch.channels_last), rois),
+    ]
+    for i, (inp, r) in enumerate(cases):
+        expected = cpu.roi_align(inp, r, 0.5, 3, 2, 2, True)
+        out = b.ops.roi_align(b.to(inp), b.to(r), 0.5, 3, 2, 2, True)
+        assert out.shape == expected.shape, i
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12, msg=str(i))
+        grad = torch.randn(expected.shape, dtype=torch.float64).transpose(2, 3).contiguous()
+        grad = grad.transpose(2, 3)  # non-contiguous
+        g_cpu = cpu._roi_align_backward(grad, r, 0.5, 3, 2, *inp.shape, 2, True)
+        g = b.ops._roi_align_backward(b.to(grad), b.to(r), 0.5, 3, 2, *inp.shape, 2, True)
+        assert g.shape == inp.shape, i
+        torch.testing.assert_close(g.cpu(), g_cpu, rtol=1e-12, atol=1e-12, msg=str(i))
+    # an empty image batch with no RoIs
+    g = b.ops._roi_align_backward(b.to(torch.zeros(0, 3, 3, 2, dtype=torch.float64)),
+                                  b.to(rois[:0]), 0.5, 3, 2, 0, 3, 9, 10, 2, True)  # fmt: skip
+    assert g.shape == (0, 3, 9, 10)

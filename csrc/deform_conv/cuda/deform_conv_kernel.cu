@@ -15,15 +15,12 @@
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <ATen/cuda/Atomic.cuh>
 #include <algorithm>
 #include <optional>
 
+#include "common/cuda_compat.cuh"
 #include "deform_conv/deform_conv_common.h"
 #include "deform_conv/deform_conv_math.h"
 
@@ -240,14 +237,14 @@ void im2col(const at::Tensor& input, const at::Tensor& offset,
   const int64_t P = d.out_h * d.out_w, K = d.kernel_h * d.kernel_w;
   const int64_t n = batch * d.channels * P;
   if (n == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "modulated_deform_conv2d_im2col_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const scalar_t* mask_ptr =
             mask.has_value() ? mask->data_ptr<scalar_t>() + b0 * d.deform_groups * K * P : nullptr;
-        im2col_kernel<scalar_t, acc_t><<<num_blocks(n), kThreads, 0, stream>>>(
-            n, d, input.data_ptr<scalar_t>() + b0 * d.channels * d.height * d.width,
+        cuda::launch(
+            im2col_kernel<scalar_t, acc_t>, num_blocks(n), kThreads, 0, stream, n, d, input.data_ptr<scalar_t>() + b0 * d.channels * d.height * d.width,
             offset.data_ptr<scalar_t>() + b0 * d.deform_groups * 2 * K * P, mask_ptr,
             columns.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -262,9 +259,10 @@ at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_,
   const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
-  TORCH_CHECK(input_.is_cuda(), "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
+  TORCH_CHECK(cuda::on_device(input_),
+              "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
               input_.device());
-  c10::cuda::CUDAGuard guard(input_.device());
+  cuda::DeviceGuard guard(input_.device());
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
   const at::Tensor weight = weight_.contiguous();
   std::optional<at::Tensor> mask;
@@ -303,9 +301,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const ConvParams p = make_params(stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups,
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
-  TORCH_CHECK(input_.is_cuda(), "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
+  TORCH_CHECK(cuda::on_device(input_),
+              "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
               input_.device());
-  c10::cuda::CUDAGuard guard(input_.device());
+  cuda::DeviceGuard guard(input_.device());
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
   const at::Tensor weight = weight_.contiguous(), grad_output = grad_output_.contiguous();
   std::optional<at::Tensor> mask;
@@ -330,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     const at::Tensor gw = grad_weight_acc.view({G, cout_g, ck_g});
     const int64_t chunk = chunk_size(s, p, input.element_size());
     at::Tensor columns = at::empty({chunk, s.channels * K, P}, input.options());
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = cuda::current_stream();
     for (int64_t b0 = 0; b0 < s.batch; b0 += chunk) {
       const int64_t batch = std::min(chunk, s.batch - b0);
       im2col(input, offset, mask, b0, batch, d, columns);
@@ -359,14 +358,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                 grad_input_acc.data_ptr<acc_t>() + b0 * s.channels * s.height * s.width;
             if (at::globalContext().deterministicAlgorithms()) {
               const int64_t n_planes = batch * s.channels;
-              col2im_plane_kernel<scalar_t, acc_t><<<num_blocks(n_planes), kThreads, 0, stream>>>(
-                  n_planes, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
+              cuda::launch(col2im_plane_kernel<scalar_t, acc_t>, num_blocks(n_planes), kThreads, 0,
+                           stream, n_planes, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
             } else {
-              col2im_kernel<scalar_t, acc_t><<<num_blocks(n_col), kThreads, 0, stream>>>(
-                  n_col, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
+              cuda::launch(col2im_kernel<scalar_t, acc_t>, num_blocks(n_col), kThreads, 0, stream,
+                           n_col, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
             }
             C10_CUDA_KERNEL_LAUNCH_CHECK();
-            coordinate_grad_kernel<scalar_t, acc_t><<<num_blocks(n_coord), kThreads, 0, stream>>>(
+            cuda::launch(
+                coordinate_grad_kernel<scalar_t, acc_t>, num_blocks(n_coord), kThreads, 0, stream,
                 n_coord, d, columns.data_ptr<scalar_t>(),
                 input.data_ptr<scalar_t>() + b0 * s.channels * s.height * s.width, off_ptr,
                 mask_ptr, grad_offset.data_ptr<scalar_t>() + b0 * p.deform_groups * 2 * K * P,
@@ -384,7 +384,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
 }  // namespace deform_conv
 }  // namespace detection
 
-TORCH_LIBRARY_IMPL(detection, CUDA, m) {
+DETECTION_CUDA_LIBRARY_IMPL(m) {
   m.impl("modulated_deform_conv2d", TORCH_FN(detection::deform_conv::forward_cuda));
   m.impl("_modulated_deform_conv2d_backward", TORCH_FN(detection::deform_conv::backward_cuda));
 }

@@ -2,12 +2,11 @@
 // bfloat16; accumulation in float for the half types). Semantics as the CPU kernel.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "common/cuda_compat.cuh"
 #include "roi_common/roi_checks.h"
 #include "roi_common/roi_pool_cuda.cuh"
 
@@ -22,7 +21,7 @@ at::Tensor deform_roi_pool_forward_cuda(const at::Tensor& input, const at::Tenso
                                         double gamma) {
   const char* op = "modulated_deform_roi_pool";
   roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
-  c10::cuda::CUDAGuard device_guard(input.device());
+  cuda::DeviceGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   if (output.numel() == 0 || input.numel() == 0) return output;
@@ -35,13 +34,13 @@ at::Tensor deform_roi_pool_forward_cuda(const at::Tensor& input, const at::Tenso
   const roi::CudaPoolArgs args{static_cast<int>(pooled_height), static_cast<int>(pooled_width),
                                static_cast<int>(sampling_ratio), true};
   const int64_t total = output.numel();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "deform_roi_pool_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    roi::roi_pool_forward_kernel<scalar_t, acc_t>
-        <<<roi::blocks_for(total), roi::kThreads, 0, stream>>>(
-            total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
+    cuda::launch(
+            roi::roi_pool_forward_kernel<scalar_t, acc_t>, roi::blocks_for(total), roi::kThreads,
+            0, stream, total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
             off ? off_c.const_data_ptr<scalar_t>() : nullptr,
             msk ? msk_c.const_data_ptr<scalar_t>() : nullptr, output.mutable_data_ptr<scalar_t>(),
             input.size(0), channels, static_cast<int>(input.size(2)),
@@ -65,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
               op, ": grad must have shape [R, C, pooled_height, pooled_width], got ", grad.sizes());
   TORCH_CHECK(grad.scalar_type() == input.scalar_type() && grad.device() == input.device(), op,
               ": grad must have input's dtype and device");
-  c10::cuda::CUDAGuard device_guard(input.device());
+  cuda::DeviceGuard device_guard(input.device());
   const auto* off = roi::defined_or_null(offset);
   const auto* msk = roi::defined_or_null(mask);
   const auto acc_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -86,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
                                static_cast<int>(sampling_ratio), true};
   const int height = static_cast<int>(input.size(2)), width = static_cast<int>(input.size(3));
   const int64_t total_bins = num_rois * pooled_height * pooled_width;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = cuda::current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "deform_roi_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -97,9 +96,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
         off_p, msk_p, grad_acc.mutable_data_ptr<acc_t>(), input.size(0), channels, height, width,
         static_cast<acc_t>(spatial_scale), static_cast<acc_t>(gamma), args);
     if (off || msk) {
-      roi::roi_pool_backward_offset_mask_kernel<scalar_t, acc_t>
-          <<<roi::blocks_for(total_bins), roi::kThreads, 0, stream>>>(
-              total_bins, grad_c.const_data_ptr<scalar_t>(), input_c.const_data_ptr<scalar_t>(),
+      cuda::launch(
+              roi::roi_pool_backward_offset_mask_kernel<scalar_t, acc_t>,
+              roi::blocks_for(total_bins), roi::kThreads, 0, stream, total_bins, grad_c.const_data_ptr<scalar_t>(), input_c.const_data_ptr<scalar_t>(),
               rois_c.const_data_ptr<acc_t>(), off_p, msk_p,
               off ? grad_offset.mutable_data_ptr<scalar_t>() : nullptr,
               msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, input.size(0), channels,
@@ -113,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cuda(
 }  // namespace
 }  // namespace detection
 
-TORCH_LIBRARY_IMPL(detection, CUDA, m) {
+DETECTION_CUDA_LIBRARY_IMPL(m) {
   m.impl("modulated_deform_roi_pool", &detection::deform_roi_pool_forward_cuda);
   m.impl("_modulated_deform_roi_pool_backward", &detection::deform_roi_pool_backward_cuda);
 }

@@ -4,10 +4,9 @@
 // walks the boxes in order on the GPU, keeping a box unless an earlier kept box suppressed it.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "common/cuda_compat.cuh"
 #include "nms/nms_checks.h"
 #include "nms/nms_math.h"
 
@@ -82,7 +81,7 @@ __global__ void nms_gather_kernel(int n, const unsigned long long* __restrict__ 
 
 at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou_threshold) {
   nms_check_args(dets, scores);
-  c10::cuda::CUDAGuard device_guard(dets.device());
+  cuda::DeviceGuard device_guard(dets.device());
   const int64_t n = dets.size(0);
   if (n == 0) return at::empty({0}, dets.options().dtype(at::kLong));
   TORCH_CHECK(n < (int64_t{1} << 31) / kBlockBits, "nms: too many boxes (", n, ")");
@@ -93,16 +92,16 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
   auto mask = at::empty({n * col_blocks}, dets.options().dtype(at::kLong));
   auto removed = at::zeros({col_blocks}, dets.options().dtype(at::kLong));
   auto keep = at::zeros({n}, dets.options().dtype(at::kBool));
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = cuda::current_stream();
   const dim3 blocks(col_blocks, col_blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dets.scalar_type(), "nms_cuda", [&] {
-    nms_mask_kernel<scalar_t><<<blocks, kBlockBits, 0, stream>>>(
-        static_cast<int>(n), iou_threshold, boxes_sorted.const_data_ptr<scalar_t>(),
+    cuda::launch(
+        nms_mask_kernel<scalar_t>, blocks, kBlockBits, 0, stream, static_cast<int>(n), iou_threshold, boxes_sorted.const_data_ptr<scalar_t>(),
         reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  nms_gather_kernel<<<1, 256, 0, stream>>>(
-      static_cast<int>(n), reinterpret_cast<const unsigned long long*>(mask.const_data_ptr<int64_t>()),
+  cuda::launch(
+      nms_gather_kernel, 1, 256, 0, stream, static_cast<int>(n), reinterpret_cast<const unsigned long long*>(mask.const_data_ptr<int64_t>()),
       reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
       keep.mutable_data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -112,4 +111,4 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
 }  // namespace
 }  // namespace detection
 
-TORCH_LIBRARY_IMPL(detection, CUDA, m) { m.impl("nms", &detection::nms_cuda); }
+DETECTION_CUDA_LIBRARY_IMPL(m) { m.impl("nms", &detection::nms_cuda); }
