@@ -22,7 +22,10 @@ NV_INC=()
 for d in "$SP"/nvidia/*/include; do NV_INC+=(-I"$d"); done
 status=0
 for f in $(find csrc -name "*.cpp" | sort); do
-  if g++ -std=c++20 -fsyntax-only -fopenmp -O2 -DTORCH_API_INCLUDE_EXTENSION_H \
+  # csrc/cuda_emu: the test-only CUDA emulation library (setup.py, DETECTION_CUDA_EMULATION=1)
+  emu=()
+  case "$f" in csrc/cuda_emu/*) emu=(-DDETECTION_CUDA_EMULATION) ;; esac
+  if g++ -std=c++20 -fsyntax-only -fopenmp -O2 "${emu[@]}" -DTORCH_API_INCLUDE_EXTENSION_H \
       -DTORCH_EXTENSION_NAME=_C -Icsrc -I"$INC" -I"$INC/torch/csrc/api/include" -I"$PYINC" "$f"; then
     echo "ok   $f"
   else
