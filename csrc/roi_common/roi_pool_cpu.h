@@ -38,8 +38,8 @@ inline int64_t grain_for(int64_t work_per_item) {
 // samples inside the band only (band_range; the others read 0 and only count in g.count), each
 // as four corners (corner_offsets and corner_weights) and, on request, the corners' coefficients
 // of the x / y derivatives (derivative_coefficients: sample_with_grad_xy is linear in the corner
-// values). The same functions give the CUDA kernels' per-element samples (roi_sampling.h). Bin b's corners
-// are entries [4 * start[b], 4 * start[b + 1]).
+// values). The same functions give the CUDA kernels' per-element samples (roi_sampling.h). Bin
+// b's corners are entries [4 * start[b], 4 * start[b + 1]).
 template <typename T>
 struct RoISamples {
   RoIGeometry<T> g;
