@@ -45,7 +45,8 @@ clean:
 
 # Layering (import-linter, .importlinter), Python lint and format (ruff, ruff.toml) and C++/CUDA
 # format (clang-format, .clang-format). `make format` applies the two formatters.
-LINT_TOOLS := import-linter ruff clang-format
+# Pinned: another formatter version formats differently and would fail the check.
+LINT_TOOLS := import-linter==2.17 ruff==0.17.6 clang-format==23.1.5
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
 lint:
