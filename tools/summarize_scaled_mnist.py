@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("summaries", nargs="+", help="summary.json files (or run folders holding one)")
     p.add_argument("--out", help="also write the Markdown here")
+    p.add_argument("--per-epoch", action="store_true", help="also the per-epoch mean accuracy")
     a = p.parse_args(argv)
     groups: dict[tuple, list[dict]] = {}
     incomplete = []
@@ -77,6 +78,25 @@ def main(argv=None) -> int:
                cell([r["final"]["mean_scale_accuracy"] for r in runs])]  # fmt: skip
         row += [cell([r["final"]["scale_accuracy"][s] for r in runs]) for s in scales]
         lines.append("| " + " | ".join(row) + " |")
+    if a.per_epoch:
+        lines += [
+            "",
+            "Mean accuracy over the 11 test scales after each epoch (mean ± std over seeds):",
+            "",
+        ]
+        n = max(len(r["epochs"]) for runs in groups.values() for r in runs)
+        lines.append(
+            "| net | offset lr | " + " | ".join(f"epoch {e}" for e in range(1, n + 1)) + " |"
+        )
+        lines.append("|" + "---|" * (n + 2))
+        for key in sorted(groups):
+            runs = groups[key]
+            cells = []
+            for e in range(n):
+                vals = [r["epochs"][e]["mean_scale_accuracy"] for r in runs if len(r["epochs"]) > e]
+                cells.append(cell(vals) if vals else "")
+            olr = "" if key[2] is None else f"{key[2]:g}"
+            lines.append(f"| {key[0]} {key[1]} | {olr} | " + " | ".join(cells) + " |")
     if incomplete:
         lines.append("")
         lines.append("Not completed (left out): " + "; ".join(incomplete))

@@ -378,8 +378,7 @@ def _run(args: argparse.Namespace) -> dict:
     finally:
         signal.signal(signal.SIGTERM, old_handler)
 
-    scale_rows = [(epoch, s, a, l) for epoch, s, a, l in scale_log if epoch == args.epochs]
-    scale_rows = [(s, a, l) for _, s, a, l in scale_rows]
+    scale_rows = [(s, acc, loss) for epoch, s, acc, loss in scale_log if epoch == args.epochs]
     for s, acc, loss in scale_rows:
         if not args.quiet:
             print(f"scale {s:.1f}: accuracy {acc:.4f}  loss {loss:.4f}", flush=True)
