@@ -133,7 +133,9 @@ def run_export(cfg, args: argparse.Namespace) -> None:
         torch.export.save(program, args.output)
         print(f"wrote {args.output} (torch.export, {args.part})")
         return
-    onnx_export.export_onnx(module, image, args.output, output_names(args.part), dynamic=not args.static)
+    onnx_export.export_onnx(
+        module, image, args.output, output_names(args.part), dynamic=not args.static
+    )
     onnx_export.check_onnx(args.output)
     print(f"wrote {args.output} (ONNX opset {onnx_export.OPSET}, {args.part}); onnx.checker passed")
     print("ops: " + " ".join(onnx_export.onnx_op_types(args.output)))

@@ -78,7 +78,9 @@ def modulated_deform_roi_pool(
     flat = input.permute(0, 2, 3, 1).reshape(n * h * w, c)  # rows: (batch, y, x)
 
     def corner(yy: Tensor, xx: Tensor) -> Tensor:
-        return flat[(base + yy * w + xx).reshape(-1)].reshape(r, pooled_height, pooled_width, g, g, c)
+        return flat[(base + yy * w + xx).reshape(-1)].reshape(
+            r, pooled_height, pooled_width, g, g, c
+        )
 
     hy, hx = 1 - ly, 1 - lx
     value = (

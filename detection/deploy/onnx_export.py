@@ -18,7 +18,10 @@ OPSET = 19  # the first opset with the standard DeformConv
 
 def image_dynamic_shapes(num_inputs: int = 1) -> tuple:
     """`dynamic_shapes` for `forward(image Tensor[N, 3, H, W])`: H and W dynamic, N and C static."""
-    dims = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
+    dims = {
+        2: torch.export.Dim("height", min=32, max=4096),
+        3: torch.export.Dim("width", min=32, max=4096),
+    }
     return (dims,) * num_inputs
 
 

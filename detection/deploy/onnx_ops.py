@@ -13,13 +13,15 @@ exporter's `custom_translation_table` (`TRANSLATIONS`). Needs onnxscript (the `d
 
 from __future__ import annotations
 
-import torch
 from onnxscript import opset19 as op
+import torch
 
 _INT64_MAX = 2**63 - 1
 
 
-def modulated_deform_conv2d(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, groups, dg, step):
+def modulated_deform_conv2d(
+    input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, groups, dg, step
+):
     # `step` (im2col_step) bounds memory only; the result does not depend on it.
     return op.DeformConv(
         input,

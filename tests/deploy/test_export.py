@@ -128,8 +128,7 @@ class _OpsModule(nn.Module):
 def test_roi_ops_and_nms_onnx_match_pytorch(tmp_path):
     pytest.importorskip("onnxscript", reason="ONNX export needs the deploy extra (onnxscript)")
     pytest.importorskip("onnxruntime", reason="the parity check needs the deploy extra")
-    from detection.deploy.onnx_export import check_onnx, export_onnx, onnx_op_types
-    from detection.deploy.onnx_export import run_onnxruntime
+    from detection.deploy.onnx_export import check_onnx, export_onnx, onnx_op_types, run_onnxruntime
 
     g = torch.Generator().manual_seed(3)
     xy = torch.rand(6, 2, generator=g) * 24 - 2  # some across the border
