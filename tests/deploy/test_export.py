@@ -151,3 +151,23 @@ def test_roi_ops_and_nms_onnx_match_pytorch(tmp_path):
     np.testing.assert_array_equal(got[2], expected[2].numpy())
     for i in (0, 1, 3):
         np.testing.assert_allclose(got[i], expected[i].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_detector_torch_export_matches_eager(model):
+    """The whole inference path exports (static size) and gives eager's detections on images
+    other than the example, with other numbers of detections."""
+    from detection.deploy.export_model import DetectorForExport
+    from detection.deploy.onnx_export import export_program
+
+    module = DetectorForExport(model)
+    program = export_program(module, _image(64, 96), dynamic=False)
+    counts = set()
+    for seed in (1, 2, 3):
+        image = _image(64, 96, seed=seed)
+        with torch.no_grad():
+            expected = module(image)
+            got = program.module()(image)
+        counts.add(len(expected[0]))
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e)
+    assert max(counts) > 0
