@@ -10,10 +10,10 @@
 pooling as bilinear gathers. It then runs `onnx.checker` and compares onnxruntime (CPU) with
 PyTorch on a random image of the test size, printing the largest difference per output.
 `--format torch-export` saves `torch.export.export` of the same module (`torch.export.load`).
-`--part backbone` (default) exports the backbone alone (image -> C4, C5); `--part detector`, the
-whole inference path of one image (image -> boxes, scores, labels, 28x28 masks), does not export
-yet and says why (docs/deployment.md). The image input is `[1, 3, H, W]`, normalised and
-padded as `Predictor.preprocess` makes it; H and W are dynamic unless --static.
+`--part detector` (default) exports the whole inference path of one image (image -> boxes,
+scores, labels, 28x28 masks to paste on the host) at the test size (MIN_SIZE_TEST x 1.5, padded);
+`--part backbone` the backbone alone (image -> C4, C5), H and W dynamic unless --static. The image
+input is `[1, 3, H, W]`, normalised and padded as `Predictor.preprocess` makes it.
 The ONNX parts need the deploy extra: `pip install --no-build-isolation -e .[deploy]`.
 Bad arguments or files: exit 2 with one `error:` line.
 """
@@ -21,8 +21,6 @@ Bad arguments or files: exit 2 with one `error:` line.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 
@@ -40,7 +38,7 @@ from detection.engine.setup import load_config
 from detection.utils import cli
 
 FORMATS = ("onnx", "torch-export")
-PARTS = ("backbone", "detector")
+PARTS = ("detector", "backbone")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="checkpoint or state dict")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="the file to write")
-    parser.add_argument("--part", default="backbone", choices=PARTS, help="what to export")
+    parser.add_argument("--part", default="detector", choices=PARTS, help="what to export")
     parser.add_argument("--static", action="store_true", help="fix H and W to the example's")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
@@ -99,23 +97,6 @@ def output_names(part: str) -> list[str]:
     return ["C4", "C5"] if part == "backbone" else ["boxes", "scores", "labels", "masks"]
 
 
-def _check_detector_exports(module: torch.nn.Module, image: torch.Tensor) -> None:
-    """torch.export of the whole inference path, or a UsageError saying where it stops."""
-    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
-
-    from detection.deploy.onnx_export import export_program
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # torch prints the partial graph there
-            export_program(module, image, dynamic=False)
-    except GuardOnDataDependentSymNode as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise cli.UsageError(
-            f"--part detector: the whole inference path does not export yet ({first}); "
-            "export --part backbone, see docs/deployment.md"
-        ) from None
-
-
 def run_export(cfg, args: argparse.Namespace) -> None:
     from detection.deploy import onnx_export
 
@@ -126,16 +107,14 @@ def run_export(cfg, args: argparse.Namespace) -> None:
         raise cli.MissingInputError(f"--output: folder {folder} does not exist")
     module = build_module(cfg, args.ckpt, args.part)
     image = example_image(cfg)
-    if args.part == "detector":
-        _check_detector_exports(module, image)
+    # the detector is exported at the example's size for now (dynamic H, W: docs/deployment.md)
+    dynamic = args.part == "backbone" and not args.static
     if args.format == "torch-export":
-        program = onnx_export.export_program(module, image, dynamic=not args.static)
+        program = onnx_export.export_program(module, image, dynamic=dynamic)
         torch.export.save(program, args.output)
         print(f"wrote {args.output} (torch.export, {args.part})")
         return
-    onnx_export.export_onnx(
-        module, image, args.output, output_names(args.part), dynamic=not args.static
-    )
+    onnx_export.export_onnx(module, image, args.output, output_names(args.part), dynamic=dynamic)
     onnx_export.check_onnx(args.output)
     print(f"wrote {args.output} (ONNX opset {onnx_export.OPSET}, {args.part}); onnx.checker passed")
     print("ops: " + " ".join(onnx_export.onnx_op_types(args.output)))

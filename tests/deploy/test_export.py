@@ -171,3 +171,35 @@ def test_detector_torch_export_matches_eager(model):
         for g, e in zip(got, expected):
             torch.testing.assert_close(g, e)
     assert max(counts) > 0
+
+
+def test_detector_onnx_matches_pytorch(model, tmp_path):
+    """The whole inference path as standard ONNX (static size), run in onnxruntime on other
+    images: same labels, boxes and scores to 1e-4, the same 28x28 mask probabilities."""
+    pytest.importorskip("onnxscript", reason="ONNX export needs the deploy extra (onnxscript)")
+    pytest.importorskip("onnxruntime", reason="the parity check needs the deploy extra")
+    from detection.deploy.export_model import DetectorForExport
+    from detection.deploy.onnx_export import (
+        check_onnx,
+        export_onnx,
+        onnx_op_types,
+        run_onnxruntime,
+    )
+
+    module = DetectorForExport(model)
+    path = str(tmp_path / "detector.onnx")
+    export_onnx(module, _image(64, 96), path, ["boxes", "scores", "labels", "masks"], False)
+    check_onnx(path)
+    ops = onnx_op_types(path)
+    assert {"DeformConv", "NonMaxSuppression"} <= set(ops)
+    assert not [o for o in ops if "::" in o], f"non-standard ops: {ops}"
+    for seed in (1, 2):
+        image = _image(64, 96, seed=seed)
+        with torch.no_grad():
+            boxes, scores, labels, masks = module(image)
+        got = run_onnxruntime(path, image.numpy())
+        assert len(boxes) > 0
+        np.testing.assert_array_equal(got[2], labels.numpy())
+        np.testing.assert_allclose(got[0], boxes.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[1], scores.numpy(), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got[3], masks.numpy(), rtol=0, atol=1e-4)
