@@ -164,6 +164,11 @@ setup(
     description="Mask R-CNN with Deformable ConvNets v2: ops, model, training and evaluation",
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "benchmarks")),
     python_requires=">=3.10",
+    # `pip install --no-build-isolation -e .[deploy]`: what exporting to ONNX and running the
+    # exported model need (tools/export.py, docs/deployment.md); training needs none of it.
+    extras_require={
+        "deploy": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0"],
+    },
     ext_modules=_extensions(),
     cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

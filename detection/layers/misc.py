@@ -12,6 +12,7 @@ from typing import Iterable, Union
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import guard_or_true
 
 
 def zero_connected(*sources: Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]) -> torch.Tensor:
@@ -50,7 +51,7 @@ class Conv2d(nn.Conv2d):
     """`nn.Conv2d` that maps `Tensor[0, C, H, W]` to `Tensor[0, Cout, Ho, Wo]`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() > 0:
+        if guard_or_true(x.numel() > 0):  # True for an unbacked size (torch.export)
             return super().forward(x)
         out_hw = [
             (i + 2 * p - (d * (k - 1) + 1)) // s + 1
@@ -65,7 +66,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     """`nn.ConvTranspose2d` that maps `Tensor[0, C, H, W]` to `Tensor[0, Cout, Ho, Wo]`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if x.numel() > 0:
+        if guard_or_true(x.numel() > 0):  # True for an unbacked size (torch.export)
             return super().forward(x)
         out_hw = [
             (i - 1) * s - 2 * p + (d * (k - 1) + 1) + op
@@ -85,6 +86,6 @@ class Linear(nn.Linear):
     """`nn.Linear` that maps `Tensor[0, in]` to `Tensor[0, out]` (connected to the weights)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() > 0:
+        if guard_or_true(x.numel() > 0):  # True for an unbacked size (torch.export)
             return super().forward(x)
         return _connected_empty(list(x.shape[:-1]) + [self.out_features], x, self)

@@ -9,6 +9,7 @@ Autocast: under autocast (CPU or CUDA) NMS always runs in float32.
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from detection import _ext
 
@@ -29,7 +30,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     `nms`: it is kept when its score ranks and suppresses nothing, and it does not disturb the
     shift of the other boxes (an infinite extent used to turn every shifted box into NaN, so that
     nothing at all was suppressed). Returns kept indices Tensor[K'] int64 by decreasing score."""
-    if boxes.numel() == 0:
+    if guard_or_false(boxes.numel() == 0):  # False for an unbacked size (torch.export)
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     if idxs.shape != scores.shape:
         raise ValueError(f"idxs must have scores' shape {tuple(scores.shape)}, got {tuple(idxs.shape)}")

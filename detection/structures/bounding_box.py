@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 FLIP_LEFT_RIGHT = 0
 FLIP_TOP_BOTTOM = 1
@@ -34,7 +35,7 @@ class BoxList:
         else:
             device = bbox.device if isinstance(bbox, torch.Tensor) else torch.device("cpu")
             bbox = torch.as_tensor(bbox, dtype=torch.float32, device=device)
-        if bbox.numel() == 0:
+        if guard_or_false(bbox.numel() == 0):  # False for an unbacked size (torch.export)
             bbox = bbox.reshape(0, 4)
         if bbox.ndim != 2 or bbox.size(-1) != 4:
             raise ValueError(f"bbox must be Tensor[N, 4], got shape {tuple(bbox.shape)}")

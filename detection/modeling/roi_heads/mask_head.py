@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 import torch.nn.functional as F
 
 from detection.layers.misc import Conv2d, ConvTranspose2d, zero_connected
@@ -101,15 +102,16 @@ class ROIMaskHead(nn.Module):
             sel = logits[torch.arange(num, device=logits.device), labels].float()
             loss = F.binary_cross_entropy_with_logits(sel, tgt)
             return positives, {"loss_mask": loss}
-        num = sum(len(r) for r in rois)
-        if num == 0:
+        sizes = [r.bbox.shape[0] for r in rois]  # not len(): symbolic sizes under torch.export
+        num = sum(sizes)
+        if guard_or_false(num == 0):
             for r in rois:
                 r.add_field("mask", reduced.new_zeros(0, 1, self.resolution, self.resolution))
             return rois, {}
         logits = self.head(reduced, boxes_to_rois(rois).to(reduced.device))
         labels = torch.cat([r.get_field("labels") for r in rois])
         probs = logits[torch.arange(num, device=logits.device), labels].float().sigmoid()[:, None]
-        for r, p in zip(rois, probs.split([len(r) for r in rois])):
+        for r, p in zip(rois, probs.split(sizes)):
             r.add_field("mask", p)
         return rois, {}
 

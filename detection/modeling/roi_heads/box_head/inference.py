@@ -48,7 +48,7 @@ class BoxPostProcessor:
         out = []
         start = 0
         for prop in proposals:
-            n = len(prop)
+            n = prop.bbox.shape[0]  # not len(): a symbolic size under torch.export
             w, h = prop.size
             b = boxes[start : start + n, 1:]
             s = probs[start : start + n, 1:]
