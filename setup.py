@@ -68,7 +68,9 @@ def _want_cuda() -> bool:
         return False
     if torch.version.cuda is None:
         if force:
-            sys.exit("FORCE_CUDA=1 but this torch is a CPU-only build: install the CUDA-enabled torch.")
+            sys.exit(
+                "FORCE_CUDA=1 but this torch is a CPU-only build: install the CUDA-enabled torch."
+            )
         return False
     return force or torch.cuda.is_available()
 

@@ -60,9 +60,7 @@ def _worker(lib: str) -> dict:
         lambda: ops.modulated_deform_roi_pool(xr, rois, o, m, 7, 7, 1.0, 2, 0.1)
     )
     out["deform_roi_pool bwd"] = best(
-        lambda: ops._modulated_deform_roi_pool_backward(
-            g, xr, rois, o, m, 7, 7, 1.0, 2, 0.1
-        )
+        lambda: ops._modulated_deform_roi_pool_backward(g, xr, rois, o, m, 7, 7, 1.0, 2, 0.1)
     )
     bx = torch.rand(4000, 2) * 500
     boxes = torch.cat([bx, bx + torch.rand(4000, 2) * 80 + 1], 1)
@@ -91,9 +89,7 @@ def main(argv=None) -> int:
         for key, lib in (("A", args.lib_a), ("B", args.lib_b)):
             cmd = [sys.executable, os.path.abspath(__file__), lib, lib, "--worker"]
             runs[key].append(json.loads(subprocess.check_output(cmd, env=env)))
-    print(
-        "| op | A best ms | B best ms | B/A best | A median ms | B median ms | B/A median |"
-    )
+    print("| op | A best ms | B best ms | B/A best | A median ms | B median ms | B/A median |")
     print("|---|---|---|---|---|---|---|")
     for op in runs["A"][0]:
         a = [r[op] for r in runs["A"]]

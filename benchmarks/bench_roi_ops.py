@@ -73,7 +73,9 @@ def _boxes(device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([xy, xy + wh], 1).to(device), torch.rand(NUM_BOXES, generator=g).to(device)
 
 
-def _fwd_bwd(fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor], *args) -> Callable[[], None]:
+def _fwd_bwd(
+    fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor], *args
+) -> Callable[[], None]:
     def run() -> None:
         for t in leaves:
             t.grad = None
@@ -133,16 +135,24 @@ def run(device: str, repeat: int) -> list[dict]:
 
 def _print(rows: list[dict]) -> None:
     keys = ["op", "name", "device", "shape", "ours_ms", "baseline", "baseline_ms", "ratio"]
-    cells = [keys] + [[f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
+    cells = [keys] + [
+        [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(keys))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best kept)")
-    parser.add_argument("--devices", default="cpu,cuda", help="comma list; cuda skipped without a GPU")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per measurement (best kept)"
+    )
+    parser.add_argument(
+        "--devices", default="cpu,cuda", help="comma list; cuda skipped without a GPU"
+    )
     args = parser.parse_args()
     rows = []
     for device in args.devices.split(","):

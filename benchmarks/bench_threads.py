@@ -74,7 +74,9 @@ def start_load(data: str) -> subprocess.Popen:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--iters", type=int, default=30, help="iterations per measurement")
     parser.add_argument("--loads", default="idle,loaded", help="idle, loaded or both")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out"))
@@ -105,7 +107,9 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     table = ["| machine | threads | s / iteration | vs 1 thread | 1-min load average |",
              "|---|---|---|---|---|"]  # fmt: skip
-    table += [f"| {load} | {name} | {s:.3f} | {r:.2f}x | {la:.1f} |" for load, name, s, r, la in rows]
+    table += [
+        f"| {load} | {name} | {s:.3f} | {r:.2f}x | {la:.1f} |" for load, name, s, r, la in rows
+    ]
     text = "\n".join(table)
     with open(os.path.join(args.out, "threads.md"), "w") as f:
         f.write(text + "\n")

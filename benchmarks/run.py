@@ -195,7 +195,9 @@ def _batch(cfg, n: int, device: str, seed: int = 0):
             boxes.append([x, y, x + s, y + s])
             polys.append([[x, y, x + s, y, x + s, y + s, x, y + s]])
         t = BoxList(torch.tensor(boxes, dtype=torch.float32), (w, h), mode="xyxy")
-        t.add_field("labels", torch.tensor([1, 2, 3])[: len(boxes)] % cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        t.add_field(
+            "labels", torch.tensor([1, 2, 3])[: len(boxes)] % cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        )
         t.add_field("masks", SegmentationMask(polys, (w, h), mode="poly"))
         images.append(img)
         targets.append(t.to(device))
@@ -270,8 +272,12 @@ def bench_model(device: str, repeat: int) -> list[dict]:
     for name, config, n_img, size, amp_dtype in cases:
         row = {"op": "model", "config": name, "device": device, "images": n_img,
                "dtype": "bf16 autocast" if amp_dtype is not None else "float32"}  # fmt: skip
-        ours = _model_numbers(_model_cfg(config, False, device, size), device, n_img, repeat, amp_dtype)
-        base = _model_numbers(_model_cfg(config, True, device, size), device, n_img, repeat, amp_dtype)
+        ours = _model_numbers(
+            _model_cfg(config, False, device, size), device, n_img, repeat, amp_dtype
+        )
+        base = _model_numbers(
+            _model_cfg(config, True, device, size), device, n_img, repeat, amp_dtype
+        )
         for k, v in ours.items():
             row[f"dcn_{k}"] = v
         for k in ("train_ms", "train_peak_MB", "infer_ms"):

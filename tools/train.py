@@ -33,8 +33,8 @@ import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede t
 import torch
 
 from detection.engine.checkpointer import (
-    CheckpointMismatchError,
     Checkpointer,
+    CheckpointMismatchError,
     remove_stale_temp_files,
 )
 from detection.engine.run_guard import guard_fresh_run

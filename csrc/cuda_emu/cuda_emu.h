@@ -92,8 +92,8 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStrea
   // types, as a real launch does
   auto body = [&]() { kernel(args...); };
   using Body = decltype(body);
-  cuda_emu::run_grid(grid, block, shared_bytes,
-                     [](void* ctx) { (*static_cast<Body*>(ctx))(); }, &body);
+  cuda_emu::run_grid(
+      grid, block, shared_bytes, [](void* ctx) { (*static_cast<Body*>(ctx))(); }, &body);
 }
 
 }  // namespace cuda

@@ -63,9 +63,8 @@ void fiber_entry() {
 }
 
 void check_limits(dim3 grid, dim3 block, size_t shared_bytes) {
-  TORCH_CHECK(block.x >= 1 && block.y >= 1 && block.z >= 1 && block.x <= 1024 &&
-                  block.y <= 1024 && block.z <= 64 &&
-                  uint64_t(block.x) * block.y * block.z <= 1024,
+  TORCH_CHECK(block.x >= 1 && block.y >= 1 && block.z >= 1 && block.x <= 1024 && block.y <= 1024 &&
+                  block.z <= 64 && uint64_t(block.x) * block.y * block.z <= 1024,
               "CUDA emulation: invalid block (", block.x, ", ", block.y, ", ", block.z,
               "): a GPU runs 1 to 1024 threads per block (x, y <= 1024, z <= 64)");
   TORCH_CHECK(grid.x >= 1 && grid.x <= 0x7fffffffu && grid.y >= 1 && grid.y <= 65535 &&
@@ -131,8 +130,9 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, void (*run)(void*), vo
   std::vector<unsigned> threads(fibers.size());
   std::iota(threads.begin(), threads.end(), 0u);
   for (const uint64_t b : order) {
-    blockIdx = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
-                     static_cast<unsigned>(b / (uint64_t(grid.x) * grid.y))};
+    blockIdx =
+        uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
+              static_cast<unsigned>(b / (uint64_t(grid.x) * grid.y))};
     std::shuffle(threads.begin(), threads.end(), rng);
     run_block(l, fibers, threads, block);
     if (l.error) break;

@@ -27,8 +27,10 @@ __global__ void barrier_kernel(int64_t salt, int64_t* __restrict__ out) {
 // out[linear thread id] = the rank of this thread among all threads of the launch in the order
 // the emulator ran them.
 __global__ void order_kernel(int64_t* __restrict__ counter, int64_t* __restrict__ out) {
-  const int64_t block = blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z);
-  const int64_t thread = threadIdx.x + int64_t(blockDim.x) * (threadIdx.y + int64_t(blockDim.y) * threadIdx.z);
+  const int64_t block =
+      blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z);
+  const int64_t thread =
+      threadIdx.x + int64_t(blockDim.x) * (threadIdx.y + int64_t(blockDim.y) * threadIdx.z);
   const int64_t threads = int64_t(blockDim.x) * blockDim.y * blockDim.z;
   out[block * threads + thread] = *counter;
   *counter += 1;
@@ -46,7 +48,8 @@ at::Tensor barrier(int64_t threads, int64_t salt) {
 at::Tensor order(at::IntArrayRef grid, at::IntArrayRef block) {
   TORCH_CHECK(grid.size() == 3 && block.size() == 3, "_emu_order: grid and block are 3 ints");
   auto counter = at::zeros({1}, at::kLong);
-  auto out = at::full({grid[0] * grid[1] * grid[2] * block[0] * block[1] * block[2]}, -1, at::kLong);
+  auto out =
+      at::full({grid[0] * grid[1] * grid[2] * block[0] * block[1] * block[2]}, -1, at::kLong);
   cuda::launch(order_kernel,
                dim3(static_cast<unsigned>(grid[0]), static_cast<unsigned>(grid[1]),
                     static_cast<unsigned>(grid[2])),

@@ -25,8 +25,8 @@ namespace deform_conv {
 // Locates a sample: returns false outside the band (or for NaN); otherwise sets the top-left
 // corner (y_low, x_low), in [-1, H-1] x [-1, W-1], and the fractional parts ly, lx in [0, 1).
 template <typename acc_t>
-DETECTION_HOST_DEVICE bool locate(acc_t y, acc_t x, int64_t height, int64_t width,
-                                  int64_t& y_low, int64_t& x_low, acc_t& ly, acc_t& lx) {
+DETECTION_HOST_DEVICE bool locate(acc_t y, acc_t x, int64_t height, int64_t width, int64_t& y_low,
+                                  int64_t& x_low, acc_t& ly, acc_t& lx) {
   if (!(y > acc_t(-1) && y < acc_t(height) && x > acc_t(-1) && x < acc_t(width))) {
     return false;
   }

@@ -38,8 +38,8 @@ inline void check_input_and_rois(const at::Tensor& input, const at::Tensor& rois
               batch_index.min().item<double>(), " to ", batch_index.max().item<double>());
 }
 
-inline void check_pooling_args(int64_t pooled_height, int64_t pooled_width,
-                               int64_t sampling_ratio, const char* op) {
+inline void check_pooling_args(int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                               const char* op) {
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op,
               ": pooled_height and pooled_width must be positive, got ", pooled_height, " and ",
               pooled_width);
@@ -54,11 +54,11 @@ inline void check_per_bin(const c10::optional<at::Tensor>& t, const char* name, 
   if (!t.has_value() || !t->defined()) return;
   TORCH_CHECK(t->dim() == 4 && t->size(0) == num_rois && t->size(1) == channels &&
                   t->size(2) == pooled_height && t->size(3) == pooled_width,
-              op, ": ", name, " must have shape [R, ", channels, ", pooled_height, pooled_width] = [",
-              num_rois, ", ", channels, ", ", pooled_height, ", ", pooled_width, "], got ",
-              t->sizes());
-  TORCH_CHECK(t->scalar_type() == input.scalar_type(), op, ": ", name,
-              " must have input's dtype (", input.scalar_type(), "), got ", t->scalar_type());
+              op, ": ", name, " must have shape [R, ", channels,
+              ", pooled_height, pooled_width] = [", num_rois, ", ", channels, ", ", pooled_height,
+              ", ", pooled_width, "], got ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == input.scalar_type(), op, ": ", name, " must have input's dtype (",
+              input.scalar_type(), "), got ", t->scalar_type());
   TORCH_CHECK(t->device() == input.device(), op, ": ", name, " must be on input's device (",
               input.device(), "), got ", t->device());
 }

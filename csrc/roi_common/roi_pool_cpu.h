@@ -46,8 +46,8 @@ struct RoISamples {
   std::vector<int64_t> start;  // [bins + 1], in samples
   // [samples * 4], corner order (y, x): (low, low), (low, high), (high, low), (high, high)
   std::vector<int64_t> pos;
-  std::vector<T> w;            // [samples * 4]
-  std::vector<T> cx, cy;       // [samples * 4] when built with_derivatives
+  std::vector<T> w;       // [samples * 4]
+  std::vector<T> cx, cy;  // [samples * 4] when built with_derivatives
 
   template <typename scalar_t>
   void build(const T* roi, const scalar_t* offset, int height, int width, const PoolArgs& a,
@@ -137,35 +137,35 @@ void roi_pool_forward_cpu(const scalar_t* input, const scalar_t* rois, const sca
 
 // grad_input[N, C, H, W] (zero-initialised by the caller) from grad[R, C, ph, pw].
 template <typename scalar_t>
-void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois,
-                                 const scalar_t* offset, const scalar_t* mask,
-                                 scalar_t* grad_input, int64_t num_rois, int64_t channels,
-                                 int height, int width, const PoolArgs& a) {
+void roi_pool_backward_input_cpu(const scalar_t* grad, const scalar_t* rois, const scalar_t* offset,
+                                 const scalar_t* mask, scalar_t* grad_input, int64_t num_rois,
+                                 int64_t channels, int height, int width, const PoolArgs& a) {
   using T = scalar_t;
   const int64_t bins = a.pooled_h * a.pooled_w;
   const int64_t plane = static_cast<int64_t>(height) * width;
-  at::parallel_for(0, channels, grain_for(num_rois * bins * 4), [&](int64_t c_begin, int64_t c_end) {
-    RoISamples<T> s;
-    for (int64_t r = 0; r < num_rois; ++r) {
-      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        T* gp = grad_input + (s.g.batch * channels + c) * plane;
-        const T* go = grad + (r * channels + c) * bins;
-        const int64_t* pos = s.pos.data();
-        const T* w = s.w.data();
-        for (int64_t bin = 0; bin < bins; ++bin) {
-          T gbin = go[bin] / s.g.count;
-          if (mask) gbin *= mask[r * bins + bin];
-          for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
-            gp[pos[0]] += w[0] * gbin;
-            gp[pos[1]] += w[1] * gbin;
-            gp[pos[2]] += w[2] * gbin;
-            gp[pos[3]] += w[3] * gbin;
+  at::parallel_for(
+      0, channels, grain_for(num_rois * bins * 4), [&](int64_t c_begin, int64_t c_end) {
+        RoISamples<T> s;
+        for (int64_t r = 0; r < num_rois; ++r) {
+          s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            T* gp = grad_input + (s.g.batch * channels + c) * plane;
+            const T* go = grad + (r * channels + c) * bins;
+            const int64_t* pos = s.pos.data();
+            const T* w = s.w.data();
+            for (int64_t bin = 0; bin < bins; ++bin) {
+              T gbin = go[bin] / s.g.count;
+              if (mask) gbin *= mask[r * bins + bin];
+              for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
+                gp[pos[0]] += w[0] * gbin;
+                gp[pos[1]] += w[1] * gbin;
+                gp[pos[2]] += w[2] * gbin;
+                gp[pos[3]] += w[3] * gbin;
+              }
+            }
           }
         }
-      }
-    }
-  });
+      });
 }
 
 // grad_offset[R, 2, ph, pw] (when offset is given) and grad_mask[R, 1, ph, pw] (when mask is

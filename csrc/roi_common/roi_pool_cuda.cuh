@@ -5,8 +5,8 @@
 //
 // forward: one thread per output element; grad_input: one thread per grad element, scattered
 // with gpuAtomicAdd into an acc_t buffer, or, under torch.use_deterministic_algorithms(True),
-// one thread per input plane with a fixed summation order (no atomics); grad_offset / grad_mask: one thread per (RoI, bin)
-// summing over channels (no atomics).
+// one thread per input plane with a fixed summation order (no atomics); grad_offset / grad_mask:
+// one thread per (RoI, bin) summing over channels (no atomics).
 #pragma once
 
 #include <ATen/Context.h>
@@ -17,7 +17,7 @@
 namespace detection {
 namespace roi {
 
-#define DETECTION_CUDA_KERNEL_LOOP(i, n)                                                     \
+#define DETECTION_CUDA_KERNEL_LOOP(i, n)                                                 \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
@@ -93,7 +93,7 @@ __device__ inline void scatter_bin(const scalar_t* grad, const acc_t* rois, cons
   const int ph = bin / a.pooled_w, pw = bin % a.pooled_w;
   acc_t dx, dy;
   bin_shift<acc_t, scalar_t>(g, offset != nullptr ? offset + r * 2 * bins : nullptr, bin, bins,
-                               gamma, &dx, &dy);
+                             gamma, &dx, &dy);
   acc_t gbin = static_cast<acc_t>(grad[(r * channels + c) * bins + bin]) / g.count;
   if (mask != nullptr) gbin *= static_cast<acc_t>(mask[r * bins + bin]);
   int y0, y1, x0, x1;
@@ -126,8 +126,8 @@ __global__ void roi_pool_backward_input_kernel(int64_t total, const scalar_t* __
                                                const scalar_t* __restrict__ offset,
                                                const scalar_t* __restrict__ mask,
                                                acc_t* __restrict__ grad_input, int64_t batch_size,
-                                               int64_t channels, int height, int width,
-                                               acc_t scale, acc_t gamma, CudaPoolArgs a) {
+                                               int64_t channels, int height, int width, acc_t scale,
+                                               acc_t gamma, CudaPoolArgs a) {
   const int bins = a.pooled_h * a.pooled_w;
   DETECTION_CUDA_KERNEL_LOOP(index, total) {
     const int bin = static_cast<int>(index % bins);
@@ -136,8 +136,8 @@ __global__ void roi_pool_backward_input_kernel(int64_t total, const scalar_t* __
     const RoIGeometry<acc_t> g = roi_at<acc_t>(rois, r, scale, a, batch_size);
     if (g.batch < 0) continue;
     acc_t* gp = grad_input + (g.batch * channels + c) * height * width;
-    scatter_bin<true, scalar_t, acc_t>(grad, rois, offset, mask, gp, g, r, c, bin, channels,
-                                       height, width, gamma, a);
+    scatter_bin<true, scalar_t, acc_t>(grad, rois, offset, mask, gp, g, r, c, bin, channels, height,
+                                       width, gamma, a);
   }
 }
 
@@ -175,14 +175,13 @@ void launch_backward_input(cudaStream_t stream, int64_t num_rois, const scalar_t
   if (at::globalContext().deterministicAlgorithms()) {
     const int64_t planes = batch_size * channels;
     cuda::launch(roi_pool_backward_input_plane_kernel<scalar_t, acc_t>, blocks_for(planes),
-                 kThreads, 0, stream, planes, num_rois, grad, rois, offset, mask,
-                                                      grad_input, batch_size, channels, height,
-                                                      width, scale, gamma, a);
+                 kThreads, 0, stream, planes, num_rois, grad, rois, offset, mask, grad_input,
+                 batch_size, channels, height, width, scale, gamma, a);
   } else {
     const int64_t total = num_rois * channels * a.pooled_h * a.pooled_w;
     cuda::launch(roi_pool_backward_input_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0,
-                 stream, total, grad, rois, offset, mask, grad_input, batch_size, channels, height, width, scale,
-        gamma, a);
+                 stream, total, grad, rois, offset, mask, grad_input, batch_size, channels, height,
+                 width, scale, gamma, a);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -204,7 +203,7 @@ __global__ void roi_pool_backward_offset_mask_kernel(
     if (g.batch >= 0) {
       acc_t dx, dy;
       bin_shift<acc_t, scalar_t>(g, offset != nullptr ? offset + r * 2 * bins : nullptr, bin, bins,
-                               gamma, &dx, &dy);
+                                 gamma, &dx, &dy);
       int y0, y1, x0, x1;
       bin_band<acc_t>(g, ph, pw, dy, dx, height, width, &y0, &y1, &x0, &x1);
       for (int64_t c = 0; c < channels; ++c) {
@@ -214,8 +213,7 @@ __global__ void roi_pool_backward_offset_mask_kernel(
         for (int iy = y0; iy < y1; ++iy) {
           const AxisSample<acc_t> ay = axis_sample<acc_t>(height, sample_y<acc_t>(g, ph, dy, iy));
           for (int ix = x0; ix < x1; ++ix) {
-            const AxisSample<acc_t> ax =
-                axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
+            const AxisSample<acc_t> ax = axis_sample<acc_t>(width, sample_x<acc_t>(g, pw, dx, ix));
             acc_t v, gx, gy;
             sample_with_grad_xy<acc_t, scalar_t>(plane, width, ay, ax, &v, &gx, &gy);
             val += v;

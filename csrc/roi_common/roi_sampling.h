@@ -45,8 +45,7 @@ struct RoIGeometry {
 
 template <typename T>
 C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale, int pooled_h,
-                                                   int pooled_w, int sampling_ratio,
-                                                   bool aligned) {
+                                                   int pooled_w, int sampling_ratio, bool aligned) {
   RoIGeometry<T> g;
   g.batch = static_cast<int64_t>(roi[0]);
   const T shift = aligned ? static_cast<T>(0.5) : static_cast<T>(0);
@@ -84,8 +83,8 @@ C10_HOST_DEVICE inline RoIGeometry<T> roi_geometry(const T* roi, T spatial_scale
 template <typename T>
 struct AxisSample {
   int low, high;
-  T l, h;     // weights of `high` and `low`: l = coord - low (after clamping), h = 1 - l
-  T coord;    // the unclamped coordinate
+  T l, h;   // weights of `high` and `low`: l = coord - low (after clamping), h = 1 - l
+  T coord;  // the unclamped coordinate
   bool valid;
 };
 
@@ -143,8 +142,8 @@ DETECTION_HOST_DEVICE void corner_weights(const AxisSample<T>& ay, const AxisSam
 // reference operator does: inside the clamped border bands this is an extrapolated, not an
 // exact, derivative.
 template <typename T>
-DETECTION_HOST_DEVICE void derivative_coefficients(const AxisSample<T>& ay,
-                                                   const AxisSample<T>& ax, T cx[4], T cy[4]) {
+DETECTION_HOST_DEVICE void derivative_coefficients(const AxisSample<T>& ay, const AxisSample<T>& ax,
+                                                   T cx[4], T cy[4]) {
   const T y = ay.coord, x = ax.coord;
   const T yl = static_cast<T>(ay.low), yh = static_cast<T>(ay.high);
   const T xl = static_cast<T>(ax.low), xh = static_cast<T>(ax.high);

@@ -12,7 +12,9 @@ _C = CN()
 _C.WORKSPACE = "work_space"  # where model/, log/, final/, save/ and inference/ go
 _C.SEED = 0  # global seed for python, numpy and torch (each rank adds its rank)
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + deterministic data order
-_C.DDP_FIND_UNUSED_PARAMETERS = False  # DDP tolerates parameters without gradient (slower; rarely needed)
+_C.DDP_FIND_UNUSED_PARAMETERS = (
+    False  # DDP tolerates parameters without gradient (slower; rarely needed)
+)
 
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
@@ -25,14 +27,18 @@ _C.MODEL.MIMIC_ON = False  # R-CNN feature-mimicking branch (training only; DCNv
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.CONV_BODY = "R-50-C5"  # "R-{18,34,50,101}-C5": ResNet up to res5 (stride 16)
-_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 0  # stages < this (0 = none, 1 = stem, 2 = stem+res2) frozen
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = (
+    0  # stages < this (0 = none, 1 = stem, 2 = stem+res2) frozen
+)
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.NUM_GROUPS = 1  # ResNeXt cardinality (1 = ResNet)
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # bottleneck width of res2 per group
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # channels out of the stem
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # channels out of res2 (64 for BasicBlock depths 18/34)
-_C.MODEL.RESNETS.STRIDE_IN_1X1 = False  # stride in the 1x1 conv (Caffe2 MSRA) or the 3x3 (torchvision)
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = (
+    False  # stride in the 1x1 conv (Caffe2 MSRA) or the 3x3 (torchvision)
+)
 _C.MODEL.RESNETS.NORM = "GN"  # "FrozenBN", "BN" or "GN"
 _C.MODEL.RESNETS.RES5_DILATION = 2  # res5 with stride 1 and this dilation: output stride 16 (C5)
 _C.MODEL.RESNETS.STAGE_WITH_DCN = (False, True, True, True)  # res2..res5: 3x3 convs deformable
@@ -47,7 +53,9 @@ _C.MODEL.RPN = CN()
 _C.MODEL.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # anchor sides in input pixels (5 scales)
 _C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)  # anchor height/width ratios (3 ratios)
 _C.MODEL.RPN.ANCHOR_STRIDE = 16  # stride of the feature map the RPN runs on (C4)
-_C.MODEL.RPN.STRADDLE_THRESH = 0  # anchors beyond the image by more than this are ignored (-1 = keep)
+_C.MODEL.RPN.STRADDLE_THRESH = (
+    0  # anchors beyond the image by more than this are ignored (-1 = keep)
+)
 _C.MODEL.RPN.FG_IOU_THRESHOLD = 0.7  # anchor IoU >= this: positive
 _C.MODEL.RPN.BG_IOU_THRESHOLD = 0.3  # anchor IoU < this: negative
 _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the RPN losses
@@ -76,7 +84,9 @@ _C.MODEL.ROI_HEADS.NUM_CLASSES = 81  # object classes + 1 for background
 
 _C.MODEL.ROI_BOX_HEAD = CN()
 _C.MODEL.ROI_BOX_HEAD.REDUCE_CHANNELS = 256  # 1x1 conv 2048 -> this on C5 before pooling (0 = none)
-_C.MODEL.ROI_BOX_HEAD.POOLER = "ModulatedDeformRoIPool"  # "ModulatedDeformRoIPool", "DeformRoIPool", "RoIAlign"
+_C.MODEL.ROI_BOX_HEAD.POOLER = (
+    "ModulatedDeformRoIPool"  # "ModulatedDeformRoIPool", "DeformRoIPool", "RoIAlign"
+)
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # pooled output size
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 2  # samples per bin per axis (0 = adaptive)
 _C.MODEL.ROI_BOX_HEAD.POOLER_GAMMA = 0.1  # deformable pooling offset scale (trans_std)
@@ -155,7 +165,9 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning rate at iteration 0, relative to B
 _C.SOLVER.WARMUP_ITERS = 500  # iterations of warmup
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.CLIP_GRAD_NORM = 0.0  # clip the global gradient norm to this (0 = off)
-_C.SOLVER.SKIP_NONFINITE_STEPS = 0  # non-finite loss/gradients: 0 = stop, N = skip up to N steps in a row
+_C.SOLVER.SKIP_NONFINITE_STEPS = (
+    0  # non-finite loss/gradients: 0 = stop, N = skip up to N steps in a row
+)
 _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration, over all ranks (the global batch)
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # iterations between checkpoints in model/
 _C.SOLVER.CHECKPOINT_KEEP = 3  # periodic checkpoints kept in model/ (older ones rotated away)

@@ -36,8 +36,8 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Sequence
 
-import yaml
 from yacs.config import CfgNode
+import yaml
 
 from detection.config.defaults import _C
 from detection.config.validate import (

@@ -37,8 +37,10 @@ class DatasetCatalog:
         # Pascal VOC (a VOCdevkit linked as ROOT/voc): the year's folder and its split file
         **{
             f"voc_{year}_{split}": (f"voc/VOC{year}", f"voc/VOC{year}/ImageSets/Main/{split}.txt")
-            for year, splits in (("2007", ("train", "val", "trainval", "test")),
-                                 ("2012", ("train", "val", "trainval")))
+            for year, splits in (
+                ("2007", ("train", "val", "trainval", "test")),
+                ("2012", ("train", "val", "trainval")),
+            )
             for split in splits
         },
     }

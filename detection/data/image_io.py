@@ -33,7 +33,9 @@ def read_image(path: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
     except UnidentifiedImageError:
-        raise BadImageError(f"not an image file {path} (unknown format or corrupt header)") from None
+        raise BadImageError(
+            f"not an image file {path} (unknown format or corrupt header)"
+        ) from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad data
         raise BadImageError(f"corrupt or truncated image {path} ({exc})") from None
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -69,7 +69,9 @@ def resolve_checkpoint(path: str, flag: str = "--ckpt") -> str:
     if os.path.basename(path) == POINTER_NAME or _looks_like_text(path):
         target = _follow_pointer(path)
         if target is None:
-            raise UsageError(f"{flag}: {path} is neither a checkpoint nor a last_checkpoint pointer")
+            raise UsageError(
+                f"{flag}: {path} is neither a checkpoint nor a last_checkpoint pointer"
+            )
         if not os.path.isfile(target):
             raise UsageError(
                 f"{flag}: {path} points to {target}, which does not exist "

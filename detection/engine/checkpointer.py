@@ -11,20 +11,20 @@ and only after the checkpoint is in place. A SIGKILL in the middle of a write le
 
 from __future__ import annotations
 
+from collections import OrderedDict
 import glob
 import logging
 import os
 import re
 import tempfile
-from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
-import yaml
 from torch import nn
+import yaml
 
-from detection.modeling.meta_arch.state_dict import upgrade_state_dict
 from detection.engine.checkpoint_paths import read_checkpoint
+from detection.modeling.meta_arch.state_dict import upgrade_state_dict
 from detection.utils.cli import UsageError
 
 POINTER_NAME = "last_checkpoint"

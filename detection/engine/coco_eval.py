@@ -15,10 +15,10 @@ import os
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import pycocotools.mask as mask_util
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+import pycocotools.mask as mask_util
+import torch
 
 from detection.structures.mask_paste import paste_prediction
 

@@ -88,7 +88,7 @@ def draw_detections(
     masks = (
         prediction.get_field("mask")[keep][:, 0].numpy() if prediction.has_field("mask") else None
     )
-    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+    for i, label in enumerate(labels):
         colour = _colour(label)
         if masks is not None:
             m = masks[i]

@@ -10,8 +10,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from detection.config import load_config as _load_config
 from detection.config import ConfigFileNotFoundError, load_checked_config
+from detection.config import load_config as _load_config
 from detection.data import make_data_loader
 from detection.engine.amp import resolve_amp_dtype
 from detection.engine.checkpoint_paths import read_checkpoint, resolve_checkpoint

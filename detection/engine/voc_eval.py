@@ -12,10 +12,10 @@ IoU is the devkit's "+1" IoU of the integer corners.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np

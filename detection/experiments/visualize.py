@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 

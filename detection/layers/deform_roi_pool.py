@@ -74,7 +74,11 @@ class ModulatedDeformRoIPool(nn.Module):
         self.gamma = float(gamma)
 
     def forward(
-        self, input: Tensor, rois: RoIs, offset: Optional[Tensor] = None, mask: Optional[Tensor] = None
+        self,
+        input: Tensor,
+        rois: RoIs,
+        offset: Optional[Tensor] = None,
+        mask: Optional[Tensor] = None,
     ) -> Tensor:
         return modulated_deform_roi_pool(
             input,
@@ -142,7 +146,10 @@ class DeformRoIPoolPack(ModulatedDeformRoIPool):
         return super().forward(input, rois, offset)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", in_channels={self.in_channels}, fc_channels={self.fc_channels}"
+        return (
+            super().extra_repr()
+            + f", in_channels={self.in_channels}, fc_channels={self.fc_channels}"
+        )
 
 
 class ModulatedDeformRoIPoolPack(DeformRoIPoolPack):
@@ -162,7 +169,9 @@ class ModulatedDeformRoIPoolPack(DeformRoIPoolPack):
         in_channels: int,
         fc_channels: int = 1024,
     ) -> None:
-        super().__init__(output_size, spatial_scale, sampling_ratio, gamma, in_channels, fc_channels)
+        super().__init__(
+            output_size, spatial_scale, sampling_ratio, gamma, in_channels, fc_channels
+        )
         ph, pw = self.output_size
         self.mask_fc = _fc_branch(ph * pw * in_channels, fc_channels, ph * pw, num_hidden=1)
         self.mask_fc.append(nn.Sigmoid())

@@ -15,7 +15,9 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import guard_or_true
 
 
-def zero_connected(*sources: Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]]) -> torch.Tensor:
+def zero_connected(
+    *sources: Union[nn.Module, torch.Tensor, Iterable[torch.Tensor]],
+) -> torch.Tensor:
     """A scalar 0 that depends on every tensor in `sources` and on every parameter that requires
     grad of every module in `sources` (the one "connected zero" of the package).
 

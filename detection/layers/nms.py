@@ -33,7 +33,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if guard_or_false(boxes.numel() == 0):  # False for an unbacked size (torch.export)
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     if idxs.shape != scores.shape:
-        raise ValueError(f"idxs must have scores' shape {tuple(scores.shape)}, got {tuple(idxs.shape)}")
+        raise ValueError(
+            f"idxs must have scores' shape {tuple(scores.shape)}, got {tuple(idxs.shape)}"
+        )
     finite = torch.isfinite(boxes)
     inf = torch.tensor(float("inf"), dtype=boxes.dtype, device=boxes.device)
     spread = torch.where(finite, boxes, -inf).max() - torch.where(finite, boxes, inf).min()

@@ -116,7 +116,9 @@ def _register() -> None:
     torch.library.register_fake("detection::_roi_align_backward")(_fake_backward)
     torch.library.register_autograd("detection::roi_align", _backward, setup_context=_setup_context)
     torch.library.register_autograd(
-        "detection::_roi_align_backward", _no_double_backward, setup_context=_no_double_backward_setup
+        "detection::_roi_align_backward",
+        _no_double_backward,
+        setup_context=_no_double_backward_setup,
     )
     for device_type in ("cpu", "cuda"):
         torch.library.register_autocast("detection::roi_align", device_type, torch.float32)

@@ -9,10 +9,10 @@ become that line too) and wrap `main` with `@cli_main`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import functools
 import json
 import sys
-from collections.abc import Callable
 from typing import NoReturn
 
 EXIT_USAGE = 2

@@ -11,16 +11,18 @@ import textwrap
 import warnings
 
 import pytest
-import yaml
 from yacs.config import CfgNode
+import yaml
 
 from detection.config import (
     ConfigError,
     ConfigWarning,
-    cfg as defaults,
     load_config,
     load_config_or_exit,
     validate_config,
+)
+from detection.config import (
+    cfg as defaults,
 )
 from detection.config.loader import flat_keys, suggest_keys
 from detection.modeling import check_model_config

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from detection.config import cfg as default_cfg
 from detection.config import ConfigError, validate_config
+from detection.config import cfg as default_cfg
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data import make_data_loader
 from detection.structures.bounding_box import BoxList
@@ -94,7 +94,9 @@ def test_make_data_loader_on_generated_shapes(tmp_path, caplog):
     order = [i for _, _, idx in tests[0] for i in idx]
     assert order == list(range(5))  # every validation image once, in order
     cfg.SOLVER.IMS_PER_BATCH = 3  # the batch rule is the config loader's, checked once there
-    with pytest.raises(ConfigError, match=r"SOLVER.IMS_PER_BATCH \(3\) must be a positive multiple"):
+    with pytest.raises(
+        ConfigError, match=r"SOLVER.IMS_PER_BATCH \(3\) must be a positive multiple"
+    ):
         validate_config(cfg, world_size=2)
 
 

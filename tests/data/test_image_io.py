@@ -28,8 +28,15 @@ def images(tmp_path):
     cut_png.write_bytes(png[: len(png) // 2])
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"not an image at all")
-    return {"img": img, "good_jpg": good_jpg, "good_png": good_png, "cut_jpg": cut_jpg,
-            "cut_png": cut_png, "junk": junk, "missing": tmp_path / "missing.png"}
+    return {
+        "img": img,
+        "good_jpg": good_jpg,
+        "good_png": good_png,
+        "cut_jpg": cut_jpg,
+        "cut_png": cut_png,
+        "junk": junk,
+        "missing": tmp_path / "missing.png",
+    }
 
 
 def test_opencv_alone_half_decodes_a_cut_jpeg(images):

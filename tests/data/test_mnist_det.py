@@ -4,9 +4,9 @@ import json
 import os
 
 import numpy as np
+from pycocotools.coco import COCO
 import pycocotools.mask as mask_utils
 import pytest
-from pycocotools.coco import COCO
 
 from detection.data.datasets import mnist_det as M
 from detection.data.datasets.coco import COCODataset

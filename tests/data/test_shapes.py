@@ -6,9 +6,8 @@ import os
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_utils
-import pytest
 from pycocotools.coco import COCO
+import pytest
 
 from detection.data.datasets.shapes import generate_shapes_dataset, generate_split
 from testutils.tools import load_tool

@@ -58,7 +58,10 @@ def write_voc(root, year="2007", splits=None):
         for _, _, x1, y1, x2, y2 in objects:  # a bright box where each object is
             image[y1 - 1 : y2, x1 - 1 : x2] = 230
         cv2.imwrite(os.path.join(base, "JPEGImages", f"{name}.jpg"), image)
-    splits = splits or {"train": ["000001", "000002", "000003"], "test": ["000001", "000002", "000004"]}
+    splits = splits or {
+        "train": ["000001", "000002", "000003"],
+        "test": ["000001", "000002", "000004"],
+    }
     for split, ids in splits.items():
         with open(os.path.join(base, "ImageSets", "Main", f"{split}.txt"), "w") as f:
             f.write("\n".join(ids) + "\n")
@@ -92,7 +95,10 @@ def test_catalog_reads_the_xml(voc_root):
 
 def test_all_splits_in_the_catalog():
     names = DatasetCatalog.names(_cfg("datasets"))
-    for year, splits in (("2007", ("train", "val", "trainval", "test")), ("2012", ("train", "val", "trainval"))):
+    for year, splits in (
+        ("2007", ("train", "val", "trainval", "test")),
+        ("2012", ("train", "val", "trainval")),
+    ):
         for split in splits:
             img_dir, ann = names[f"voc_{year}_{split}"]
             assert img_dir == f"voc/VOC{year}" and ann.endswith(f"ImageSets/Main/{split}.txt")
@@ -144,13 +150,20 @@ def test_voc_metric_of_the_ground_truth_itself(voc_root):
     names = {ds.contiguous_category_id_to_json_id[k]: v for k, v in ds.categories.items()}
     metrics = evaluate_voc(results, gt, names)
     assert metrics["mAP"] == 1.0 and metrics["mAP_11point"] == 1.0
-    assert sorted(k for k in metrics if k.startswith("AP_")) == ["AP_car", "AP_cat", "AP_dog", "AP_person"]
+    assert sorted(k for k in metrics if k.startswith("AP_")) == [
+        "AP_car",
+        "AP_cat",
+        "AP_dog",
+        "AP_person",
+    ]
     del results[0]  # lose image 1's dog: dog recall 0 (the other dog is difficult)
     assert evaluate_voc(results, gt, names)["AP_dog"] == 0.0
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"voc_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"voc_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -180,7 +193,9 @@ def test_box_training_and_evaluation_on_voc(voc_root, tmp_path):
     state = (list(logger.handlers), logger.propagate, logger.level)
     try:
         assert _load_tool("train").main(["--config", config, *opts]) == 0
-        assert _load_tool("test").main(["--config", config, "--ckpt", ws, "--no-progress", *opts]) == 0
+        assert (
+            _load_tool("test").main(["--config", config, "--ckpt", ws, "--no-progress", *opts]) == 0
+        )
     finally:
         torch.set_num_threads(threads)
         for handler in list(logger.handlers):

@@ -68,9 +68,9 @@ def test_interrupted_before_rename_keeps_previous(tmp_path, monkeypatch):
     saved = _load_weights(first)
     for k, v in before.items():
         assert torch.equal(saved[k], v), k
-    assert [
-        p for p in os.listdir(tmp_path) if p.endswith(".tmp")
-    ] == [], "temporary files must be cleaned up"
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == [], (
+        "temporary files must be cleaned up"
+    )
 
 
 def test_interrupted_overwrite_of_same_name_keeps_old_content(tmp_path, monkeypatch):

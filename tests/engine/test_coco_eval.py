@@ -8,10 +8,10 @@ set scores 1 at every threshold the IoU reaches and 0 elsewhere.
 import json
 
 import numpy as np
+from pycocotools.coco import COCO
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from pycocotools.coco import COCO
 
 from detection.engine.coco_eval import (
     METRIC_NAMES,

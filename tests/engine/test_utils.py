@@ -33,7 +33,7 @@ def test_metric_logger_formats_median_and_global_average():
     with pytest.raises(TypeError, match="loss"):
         m.update(loss="x")
     with pytest.raises(AttributeError):
-        m.missing
+        _ = m.missing
 
 
 def test_comm_single_process():

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-import detection.layers as L
 from detection._ext import HAS_OPS
 from detection.experiments.scaled_mnist import data as D
 from detection.experiments.scaled_mnist import train as T
 from detection.experiments.scaled_mnist.models import MNISTClassifier, build_model
+import detection.layers as L
 
 needs_dcn = pytest.mark.skipif(
     not (HAS_OPS and hasattr(L, "DeformConv2d")),

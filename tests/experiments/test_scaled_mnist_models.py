@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-import detection.layers as L
 from detection._ext import HAS_OPS
 from detection.experiments.scaled_mnist.models import (
     ARCHS,
@@ -13,6 +12,7 @@ from detection.experiments.scaled_mnist.models import (
     deformable_layers,
     parameter_groups,
 )
+import detection.layers as L
 
 needs_dcn = pytest.mark.skipif(
     not (HAS_OPS and hasattr(L, "DeformConv2d")),

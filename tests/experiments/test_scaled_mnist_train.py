@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-import detection.layers as L
 from detection._ext import HAS_OPS
 from detection.experiments.scaled_mnist import train as T
 from detection.experiments.scaled_mnist.data import TEST_SCALES
+import detection.layers as L
 
 needs_dcn = pytest.mark.skipif(
     not (HAS_OPS and hasattr(L, "DeformConv2d")),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import detection.layers as L
 from detection._ext import HAS_OPS
 from detection.experiments import visualize as V
+import detection.layers as L
 
 needs_dcn = pytest.mark.skipif(
     not (HAS_OPS and hasattr(L, "DeformConv2d")),

@@ -428,8 +428,11 @@ def _bad(name):
             "float32 and float64",
         ),
         "stride": ((x, offset, mask, weight, b), {**kw, "stride": 0}, "stride must be positive"),
-        "kernel_too_big": ((x[:, :, :1, :1], offset, mask, weight, b), {**kw, "padding": 0},
-                           "kernel .* is larger than the padded input"),  # fmt: skip
+        "kernel_too_big": (
+            (x[:, :, :1, :1], offset, mask, weight, b),
+            {**kw, "padding": 0},
+            "kernel .* is larger than the padded input",
+        ),  # fmt: skip
         "offset_device": (
             (x, offset.to("meta"), mask, weight, b),
             kw,
@@ -633,12 +636,16 @@ def test_cuda_kernels_im2col_step_chunks_match_cpu(cuda_backend, step):
 def test_cuda_kernels_empty_batch_zero_channels_and_non_contiguous(cuda_backend):
     # batch 0
     args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
-    out, grads = _backend_grads(cuda_backend, args, kw, torch.zeros(0, 6, 5, 5, dtype=torch.float64))
+    out, grads = _backend_grads(
+        cuda_backend, args, kw, torch.zeros(0, 6, 5, 5, dtype=torch.float64)
+    )
     assert out.shape == (0, 6, 5, 5)
     assert all(g.shape == a.shape for g, a in zip(grads, args))
     # 0 input channels: every gradient is zero (offset and mask included), as on CPU
     args, kw = make_case(2, 0, 3, 5, 5, 3, padding=1)
-    out, grads = _backend_grads(cuda_backend, args, kw, torch.randn(2, 3, 5, 5, dtype=torch.float64))
+    out, grads = _backend_grads(
+        cuda_backend, args, kw, torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    )
     for name, g in zip(["input", "offset", "mask", "weight", "bias"], grads):
         if name != "bias":
             assert torch.count_nonzero(g) == 0, name

@@ -47,8 +47,8 @@ def _axis(size, v):
         v = float(low)
     else:
         high = low + 1
-    l = v - low
-    return low, high, 1.0 - l, l, True
+    frac = v - low
+    return low, high, 1.0 - frac, frac, True
 
 
 def reference_pool(input, rois, offset, mask, ph, pw, scale, sampling_ratio, gamma, grad=None):
@@ -85,17 +85,36 @@ def reference_pool(input, rois, offset, mask, ph, pw, scale, sampling_ratio, gam
                         if not (vy and vx):
                             continue
                         p = input[b]
-                        corners = [(yl, xl, why * whx), (yl, xh, why * wlx), (yh, xl, wly * whx),
-                                   (yh, xh, wly * wlx)]
+                        corners = [
+                            (yl, xl, why * whx),
+                            (yl, xh, why * wlx),
+                            (yh, xl, wly * whx),
+                            (yh, xh, wly * wlx),
+                        ]
                         for cy, cx, w in corners:
                             acc += w * p[:, cy, cx]
                         if grad is not None:
                             go = grad[r, :, i, j].double() * m / count
                             for cy, cx, w in corners:
                                 g_in[b, :, cy, cx] += w * go
-                            v_ll, v_lh, v_hl, v_hh = p[:, yl, xl], p[:, yl, xh], p[:, yh, xl], p[:, yh, xh]
-                            dvx = v_hh * (y - yl) + v_lh * (yh - y) + v_hl * (yl - y) + v_ll * (y - yh)
-                            dvy = v_hh * (x - xl) + v_hl * (xh - x) + v_lh * (xl - x) + v_ll * (x - xh)
+                            v_ll, v_lh, v_hl, v_hh = (
+                                p[:, yl, xl],
+                                p[:, yl, xh],
+                                p[:, yh, xl],
+                                p[:, yh, xh],
+                            )
+                            dvx = (
+                                v_hh * (y - yl)
+                                + v_lh * (yh - y)
+                                + v_hl * (yl - y)
+                                + v_ll * (y - yh)
+                            )
+                            dvy = (
+                                v_hh * (x - xl)
+                                + v_hl * (xh - x)
+                                + v_lh * (xl - x)
+                                + v_ll * (x - xh)
+                            )
                             gx += float((go * dvx).sum())
                             gy += float((go * dvy).sum())
                 out[r, :, i, j] = acc / count * m
@@ -123,7 +142,13 @@ def _random_rois(num_rois, n_img, height, width, scale=1.0, margin=0.0, seed=0):
 
 def _pool(input, rois, offset=None, mask=None, ph=2, pw=2, scale=1.0, sr=2, gamma=0.1):
     return modulated_deform_roi_pool(
-        input, rois, offset, mask, output_size=(ph, pw), spatial_scale=scale, sampling_ratio=sr,
+        input,
+        rois,
+        offset,
+        mask,
+        output_size=(ph, pw),
+        spatial_scale=scale,
+        sampling_ratio=sr,
         gamma=gamma,
     )
 
@@ -144,8 +169,12 @@ def test_published_cases_op(case, dtype):
     rois = _t(case["rois"]["value"], dtype)
     out = _pool(x, rois, sr=2)
     out.backward(torch.ones_like(out))
-    torch.testing.assert_close(out, _t(case["expected_output"]["value"], dtype), rtol=RTOL, atol=ATOL)
-    torch.testing.assert_close(x.grad, _t(case["expected_input_grad"]["value"], dtype), rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(
+        out, _t(case["expected_output"]["value"], dtype), rtol=RTOL, atol=ATOL
+    )
+    torch.testing.assert_close(
+        x.grad, _t(case["expected_input_grad"]["value"], dtype), rtol=RTOL, atol=ATOL
+    )
 
 
 @pytest.mark.parametrize("modulated", [False, True])
@@ -154,8 +183,14 @@ def test_published_cases_pack_modules_at_init(case, modulated):
     x = _t(case["input"]["value"], torch.float32).requires_grad_()
     rois = _t(case["rois"]["value"], torch.float32)
     cls = ModulatedDeformRoIPoolPack if modulated else DeformRoIPoolPack
-    module = cls(output_size=(2, 2), spatial_scale=1.0, sampling_ratio=2, gamma=0.1,
-                 in_channels=x.shape[1], fc_channels=1024)
+    module = cls(
+        output_size=(2, 2),
+        spatial_scale=1.0,
+        sampling_ratio=2,
+        gamma=0.1,
+        in_channels=x.shape[1],
+        fc_channels=1024,
+    )
     out = module(x, rois)
     out.backward(torch.ones_like(out))
     if modulated:
@@ -276,8 +311,14 @@ def test_double_backward_raises():
 def test_rois_partly_and_fully_outside_the_map():
     x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
     rois = torch.tensor(
-        [[0, -3.0, -2.0, 2.0, 3.0], [0, 4.0, 3.0, 12.0, 9.0], [0, 20.0, 20.0, 30.0, 25.0],
-         [0, -30.0, -30.0, -20.0, -25.0]], dtype=torch.float64)
+        [
+            [0, -3.0, -2.0, 2.0, 3.0],
+            [0, 4.0, 3.0, 12.0, 9.0],
+            [0, 20.0, 20.0, 30.0, 25.0],
+            [0, -30.0, -30.0, -20.0, -25.0],
+        ],
+        dtype=torch.float64,
+    )
     offset = torch.randn(4, 2, 2, 2, dtype=torch.float64)
     out = _pool(x, rois, offset, None, 2, 2, 1.0, 0)
     torch.testing.assert_close(out, reference_pool(x, rois, offset, None, 2, 2, 1.0, 0, 0.1))
@@ -337,7 +378,13 @@ def test_plain_module_matches_function():
 
 def test_pack_module_structure_and_offset_lr_names():
     module = ModulatedDeformRoIPoolPack((7, 7), 0.25, 2, 0.1, in_channels=4, fc_channels=16)
-    assert [type(m).__name__ for m in module.offset_fc] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert [type(m).__name__ for m in module.offset_fc] == [
+        "Linear",
+        "ReLU",
+        "Linear",
+        "ReLU",
+        "Linear",
+    ]
     assert [type(m).__name__ for m in module.mask_fc] == ["Linear", "ReLU", "Linear", "Sigmoid"]
     assert module.offset_fc[0].in_features == 7 * 7 * 4 and module.offset_fc[4].out_features == 98
     assert module.mask_fc[2].out_features == 49
@@ -370,7 +417,9 @@ def test_opcheck():
     torch.library.opcheck(op, (x, rois, None, None, 2, 2, 1.0, 0, 0.1))
     grad = torch.randn(4, 3, 2, 2, dtype=torch.float64)
     backward = torch.ops.detection._modulated_deform_roi_pool_backward.default
-    torch.library.opcheck(backward, (grad, x.detach(), rois, offset.detach(), mask.detach(), 2, 2, 1.0, 2, 0.1))
+    torch.library.opcheck(
+        backward, (grad, x.detach(), rois, offset.detach(), mask.detach(), 2, 2, 1.0, 2, 0.1)
+    )
 
 
 def test_autocast_runs_in_float32():

@@ -46,8 +46,10 @@ def _dcn_case(device, seed=0, n=2, c=48, cout=16, h=13, w=11, dg=2, groups=1):
     weight = torch.randn(cout, c // groups, k, k, generator=g)
     bias = torch.randn(cout, generator=g)
     grad = torch.randn(n, cout, h, w, generator=g)
-    return [t.to(device) for t in (x, offset, mask, weight, bias)], grad.to(device), dict(
-        padding=1, deform_groups=dg, groups=groups
+    return (
+        [t.to(device) for t in (x, offset, mask, weight, bias)],
+        grad.to(device),
+        dict(padding=1, deform_groups=dg, groups=groups),
     )
 
 

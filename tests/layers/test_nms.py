@@ -30,8 +30,10 @@ def test_matches_torchvision(iou_threshold, dtype):
 
 
 def test_ties_keep_input_order_and_identical_boxes():
-    boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [1, 1, 10, 10],
-                          [40, 40, 50, 50]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10], [1, 1, 10, 10], [40, 40, 50, 50]],
+        dtype=torch.float32,
+    )
     scores = torch.tensor([0.5, 0.5, 0.5, 0.9, 0.5])
     keep = nms(boxes, scores, 0.5)
     assert keep.tolist() == [3, 1, 4]
@@ -44,7 +46,9 @@ def test_ties_keep_input_order_and_identical_boxes():
 def test_empty_and_single():
     empty = nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
-    assert batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).shape == (0,)
+    assert batched_nms(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5
+    ).shape == (0,)
     assert nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.3]), 0.5).tolist() == [0]
 
 
@@ -57,7 +61,10 @@ def test_batched_nms_matches_torchvision():
             assert torch.equal(ours, torchvision.ops.batched_nms(boxes, scores, idxs, thr))
     # classes never suppress each other, even with negative coordinates
     boxes = torch.tensor([[-50.0, -50, -40, -40], [-50, -50, -40, -40]])
-    assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]
+    assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [
+        0,
+        1,
+    ]
     assert batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([1, 1]), 0.5).tolist() == [0]
 
 
@@ -89,7 +96,10 @@ def test_batched_nms_with_non_finite_boxes_matches_per_category_nms():
     assert len(ours) < 57  # some of the 57 finite boxes were suppressed (none were before)
     assert {3, 17, 40} <= set(ours.tolist())
     all_inf = torch.full((2, 4), float("inf"))
-    assert batched_nms(all_inf, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]
+    assert batched_nms(all_inf, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [
+        0,
+        1,
+    ]
 
 
 def test_opcheck_and_fake_dynamic_size():
@@ -107,7 +117,9 @@ def test_autocast_runs_in_float32():
     boxes, scores = _random_boxes(50, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         keep = nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
-    assert torch.equal(keep, torchvision.ops.nms(boxes.bfloat16().float(), scores.bfloat16().float(), 0.5))
+    assert torch.equal(
+        keep, torchvision.ops.nms(boxes.bfloat16().float(), scores.bfloat16().float(), 0.5)
+    )
 
 
 def test_bad_input_raises_clear_errors():

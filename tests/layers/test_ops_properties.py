@@ -15,12 +15,12 @@ import subprocess
 import sys
 import textwrap
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from detection import _ext
 from detection.layers import (
@@ -405,8 +405,9 @@ def test_roi_ops_dtypes(problem):
     mixed = roi_align(x32, rois, a["output_size"], a["spatial_scale"], a["sampling_ratio"])
     torch.testing.assert_close(mixed, ref, rtol=0, atol=0)
     r, (ph, pw) = len(rois), a["output_size"]
-    off64, mask64 = torch.zeros(r, 2, ph, pw, dtype=torch.float64), torch.ones(
-        r, 1, ph, pw, dtype=torch.float64
+    off64, mask64 = (
+        torch.zeros(r, 2, ph, pw, dtype=torch.float64),
+        torch.ones(r, 1, ph, pw, dtype=torch.float64),
     )
     with pytest.raises(BAD, match="offset"):
         modulated_deform_roi_pool(x32, rois, off64, None, **a)

@@ -123,7 +123,10 @@ def test_huge_rois_cost_their_part_inside_the_map(tmp_path):
 
 def test_list_of_boxes_matches_tensor_rois():
     x = torch.randn(2, 3, 10, 10)
-    boxes = [torch.tensor([[1.0, 1.0, 6.0, 5.0], [0.0, 2.0, 9.0, 9.0]]), torch.tensor([[2.5, 3.5, 4.0, 8.0]])]
+    boxes = [
+        torch.tensor([[1.0, 1.0, 6.0, 5.0], [0.0, 2.0, 9.0, 9.0]]),
+        torch.tensor([[2.5, 3.5, 4.0, 8.0]]),
+    ]
     ours = roi_align(x, boxes, 2, 1.0, 2)
     ref = torchvision.ops.roi_align(x, boxes, 2, 1.0, 2, True)
     torch.testing.assert_close(ours, ref)
@@ -143,8 +146,15 @@ def test_gradcheck(aligned):
 def test_edge_cases_outside_degenerate_zero_rois():
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     rois = torch.tensor(
-        [[0, -20.0, -20.0, -10.0, -10.0], [0, 30.0, 1.0, 40.0, 5.0], [0, -3.0, -3.0, 3.0, 3.0],
-         [0, 2.0, 2.0, 2.0, 2.0], [0, 5.5, 5.5, 9.0, 9.0]], dtype=torch.float64)
+        [
+            [0, -20.0, -20.0, -10.0, -10.0],
+            [0, 30.0, 1.0, 40.0, 5.0],
+            [0, -3.0, -3.0, 3.0, 3.0],
+            [0, 2.0, 2.0, 2.0, 2.0],
+            [0, 5.5, 5.5, 9.0, 9.0],
+        ],
+        dtype=torch.float64,
+    )
     for aligned in (True, False):
         for sr in (0, 2):
             ours = roi_align(x, rois, 3, 1.0, sr, aligned)
@@ -159,8 +169,10 @@ def test_edge_cases_outside_degenerate_zero_rois():
 
 def test_inverted_boxes():
     x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
-    rois = torch.tensor([[0, 6.0, 1.0, 2.0, 5.0], [0, 6.0, 7.0, 1.0, 2.0], [0, 1.0, 6.0, 5.0, 2.0]],
-                        dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 6.0, 1.0, 2.0, 5.0], [0, 6.0, 7.0, 1.0, 2.0], [0, 1.0, 6.0, 5.0, 2.0]],
+        dtype=torch.float64,
+    )
     # aligned with an adaptive grid: an inverted box has no samples (legacy boxes are >= 1 px)
     assert torch.all(roi_align(x, rois, 2, 1.0, 0, True) == 0)
     for aligned in (True, False):
@@ -180,10 +192,13 @@ def test_opcheck():
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
     rois = _random_rois(5, 2, 16, 18, seed=3, outside=1.0)
     for aligned in (True, False):
-        torch.library.opcheck(torch.ops.detection.roi_align.default, (x, rois, 0.5, 2, 3, 2, aligned))
+        torch.library.opcheck(
+            torch.ops.detection.roi_align.default, (x, rois, 0.5, 2, 3, 2, aligned)
+        )
     grad = torch.randn(5, 3, 2, 3, dtype=torch.float64)
     torch.library.opcheck(
-        torch.ops.detection._roi_align_backward.default, (grad, rois, 0.5, 2, 3, 2, 3, 9, 8, 0, True)
+        torch.ops.detection._roi_align_backward.default,
+        (grad, rois, 0.5, 2, 3, 2, 3, 9, 8, 0, True),
     )
 
 

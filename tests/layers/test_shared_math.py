@@ -49,31 +49,21 @@ def _bitwise_equal(a, b):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_roi_align_cpu_equals_emulated_cuda(
-    cuda_emu_backend, dtype, sampling_ratio, aligned
-):
+def test_roi_align_cpu_equals_emulated_cuda(cuda_emu_backend, dtype, sampling_ratio, aligned):
     emu = cuda_emu_backend.ops
     x = torch.randn(2, 3, 11, 13, dtype=dtype)
     rois = _rois(30, 2, 11, 13, dtype, seed=1)
     out = CPU.roi_align(x, rois, 0.8, 3, 4, sampling_ratio, aligned)
-    assert _bitwise_equal(
-        out, emu.roi_align(x, rois, 0.8, 3, 4, sampling_ratio, aligned)
-    )
+    assert _bitwise_equal(out, emu.roi_align(x, rois, 0.8, 3, 4, sampling_ratio, aligned))
     grad = torch.randn_like(out)
     args = (grad, rois, 0.8, 3, 4, 2, 3, 11, 13, sampling_ratio, aligned)
     with _deterministic():
-        assert _bitwise_equal(
-            CPU._roi_align_backward(*args), emu._roi_align_backward(*args)
-        )
+        assert _bitwise_equal(CPU._roi_align_backward(*args), emu._roi_align_backward(*args))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "with_offset, with_mask", [(True, True), (True, False), (False, True)]
-)
-def test_deform_roi_pool_cpu_equals_emulated_cuda(
-    cuda_emu_backend, dtype, with_offset, with_mask
-):
+@pytest.mark.parametrize("with_offset, with_mask", [(True, True), (True, False), (False, True)])
+def test_deform_roi_pool_cpu_equals_emulated_cuda(cuda_emu_backend, dtype, with_offset, with_mask):
     emu = cuda_emu_backend.ops
     x = torch.randn(2, 3, 11, 13, dtype=dtype)
     rois = _rois(30, 2, 11, 13, dtype, seed=2)
@@ -87,9 +77,7 @@ def test_deform_roi_pool_cpu_equals_emulated_cuda(
     with _deterministic():
         # the input gradient only: the offset/mask gradients sum the channels in another order
         cpu_in = CPU._modulated_deform_roi_pool_backward(*bargs)[0]
-        assert _bitwise_equal(
-            cpu_in, emu._modulated_deform_roi_pool_backward(*bargs)[0]
-        )
+        assert _bitwise_equal(cpu_in, emu._modulated_deform_roi_pool_backward(*bargs)[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -105,9 +93,7 @@ def test_nms_cpu_equals_emulated_cuda(cuda_emu_backend, dtype, threshold):
     boxes[11, 2] = boxes[11, 0]  # zero area
     boxes[12, 2:] = boxes[12, :2] - 5  # inverted
     scores = torch.rand(300, generator=g, dtype=dtype)
-    assert torch.equal(
-        CPU.nms(boxes, scores, threshold), emu.nms(boxes, scores, threshold)
-    )
+    assert torch.equal(CPU.nms(boxes, scores, threshold), emu.nms(boxes, scores, threshold))
 
 
 class _deterministic:

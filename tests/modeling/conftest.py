@@ -2,8 +2,8 @@
 
 import pytest
 
-import detection.layers as L
 from detection import HAS_OPS
+import detection.layers as L
 
 # The deformable conv / RoI pooling modules and NMS come with the compiled library.
 OPS_READY = HAS_OPS and all(

@@ -2,13 +2,17 @@
 
 import pytest
 import torch
-import torchvision
 from torch import nn
+import torchvision
 
 from detection.config import cfg as _cfg
 from detection.config import load_config
-from detection.modeling.backbone import build_backbone, load_torchvision_resnet
-from detection.modeling.backbone import ResNet, torchvision_to_ours
+from detection.modeling.backbone import (
+    ResNet,
+    build_backbone,
+    load_torchvision_resnet,
+    torchvision_to_ours,
+)
 
 from .conftest import needs_ops
 

@@ -1,8 +1,8 @@
 """RPN targets, RoI sampling, detection post-processing and the mask head's channel selection."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from detection.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from detection.modeling.box_coder import BoxCoder

@@ -1,8 +1,8 @@
 """Feature mimicking: crop geometry, RoI selection and the two losses."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from detection.modeling.roi_heads.mimic import (
     FeatureMimic,

@@ -69,9 +69,9 @@ def test_param_group_rules():
         "fc.weight": (base_lr, wd),
         "fc.bias": (base_lr * 2.0, 0.0),
     }
-    assert set(groups) == set(
-        expected
-    ), "frozen parameters must be left out, all trainable ones kept"
+    assert set(groups) == set(expected), (
+        "frozen parameters must be left out, all trainable ones kept"
+    )
     for name, (lr, decay) in expected.items():
         assert groups[name]["lr"] == pytest.approx(lr), name
         assert groups[name]["weight_decay"] == pytest.approx(decay), name

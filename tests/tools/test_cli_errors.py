@@ -158,7 +158,10 @@ OPS = pytest.mark.skipif(not tools_helpers.OPS_READY, reason="needs the compiled
 def test_infer_empty_input_folder(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     argv = ["--config", CONFIG, "--ckpt", str(tmp_path), "--input", str(tmp_path / "in")]
-    assert _load_tool("infer").main(argv + ["--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"]) == 2
+    assert (
+        _load_tool("infer").main(argv + ["--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"])
+        == 2
+    )
     _one_error_line(capsys.readouterr().err, "--input", "has no")
 
 
@@ -203,8 +206,20 @@ def test_corrupt_annotation_json_names_the_file(tmp_path):
     ann = tmp_path / "instances.json"
     ann.write_text('{"images": [{"id": 1, "width": 8, ')
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--config", CONFIG]
-    cmd += ["MODEL.DEVICE", "cpu", "WORKSPACE", str(tmp_path / "ws"), "DATASETS.ROOT", str(tmp_path)]
-    cmd += ["DATASETS.EXTRA", "(('mine', 'instances.json', 'imgs'),)", "DATASETS.TRAIN", "('mine',)"]
+    cmd += [
+        "MODEL.DEVICE",
+        "cpu",
+        "WORKSPACE",
+        str(tmp_path / "ws"),
+        "DATASETS.ROOT",
+        str(tmp_path),
+    ]
+    cmd += [
+        "DATASETS.EXTRA",
+        "(('mine', 'instances.json', 'imgs'),)",
+        "DATASETS.TRAIN",
+        "('mine',)",
+    ]
     cmd += ["DATASETS.TEST", "()", "SOLVER.TEST_PERIOD", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -230,7 +245,13 @@ def test_visualize_dcn_corrupt_model(tmp_path, capsys):
 
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"\x80\x02 not a pickle")
-    assert run_tool(_load_tool("visualize_dcn").main, ["--ckpt", str(bad), "--out", str(tmp_path)]) == 2
+    assert (
+        run_tool(_load_tool("visualize_dcn").main, ["--ckpt", str(bad), "--out", str(tmp_path)])
+        == 2
+    )
     _one_error_line(capsys.readouterr().err, "--ckpt", str(bad), "not a model.pt")
-    assert run_tool(_load_tool("visualize_dcn").main, ["--run", str(tmp_path / "no"), "--out", "x"]) == 2
+    assert (
+        run_tool(_load_tool("visualize_dcn").main, ["--run", str(tmp_path / "no"), "--out", "x"])
+        == 2
+    )
     _one_error_line(capsys.readouterr().err, "does not exist")

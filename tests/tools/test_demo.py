@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import detection.layers as L
 from detection import HAS_OPS
+import detection.layers as L
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPS_READY = HAS_OPS and all(

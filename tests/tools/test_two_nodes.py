@@ -11,7 +11,9 @@ import sys
 import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("two_nodes_helpers", os.path.join(_HERE, "test_tools.py"))
+_spec = importlib.util.spec_from_file_location(
+    "two_nodes_helpers", os.path.join(_HERE, "test_tools.py")
+)
 tools_helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tools_helpers)
 

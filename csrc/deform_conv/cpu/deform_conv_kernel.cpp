@@ -138,8 +138,8 @@ std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
   std::vector<Segment> chunks;
   for (const Segment& s : segs) {
     for (int64_t c = s.c_lo; c < s.c_hi; c += kChannelChunk) {
-      chunks.push_back(Segment{c, std::min(c + kChannelChunk, s.c_hi), s.deform_group,
-                               s.column + (c - s.c_lo)});
+      chunks.push_back(
+          Segment{c, std::min(c + kChannelChunk, s.c_hi), s.deform_group, s.column + (c - s.c_lo)});
     }
   }
   return chunks;
@@ -162,16 +162,16 @@ namespace isa_avx512 {
 #include "deform_conv/cpu/deform_conv_loops.inc"
 }  // namespace isa_avx512
 #pragma GCC pop_options
-#define DCN_CPU_ISA_CALL(fn, ...)                                   \
-  switch (cpu_isa()) {                                              \
-    case CpuIsa::kAvx512:                                           \
-      isa_avx512::fn(__VA_ARGS__);                                  \
-      break;                                                        \
-    case CpuIsa::kAvx2:                                             \
-      isa_avx2::fn(__VA_ARGS__);                                    \
-      break;                                                        \
-    default:                                                        \
-      isa_default::fn(__VA_ARGS__);                                 \
+#define DCN_CPU_ISA_CALL(fn, ...)   \
+  switch (cpu_isa()) {              \
+    case CpuIsa::kAvx512:           \
+      isa_avx512::fn(__VA_ARGS__);  \
+      break;                        \
+    case CpuIsa::kAvx2:             \
+      isa_avx2::fn(__VA_ARGS__);    \
+      break;                        \
+    default:                        \
+      isa_default::fn(__VA_ARGS__); \
   }
 #else
 #define DCN_CPU_ISA_CALL(fn, ...) isa_default::fn(__VA_ARGS__)
@@ -371,9 +371,9 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
     fill_columns(images, geo, p.groups, segs, r0, r1, columns);
-    const at::Tensor out = as_rows(at::convolution(as_image(columns.narrow(0, 0, r1 - r0)), w,
-                                                   std::nullopt, c.stride, c.padding, c.dilation,
-                                                   false, c.output_padding, p.groups));
+    const at::Tensor out =
+        as_rows(at::convolution(as_image(columns.narrow(0, 0, r1 - r0)), w, std::nullopt, c.stride,
+                                c.padding, c.dilation, false, c.output_padding, p.groups));
     for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
       output[b].view({s.out_channels, P}).narrow(1, q0, T).copy_(out.narrow(0, row, T).t());
     });
@@ -442,8 +442,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
         partial = at::empty({static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
       }
       AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
-        DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>,
-                         grad_columns.data_ptr<scalar_t>() + row * KC,
+        DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>() + row * KC,
                          im.padded.data_ptr<scalar_t>(), im.index.data_ptr<int32_t>(),
                          im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
                          im.mask.data_ptr<scalar_t>(), geo, p.groups, chunks, q0, T,

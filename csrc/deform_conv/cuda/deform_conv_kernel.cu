@@ -6,11 +6,11 @@
 // then one GEMM per (image, conv group) through ATen. Backward: grad_weight accumulated in
 // opmath precision, grad_columns = W^T grad_output, col2im with atomic adds into an opmath
 // grad_input buffer (under torch.use_deterministic_algorithms(True): one thread per input plane
-// with a fixed summation order instead, no atomics), and the offset/mask gradients with one thread per (image, deform group,
-// kernel point, position) summing over the group's channels (no atomics). Everything runs on the
-// current stream of the input's device. Semantics: CONVENTIONS.md; the per-element math (sample
-// location, masked weights, interpolation, coordinate derivatives) is deform_conv_math.h's, the
-// very definitions the CPU kernel calls.
+// with a fixed summation order instead, no atomics), and the offset/mask gradients with one thread
+// per (image, deform group, kernel point, position) summing over the group's channels (no atomics).
+// Everything runs on the current stream of the input's device. Semantics: CONVENTIONS.md; the
+// per-element math (sample location, masked weights, interpolation, coordinate derivatives) is
+// deform_conv_math.h's, the very definitions the CPU kernel calls.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
@@ -243,10 +243,10 @@ void im2col(const at::Tensor& input, const at::Tensor& offset,
         using acc_t = at::opmath_type<scalar_t>;
         const scalar_t* mask_ptr =
             mask.has_value() ? mask->data_ptr<scalar_t>() + b0 * d.deform_groups * K * P : nullptr;
-        cuda::launch(
-            im2col_kernel<scalar_t, acc_t>, num_blocks(n), kThreads, 0, stream, n, d, input.data_ptr<scalar_t>() + b0 * d.channels * d.height * d.width,
-            offset.data_ptr<scalar_t>() + b0 * d.deform_groups * 2 * K * P, mask_ptr,
-            columns.data_ptr<scalar_t>());
+        cuda::launch(im2col_kernel<scalar_t, acc_t>, num_blocks(n), kThreads, 0, stream, n, d,
+                     input.data_ptr<scalar_t>() + b0 * d.channels * d.height * d.width,
+                     offset.data_ptr<scalar_t>() + b0 * d.deform_groups * 2 * K * P, mask_ptr,
+                     columns.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
 }
@@ -260,8 +260,7 @@ at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_,
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
   TORCH_CHECK(cuda::on_device(input_),
-              "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
-              input_.device());
+              "modulated_deform_conv2d: input must be a CUDA tensor here, got ", input_.device());
   cuda::DeviceGuard guard(input_.device());
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
   const at::Tensor weight = weight_.contiguous();
@@ -302,8 +301,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   TORCH_CHECK(cuda::on_device(input_),
-              "modulated_deform_conv2d: input must be a CUDA tensor here, got ",
-              input_.device());
+              "modulated_deform_conv2d: input must be a CUDA tensor here, got ", input_.device());
   cuda::DeviceGuard guard(input_.device());
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
   const at::Tensor weight = weight_.contiguous(), grad_output = grad_output_.contiguous();
@@ -359,7 +357,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
             if (at::globalContext().deterministicAlgorithms()) {
               const int64_t n_planes = batch * s.channels;
               cuda::launch(col2im_plane_kernel<scalar_t, acc_t>, num_blocks(n_planes), kThreads, 0,
-                           stream, n_planes, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);
+                           stream, n_planes, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr,
+                           grad_in_ptr);
             } else {
               cuda::launch(col2im_kernel<scalar_t, acc_t>, num_blocks(n_col), kThreads, 0, stream,
                            n_col, d, columns.data_ptr<scalar_t>(), off_ptr, mask_ptr, grad_in_ptr);

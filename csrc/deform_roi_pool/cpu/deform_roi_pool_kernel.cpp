@@ -14,12 +14,12 @@ namespace {
 
 at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                        const c10::optional<at::Tensor>& offset,
-                                       const c10::optional<at::Tensor>& mask,
-                                       int64_t pooled_height, int64_t pooled_width,
-                                       double spatial_scale, int64_t sampling_ratio,
-                                       double gamma) {
+                                       const c10::optional<at::Tensor>& mask, int64_t pooled_height,
+                                       int64_t pooled_width, double spatial_scale,
+                                       int64_t sampling_ratio, double gamma) {
   const char* op = "modulated_deform_roi_pool";
-  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio,
+                         op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   if (num_rois == 0 || input.numel() == 0) return output;
@@ -29,15 +29,13 @@ at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor
   const auto* msk = roi::defined_or_null(mask);
   const auto off_c = off ? off->contiguous() : at::Tensor();
   const auto msk_c = msk ? msk->contiguous() : at::Tensor();
-  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true,
-                           gamma};
+  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true, gamma};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_forward_cpu", [&] {
     roi::roi_pool_forward_cpu<scalar_t>(
         input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         off ? off_c.const_data_ptr<scalar_t>() : nullptr,
         msk ? msk_c.const_data_ptr<scalar_t>() : nullptr, output.mutable_data_ptr<scalar_t>(),
-        num_rois, channels, static_cast<int>(input.size(2)), static_cast<int>(input.size(3)),
-        args);
+        num_rois, channels, static_cast<int>(input.size(2)), static_cast<int>(input.size(3)), args);
   });
   return output;
 }
@@ -49,7 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
     int64_t pooled_height, int64_t pooled_width, double spatial_scale, int64_t sampling_ratio,
     double gamma) {
   const char* op = "_modulated_deform_roi_pool_backward";
-  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio, op);
+  roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio,
+                         op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
@@ -59,18 +58,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
   const auto* off = roi::defined_or_null(offset);
   const auto* msk = roi::defined_or_null(mask);
   auto grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
-  auto grad_offset = off ? at::zeros_like(*off, at::MemoryFormat::Contiguous)
-                         : at::zeros({0}, input.options());
-  auto grad_mask = msk ? at::zeros_like(*msk, at::MemoryFormat::Contiguous)
-                       : at::zeros({0}, input.options());
+  auto grad_offset =
+      off ? at::zeros_like(*off, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
+  auto grad_mask =
+      msk ? at::zeros_like(*msk, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
   if (num_rois == 0 || input.numel() == 0) return {grad_input, grad_offset, grad_mask};
   const auto grad_c = grad.contiguous();
   const auto input_c = input.contiguous();
   const auto rois_c = roi::rois_for_kernel(rois, input);
   const auto off_c = off ? off->contiguous() : at::Tensor();
   const auto msk_c = msk ? msk->contiguous() : at::Tensor();
-  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true,
-                           gamma};
+  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true, gamma};
   const int height = static_cast<int>(input.size(2)), width = static_cast<int>(input.size(3));
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_backward_cpu", [&] {
     const scalar_t* off_p = off ? off_c.const_data_ptr<scalar_t>() : nullptr;
@@ -83,8 +81,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
           grad_c.const_data_ptr<scalar_t>(), input_c.const_data_ptr<scalar_t>(),
           rois_c.const_data_ptr<scalar_t>(), off_p, msk_p,
           off ? grad_offset.mutable_data_ptr<scalar_t>() : nullptr,
-          msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, num_rois, channels, height,
-          width, args);
+          msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, num_rois, channels, height, width,
+          args);
     }
   });
   return {grad_input, grad_offset, grad_mask};

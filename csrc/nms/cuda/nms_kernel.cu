@@ -85,8 +85,7 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
   const int64_t n = dets.size(0);
   if (n == 0) return at::empty({0}, dets.options().dtype(at::kLong));
   TORCH_CHECK(n < (int64_t{1} << 31) / kBlockBits, "nms: too many boxes (", n, ")");
-  const auto order =
-      std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const auto order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   const auto boxes_sorted = dets.index_select(0, order).contiguous();
   const int col_blocks = static_cast<int>((n + kBlockBits - 1) / kBlockBits);
   auto mask = at::empty({n * col_blocks}, dets.options().dtype(at::kLong));
@@ -95,15 +94,15 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
   cudaStream_t stream = cuda::current_stream();
   const dim3 blocks(col_blocks, col_blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dets.scalar_type(), "nms_cuda", [&] {
-    cuda::launch(
-        nms_mask_kernel<scalar_t>, blocks, kBlockBits, 0, stream, static_cast<int>(n), iou_threshold, boxes_sorted.const_data_ptr<scalar_t>(),
-        reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>()));
+    cuda::launch(nms_mask_kernel<scalar_t>, blocks, kBlockBits, 0, stream, static_cast<int>(n),
+                 iou_threshold, boxes_sorted.const_data_ptr<scalar_t>(),
+                 reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  cuda::launch(
-      nms_gather_kernel, 1, 256, 0, stream, static_cast<int>(n), reinterpret_cast<const unsigned long long*>(mask.const_data_ptr<int64_t>()),
-      reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
-      keep.mutable_data_ptr<bool>());
+  cuda::launch(nms_gather_kernel, 1, 256, 0, stream, static_cast<int>(n),
+               reinterpret_cast<const unsigned long long*>(mask.const_data_ptr<int64_t>()),
+               reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
+               keep.mutable_data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return order.masked_select(keep);
 }

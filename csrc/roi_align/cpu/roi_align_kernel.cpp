@@ -20,22 +20,21 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   if (num_rois == 0 || input.numel() == 0) return output;
   const auto input_c = input.contiguous();
   const auto rois_c = roi::rois_for_kernel(rois, input);
-  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned,
-                           0.0};
+  const roi::PoolArgs args{pooled_height,  pooled_width, spatial_scale,
+                           sampling_ratio, aligned,      0.0};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
     roi::roi_pool_forward_cpu<scalar_t>(
         input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), nullptr, nullptr,
-        output.mutable_data_ptr<scalar_t>(), num_rois, channels,
-        static_cast<int>(input.size(2)), static_cast<int>(input.size(3)), args);
+        output.mutable_data_ptr<scalar_t>(), num_rois, channels, static_cast<int>(input.size(2)),
+        static_cast<int>(input.size(3)), args);
   });
   return output;
 }
 
 at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
-                                  double spatial_scale, int64_t pooled_height,
-                                  int64_t pooled_width, int64_t batch_size, int64_t channels,
-                                  int64_t height, int64_t width, int64_t sampling_ratio,
-                                  bool aligned) {
+                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                  int64_t batch_size, int64_t channels, int64_t height,
+                                  int64_t width, int64_t sampling_ratio, bool aligned) {
   const char* op = "_roi_align_backward";
   TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
               ": batch_size, channels, height and width must be >= 0");
@@ -50,8 +49,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   if (num_rois == 0 || grad_input.numel() == 0) return grad_input;
   const auto grad_c = grad.contiguous();
   const auto rois_c = roi::rois_for_kernel(rois, grad_input);
-  const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned,
-                           0.0};
+  const roi::PoolArgs args{pooled_height,  pooled_width, spatial_scale,
+                           sampling_ratio, aligned,      0.0};
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
     roi::roi_pool_backward_input_cpu<scalar_t>(
         grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), nullptr, nullptr,

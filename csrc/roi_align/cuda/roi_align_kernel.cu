@@ -12,8 +12,8 @@ namespace detection {
 namespace {
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
-                                  double spatial_scale, int64_t pooled_height,
-                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                  int64_t sampling_ratio, bool aligned) {
   roi::check_input_and_rois(input, rois, "roi_align");
   roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, "roi_align");
   cuda::DeviceGuard device_guard(input.device());
@@ -26,17 +26,17 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
                                static_cast<int>(sampling_ratio), aligned};
   const int64_t total = output.numel();
   cudaStream_t stream = cuda::current_stream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "roi_align_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    cuda::launch(
-            roi::roi_pool_forward_kernel<scalar_t, acc_t>, roi::blocks_for(total), roi::kThreads,
-            0, stream, total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(), nullptr,
-            nullptr, output.mutable_data_ptr<scalar_t>(), input.size(0), channels,
-            static_cast<int>(input.size(2)), static_cast<int>(input.size(3)),
-            static_cast<acc_t>(spatial_scale), static_cast<acc_t>(0), args);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        cuda::launch(roi::roi_pool_forward_kernel<scalar_t, acc_t>, roi::blocks_for(total),
+                     roi::kThreads, 0, stream, total, input_c.const_data_ptr<scalar_t>(),
+                     rois_c.const_data_ptr<acc_t>(), nullptr, nullptr,
+                     output.mutable_data_ptr<scalar_t>(), input.size(0), channels,
+                     static_cast<int>(input.size(2)), static_cast<int>(input.size(3)),
+                     static_cast<acc_t>(spatial_scale), static_cast<acc_t>(0), args);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return output;
 }
 
@@ -64,15 +64,15 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   const roi::CudaPoolArgs args{static_cast<int>(pooled_height), static_cast<int>(pooled_width),
                                static_cast<int>(sampling_ratio), aligned};
   cudaStream_t stream = cuda::current_stream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "roi_align_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    roi::launch_backward_input<scalar_t, acc_t>(
-        stream, num_rois, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
-        nullptr, nullptr, grad_acc.mutable_data_ptr<acc_t>(), batch_size, channels,
-        static_cast<int>(height), static_cast<int>(width), static_cast<acc_t>(spatial_scale),
-        static_cast<acc_t>(0), args);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        roi::launch_backward_input<scalar_t, acc_t>(
+            stream, num_rois, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
+            nullptr, nullptr, grad_acc.mutable_data_ptr<acc_t>(), batch_size, channels,
+            static_cast<int>(height), static_cast<int>(width), static_cast<acc_t>(spatial_scale),
+            static_cast<acc_t>(0), args);
+      });
   return grad_acc.to(grad.scalar_type());
 }
 

@@ -8,7 +8,7 @@ Images are OpenCV `np.ndarray[H, W, 3]` uint8 BGR until `ToTensor`, which gives 
 from __future__ import annotations
 
 import random
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np

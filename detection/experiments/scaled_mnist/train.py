@@ -35,18 +35,18 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from detection.experiments.scaled_mnist import data as D
-from detection.utils.cli import ArgumentParser
 from detection.experiments.scaled_mnist.models import (
     ARCHS,
     build_model,
     deformable_layers,
     parameter_groups,
 )
+from detection.utils.cli import ArgumentParser
 
 LOG_COLUMNS = (
     "epoch",
@@ -374,7 +374,9 @@ def _run(args: argparse.Namespace) -> dict:
         record["status"] = "interrupted"
         _write_json(args_path, record)
         _write_json(os.path.join(args.out, "summary.json"), _summary(record, epochs))
-        raise KeyboardInterrupt(f"interrupted after {len(epochs)} epoch(s); {args.out} marked")
+        raise KeyboardInterrupt(
+            f"interrupted after {len(epochs)} epoch(s); {args.out} marked"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, old_handler)
 
