@@ -1,5 +1,6 @@
 """The benchmark suite: op, memory and model benchmarks; every ratio against a baseline measured
 in the same run (robust to a loaded machine). Writes Markdown and CSV to benchmarks/out/.
+Over 350 lines: the suite's driver, one short function per section and the report writer.
 
 Sections (CPU always, CUDA when available):
 

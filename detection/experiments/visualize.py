@@ -1,4 +1,5 @@
 """Pictures of how deformable convolutions sample (the figures of the DCN papers, for small nets).
+Over 350 lines: the three figures share the tracing of sampling points through the layers.
 
 (a) Sampling locations: for one output position of the last deformable layer, its kh*kw sampling
     points (with their learned offsets) are traced back through every earlier deformable layer:

@@ -1,5 +1,8 @@
 """Tests of the modulated deformable convolution op (detection.layers.deform_conv).
 
+Over 350 lines: the op's whole test matrix (reference, gradcheck, published cases, CUDA backends,
+ISA variants, modules) sits beside the one float64 reference it shares.
+
 The reference is a naive float64 implementation in plain PyTorch written from CONVENTIONS.md
 (gathers from the input zero-padded by one pixel); its autograd gives the convention's
 gradients because d(y - floor(y))/dy = 1 is the floor-based one-sided derivative.

@@ -1,4 +1,5 @@
 // CPU kernels of the modulated deformable convolution (DCNv2; DCNv1 when mask is None).
+// Over 350 lines: the steps below read top-down in one file (the loops are in the .inc).
 //
 // Per image:
 //  1. the input is copied channels-last and zero-padded to [H + 3, W + 2, C]: one pixel on

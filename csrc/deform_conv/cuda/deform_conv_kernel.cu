@@ -1,4 +1,5 @@
 // CUDA kernels of the modulated deformable convolution (DCNv2; DCNv1 when mask is None).
+// Over 350 lines: forward, backward and the deterministic variants share one launch plan.
 //
 // float32, float64, float16 and bfloat16; sampling arithmetic in at::opmath_type (float for the
 // half types). Per chunk of at most im2col_step images: deformable im2col into columns

@@ -1,5 +1,6 @@
 """Train and evaluate a Scaled-MNIST classifier (regular, DCNv1 or DCNv2); CLI in
-`tools/train_scaled_mnist.py`.
+`tools/train_scaled_mnist.py`. Over 350 lines: the protocol, its argument checks and the run
+record (args.json, summary.json, interruption) are read together.
 
 Protocol: every training image is scaled by a fresh random factor in [scale_min, scale_max] and
 padded/cropped back to 28x28; after each epoch the test set is evaluated at one fixed random scale
