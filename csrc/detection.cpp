@@ -5,7 +5,7 @@
 //  csrc/<op>/cuda/*.cu:  DETECTION_CUDA_LIBRARY_IMPL(m), i.e. TORCH_LIBRARY_IMPL(detection, CUDA,
 //  m) in this library, see common/cuda_compat.cuh); autograd, fake kernels and
 // autocast rules are registered from Python (detection/layers/) once this library has loaded.
-// Semantics of every op: ../shared/reference/CONVENTIONS.md, summarised in the Python wrappers.
+// Semantics of every op: docs/CONVENTIONS.md, summarised in the Python wrappers.
 
 #include <torch/library.h>
 

@@ -1,7 +1,7 @@
 // The schema of every op of `detection`, written once: the product library registers them as
 // torch.ops.detection.<op> (csrc/detection.cpp), the test-only CUDA emulation library as
 // torch.ops.detection_cuda_emu.<op> (csrc/cuda_emu/runtime.cpp), so both take exactly the same
-// arguments. Semantics of every op: ../shared/reference/CONVENTIONS.md, summarised in the Python
+// arguments. Semantics of every op: docs/CONVENTIONS.md, summarised in the Python
 // wrappers.
 #pragma once
 

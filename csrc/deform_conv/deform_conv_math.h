@@ -1,6 +1,6 @@
 // Bilinear sampling and coordinate-gradient math of the modulated deformable convolution: one
 // definition, called by the CPU (.cpp, deform_conv_loops.inc) and CUDA (.cu) kernels alike.
-// Semantics: ../shared/reference/CONVENTIONS.md.
+// Semantics: docs/CONVENTIONS.md.
 //
 // A sample at (y, x) is non-zero only inside the band -1 < y < H, -1 < x < W (NaN fails the test);
 // there it is the bilinear interpolation of the input zero-padded by one pixel, with floor-based

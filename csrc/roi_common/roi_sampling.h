@@ -3,7 +3,7 @@
 // bilinear weights and the coefficients of the coordinate derivatives, the offset gradient's
 // scale), called by roi_pool_cpu.h and roi_pool_cuda.cuh alike.
 //
-// Conventions (../shared/reference/CONVENTIONS.md):
+// Conventions (docs/CONVENTIONS.md):
 //  * rois are (batch_index, x1, y1, x2, y2) in input-image pixels; the box in feature
 //    coordinates is `x * spatial_scale - 0.5` when aligned (no rounding, no minimum size), or
 //    `x * spatial_scale` with the box size clamped to at least 1 in legacy (aligned=False) mode.
