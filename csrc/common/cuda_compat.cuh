@@ -42,7 +42,10 @@ inline bool on_device(const at::Tensor& t) { return t.is_cuda(); }
 template <typename Kernel, typename... Args>
 inline void launch(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                    Args&&... args) {
-  kernel<<<grid, block, shared_bytes, stream> > >(std::forward<Args>(args)...);
+  // clang-format reads the launch's >>> as three closing angle brackets in a .cuh file
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  // clang-format on
 }
 
 }  // namespace cuda
