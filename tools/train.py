@@ -49,10 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume", action="store_true", help="continue from WORKSPACE/model/last_checkpoint"
     )
-    parser.add_argument(
+    start.add_argument(
         "--overwrite",
         action="store_true",
         help="start from iteration 0 even if WORKSPACE holds another run's checkpoints "

@@ -107,6 +107,17 @@ def test_train_without_resume_keeps_the_earlier_run(ckpt_tree, capsys):
     assert (ckpt_tree / "model" / "last_checkpoint").read_text() == "model_0000002.pth\n"
 
 
+def test_train_refuses_resume_with_overwrite(ckpt_tree, capsys):
+    """The two ask for opposite things; neither wins silently, and nothing is deleted."""
+    before = {p: os.path.getmtime(p) for p in earlier_run_files(str(ckpt_tree))}
+    status = _load_tool("train").main(
+        ["--config", CONFIG, "--resume", "--overwrite", "WORKSPACE", str(ckpt_tree)]
+    )
+    assert status == 2
+    _one_error_line(capsys.readouterr().err, "--resume", "--overwrite")
+    assert {p: os.path.getmtime(p) for p in earlier_run_files(str(ckpt_tree))} == before
+
+
 # ------------------------------------------------------------------------ arguments, config
 @pytest.mark.parametrize("tool", ["train", "test"])
 def test_missing_config_file(tool, tmp_path, capsys):
