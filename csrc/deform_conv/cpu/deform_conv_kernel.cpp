@@ -361,6 +361,15 @@ struct Conv1x1 {
       : dilation(dtype == at::kFloat ? std::vector<int64_t>{2, 2} : std::vector<int64_t>{1, 1}) {}
 };
 
+// The backward's two GEMMs (grad_columns = grad_rows x W, grad_weight = grad_rows^T x columns)
+// as plain at::mm (BLAS) rather than Conv1x1's convolution_backward, where the CPU lacks AVX-512
+// (and for one conv group). On the AVX2 development machine at the shapes demo's layers (one
+// thread, 16-128 channels, 1408-5632 rows) convolution_backward took 1.3-2.5x the time of the
+// two at::mm calls (11.1 vs 6.1 ms at 32 channels, 47.8 vs 30.0 ms at 128); the AVX-512 machine
+// of benchmarks/RESULTS.md measured the opposite (oneDNN's AVX-512 kernels against BLAS's AVX2
+// ones), so it keeps the convolution.
+bool backward_gemms_as_mm(int64_t groups) { return groups == 1 && cpu_isa() != CpuIsa::kAvx512; }
+
 // rows [n, F] (contiguous) as the channels-last image [1, F, 1, n], and back.
 at::Tensor as_image(const at::Tensor& rows) {
   return rows.view({1, 1, rows.size(0), rows.size(1)}).permute({0, 3, 1, 2});
@@ -474,12 +483,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
     fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
-    const auto grads = at::convolution_backward(
-        as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
-        std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
-        {true, true, false});
-    gw = r0 == 0 ? std::get<1>(grads) : gw + std::get<1>(grads);
-    const at::Tensor grad_columns = as_rows(std::get<0>(grads)).contiguous();  // [rows, K*C]
+    at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
+    if (backward_gemms_as_mm(p.groups)) {
+      const at::Tensor g = grad_rows.narrow(0, r0, r1 - r0);  // [rows, Cout]
+      grad_columns = at::mm(g, w.reshape({s.out_channels, KC}));
+      gw_tile = at::mm(g.t(), columns.narrow(0, 0, r1 - r0));
+    } else {
+      const auto grads = at::convolution_backward(
+          as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
+          std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
+          {true, true, false});
+      grad_columns = as_rows(std::get<0>(grads)).contiguous();
+      gw_tile = std::get<1>(grads);
+    }
+    gw = r0 == 0 ? gw_tile : gw + gw_tile;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
                        pr.batch<scalar_t>(geo), geo, p.groups, chunks, r0, r1,
