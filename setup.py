@@ -170,6 +170,9 @@ setup(
     # exported model need (tools/export.py, docs/deployment.md); training needs none of it.
     extras_require={
         "deploy": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.0"],
+        # `.[bench]`: the benchmarks' optional baselines (benchmarks/bench_demo_ops.py: our DCN
+        # forward against onnxruntime's DeformConv)
+        "bench": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
     ext_modules=_extensions(),
     cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},

@@ -7,7 +7,10 @@ measured in the same run on the same (loaded) machine.
     cp detection/_C*.so /tmp/before.so   # before the change; then rebuild
     python benchmarks/ab_libs.py /tmp/before.so detection/_C.cpython-311-x86_64-linux-gnu.so
 
-One thread (OMP_NUM_THREADS=1), small shapes so that every op is timed several times per round.
+One thread (OMP_NUM_THREADS=1; --threads to change), small shapes so that every op is timed
+several times per round, plus the shapes demo's: its narrowest and widest deformable convs (batch
+4: 32 channels on 32x43, 128 on 16x22) and its deformable RoI pooling (64 channels on 16x22,
+256 RoIs, 7x7 and 14x14).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def _worker(lib: str) -> dict:
     import torch
 
     torch.ops.load_library(lib)
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(0)
     ops = torch.ops.detection
 
@@ -66,6 +69,25 @@ def _worker(lib: str) -> dict:
     boxes = torch.cat([bx, bx + torch.rand(4000, 2) * 80 + 1], 1)
     scores = torch.rand(4000)
     out["nms"] = best(lambda: ops.nms(boxes, scores, 0.7))
+    for c, h, w in ((32, 32, 43), (128, 16, 22)):
+        a = (torch.randn(4, c, h, w), torch.randn(4, 18, h, w) * 2, torch.rand(4, 9, h, w),
+             torch.randn(c, c, 3, 3), torch.randn(c), 1, 1, 1, 1, 1, 1, 1, 1, 64)  # fmt: skip
+        go = torch.randn(4, c, h, w)
+        out[f"demo dcn {c}ch fwd"] = best(lambda: ops.modulated_deform_conv2d(*a))
+        out[f"demo dcn {c}ch bwd"] = best(lambda: ops._modulated_deform_conv2d_backward(go, *a))
+    xd = torch.randn(4, 64, 16, 22)
+    xy = torch.rand(256, 2) * torch.tensor([300.0, 200.0])
+    rd = torch.cat([torch.randint(0, 4, (256, 1)).float(), xy, xy + torch.rand(256, 2) * 50 + 8], 1)
+    for size in (7, 14):
+        o, m = torch.randn(256, 2, size, size) * 0.1, torch.rand(256, 1, size, size)
+        g = torch.randn(256, 64, size, size)
+        p = (size, size, 1.0 / 16, 2, 0.1)
+        out[f"demo deform_roi_pool {size} fwd"] = best(
+            lambda: ops.modulated_deform_roi_pool(xd, rd, o, m, *p)
+        )
+        out[f"demo deform_roi_pool {size} bwd"] = best(
+            lambda: ops._modulated_deform_roi_pool_backward(g, xd, rd, o, m, *p)
+        )
     return out
 
 
@@ -74,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("lib_a")
     parser.add_argument("lib_b")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -83,7 +106,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(lib):
             print(f"error: {lib}: no such library file", file=sys.stderr)
             return 2
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for _ in range(args.rounds):
         for key, lib in (("A", args.lib_a), ("B", args.lib_b)):

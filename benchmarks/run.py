@@ -5,7 +5,10 @@ Over 350 lines: the suite's driver, one short function per section and the repor
 Sections (CPU always, CUDA when available):
 
 - ``ops``: the deformable conv table of ``bench_ops.py`` (ours vs ``F.conv2d`` vs torchvision) and
-  the RoI tables of ``bench_roi_ops.py``;
+  the RoI tables of ``bench_roi_ops.py``, and the tables of ``bench_demo_ops.py``: the shapes
+  demo's own DCN and deformable RoI pooling shapes against ``F.conv2d`` and RoIAlign, and our DCN
+  forward against onnxruntime's ``DeformConv`` on the ResNet-50 shapes;
+- ``demo_ops``: only the tables of ``bench_demo_ops.py``;
 - ``determinism``: fwd+bwd time with ``torch.use_deterministic_algorithms(True)`` over the
   default mode (the cost of the deterministic backward);
 - ``memory``: peak memory of DCN forward+backward against dense conv on the same shape, and the
@@ -17,7 +20,7 @@ Sections (CPU always, CUDA when available):
   each against the same model with dense convs and RoIAlign pooling (the "dense" baseline), plus
   the share of time spent in our ops (``detection::*`` events of ``torch.profiler``).
 
-    python benchmarks/run.py [--sections ops,determinism,memory,model] [--devices cpu,cuda] [--repeat 2]
+    python benchmarks/run.py [--sections ops,demo_ops,determinism,memory,model] [--devices cpu,cuda] [--repeat 2]
                              [--out benchmarks/out]
 """
 
@@ -341,7 +344,7 @@ def main(argv=None) -> int:
     sections = [s for s in args.sections.split(",") if s]
     shapes = [s for s in args.shapes.split(",") if s]
     for s in sections:
-        if s not in ("ops", "determinism", "memory", "model"):
+        if s not in ("ops", "demo_ops", "determinism", "memory", "model"):
             parser.error(f"--sections: unknown section {s!r}")
     env = environment()
     print(env, flush=True)
@@ -352,6 +355,10 @@ def main(argv=None) -> int:
             import bench_roi_ops
 
             rows += bench_roi_ops.run(device, args.repeat)
+        if "ops" in sections or "demo_ops" in sections:
+            import bench_demo_ops
+
+            rows += bench_demo_ops.run(device, args.repeat, shapes)
         if "determinism" in sections:
             rows += bench_determinism(device, args.repeat, shapes)
         if "memory" in sections:

@@ -1,8 +1,9 @@
 // CPU kernels of the modulated deformable convolution (DCNv2; DCNv1 when mask is None).
 // Over 350 lines: the steps below read top-down in one file (the loops are in the .inc).
 //
-// Per image:
-//  1. the input is copied channels-last and zero-padded to [H + 3, W + 2, C]: one pixel on
+// Once per call, for the whole batch (one parallel region each, so small maps and narrow layers
+// pay no per-image overhead):
+//  1. the input is copied channels-last and zero-padded to [N, H + 3, W + 2, C]: one pixel on
 //     every side (the "zero-padded bilinear" of the convention) plus one extra row at the bottom,
 //     so that rows H + 1, H + 2 x columns 0, 1 form an all-zero 2x2 block of pixels;
 //  2. a sampling plan is built once per (deform group, kernel point, output position): the
@@ -18,14 +19,14 @@
 // and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
 // runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_weight and
 // grad_columns in one convolution_backward, then one sweep over grad_columns does both the
-// col2im (into a padded channels-last grad) and the offset/mask gradients. Its tasks are chunks
-// of kChannelChunk channels: a task owns its channels of every grad pixel (no atomics) and
-// visits positions in a fixed order, and writes its partial sums over channels of the coordinate
-// gradients; the chunks are then summed in a fixed order. Nothing depends on the thread count,
-// so the sampling results are bit-identical across runs and thread counts (the deterministic
-// mode needs nothing else on CPU; grad_weight's GEMM may block by thread count). im2col_step is
-// checked but does not matter on CPU (the column buffer is bounded by the tile). Accumulation is
-// in the input dtype (float32 or float64).
+// col2im (into a padded channels-last grad) and the offset/mask gradients. Its tasks are (image,
+// chunk of kChannelChunk channels) pairs: a task owns its channels of its image's grad pixels
+// (no atomics) and visits positions in a fixed order, and writes its partial sums over channels
+// of the coordinate gradients; the chunks are then summed in a fixed order. Nothing depends on the
+// thread count, so the sampling results are bit-identical across runs and thread counts (the
+// deterministic mode needs nothing else on CPU; grad_weight's GEMM may block by thread count).
+// im2col_step is checked but does not matter on CPU (the column buffer is bounded by the tile).
+// Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -146,6 +147,17 @@ std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
   return chunks;
 }
 
+// The batch's state, as raw pointers for the sampling loops: the padded channels-last images
+// [N, H+3, W+2, C] (image b at padded + b * image_stride) and the sampling plan, rows
+// (b * dg + g) * K + k of P entries (image b's at b * plan_stride). Built by prepare_batch.
+template <typename scalar_t>
+struct Batch {
+  const scalar_t* padded;
+  const int32_t* index;
+  const scalar_t *frac_y, *frac_x, *mask;
+  int64_t image_stride, plan_stride;
+};
+
 // The sampling loops, compiled once per instruction-set variant (csrc/common/cpu_isa.h).
 namespace isa_default {
 #include "deform_conv/cpu/deform_conv_loops.inc"
@@ -178,20 +190,23 @@ namespace isa_avx512 {
 #define DCN_CPU_ISA_CALL(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif
 
-// grad_offset / grad_mask rows r = (g, k) of one image from the chunk partials, summed in order.
+// grad_offset / grad_mask rows r = (b, g, k) of the batch from the chunk partials
+// [N, chunks, K, 3, P], summed over the chunks in order.
 template <typename scalar_t>
-void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, const Geometry& geo,
-                            const std::vector<Segment>& chunks, scalar_t* grad_offset,
-                            scalar_t* grad_mask) {
-  const int64_t K = geo.kk(), P = geo.positions();
+void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, int64_t batch,
+                            const Geometry& geo, const std::vector<Segment>& chunks,
+                            scalar_t* grad_offset, scalar_t* grad_mask) {
+  const int64_t K = geo.kk(), P = geo.positions(), dgK = geo.deform_groups * K;
   const int64_t nch = static_cast<int64_t>(chunks.size());
-  at::parallel_for(0, geo.deform_groups * K, grain(3 * P), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * dgK, grain(3 * P), [&](int64_t begin, int64_t end) {
     std::vector<const scalar_t*> parts;
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t g = r / K, k = r % K;
+      const int64_t b = r / dgK, g = (r % dgK) / K, k = r % K;
       parts.clear();
       for (int64_t j = 0; j < nch; ++j) {
-        if (chunks[j].deform_group == g) parts.push_back(partial + (j * K + k) * 3 * P);
+        if (chunks[j].deform_group == g) {
+          parts.push_back(partial + ((b * nch + j) * K + k) * 3 * P);
+        }
       }
       const scalar_t* pm = plan_mask + r * P;
       scalar_t* go_y = grad_offset + 2 * r * P;
@@ -258,55 +273,76 @@ void for_each_image(int64_t r0, int64_t r1, int64_t P, const F& f) {
   }
 }
 
-// One image's state: padded channels-last input and sampling plan (rows g * K + k).
-struct Image {
+// The batch's padded channels-last images [N, H+3, W+2, C] and sampling plan [N * dg * K, P]
+// (index, frac_y, frac_x, mask), built once per call: one parallel region each, whatever the
+// batch size.
+struct Prepared {
   at::Tensor padded, index, frac_y, frac_x, mask;
+  template <typename scalar_t>
+  Batch<scalar_t> batch(const Geometry& geo) const {
+    return Batch<scalar_t>{padded.data_ptr<scalar_t>(),
+                           index.data_ptr<int32_t>(),
+                           frac_y.data_ptr<scalar_t>(),
+                           frac_x.data_ptr<scalar_t>(),
+                           mask.data_ptr<scalar_t>(),
+                           (geo.height + 3) * geo.padded_w() * geo.channels,
+                           geo.deform_groups * geo.kk() * geo.positions()};
+  }
 };
 
-Image prepare_image(const at::Tensor& input, const at::Tensor& offset,
-                    const std::optional<at::Tensor>& mask, int64_t b, const Geometry& geo,
-                    const ConvParams& p) {
-  Image im;
-  const int64_t H = geo.height, W = geo.width, C = geo.channels, P = geo.positions();
-  // one zero pixel on every side plus one extra zero row at the bottom (the zero block)
-  im.padded = at::zeros({H + 3, W + 2, C}, input.options());
-  im.padded.narrow(0, 1, H).narrow(1, 1, W).copy_(input[b].permute({1, 2, 0}));
-  const int64_t rows = geo.deform_groups * geo.kk();
-  im.index = at::empty({rows, P}, input.options().dtype(at::kInt));
-  im.frac_y = at::empty({rows, P}, input.options());
-  im.frac_x = at::empty_like(im.frac_y);
-  im.mask = at::empty_like(im.frac_y);
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
-    make_plan<scalar_t>(offset.data_ptr<scalar_t>() + b * 2 * rows * P,
-                        mask.has_value() ? mask->data_ptr<scalar_t>() + b * rows * P : nullptr, 1,
-                        geo, p, im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
-                        im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>());
+// dst [N, H+3, W+2, C] = src [N, C, H, W] transposed into the interior (rows 1..H, columns
+// 1..W), zeros elsewhere: one zero pixel on every side plus one extra zero row at the bottom
+// (the zero block). Every element is written once (no zero-fill first); parallel over rows.
+template <typename scalar_t>
+void pad_channels_last(const scalar_t* src, int64_t batch, const Geometry& geo, scalar_t* dst) {
+  const int64_t H = geo.height, W = geo.width, C = geo.channels, Wp = geo.padded_w();
+  at::parallel_for(0, batch * (H + 3), grain(Wp * C), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / (H + 3), y = t % (H + 3);
+      scalar_t* row = dst + t * Wp * C;
+      if (y == 0 || y > H) {
+        std::fill(row, row + Wp * C, scalar_t(0));
+        continue;
+      }
+      std::fill(row, row + C, scalar_t(0));
+      std::fill(row + (W + 1) * C, row + Wp * C, scalar_t(0));
+      const scalar_t* plane = src + b * C * H * W + (y - 1) * W;
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* s = plane + c * H * W;
+        scalar_t* d = row + C + c;
+        for (int64_t x = 0; x < W; ++x) d[x * C] = s[x];
+      }
+    }
   });
-  return im;
 }
 
-std::vector<Image> prepare_images(const at::Tensor& input, const at::Tensor& offset,
-                                  const std::optional<at::Tensor>& mask, const Geometry& geo,
-                                  const ConvParams& p) {
-  std::vector<Image> images;
-  for (int64_t b = 0; b < input.size(0); ++b) {
-    images.push_back(prepare_image(input, offset, mask, b, geo, p));
-  }
-  return images;
+Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
+                       const std::optional<at::Tensor>& mask, const Geometry& geo,
+                       const ConvParams& p) {
+  Prepared pr;
+  const int64_t N = input.size(0), P = geo.positions();
+  pr.padded = at::empty({N, geo.height + 3, geo.padded_w(), geo.channels}, input.options());
+  const int64_t rows = N * geo.deform_groups * geo.kk();
+  pr.index = at::empty({rows, P}, input.options().dtype(at::kInt));
+  pr.frac_y = at::empty({rows, P}, input.options());
+  pr.frac_x = at::empty_like(pr.frac_y);
+  pr.mask = at::empty_like(pr.frac_y);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
+    pad_channels_last<scalar_t>(input.data_ptr<scalar_t>(), N, geo, pr.padded.data_ptr<scalar_t>());
+    make_plan<scalar_t>(offset.data_ptr<scalar_t>(),
+                        mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
+                        pr.index.data_ptr<int32_t>(), pr.frac_y.data_ptr<scalar_t>(),
+                        pr.frac_x.data_ptr<scalar_t>(), pr.mask.data_ptr<scalar_t>());
+  });
+  return pr;
 }
 
 // columns[0:r1 - r0] = the channels-last im2col of rows [r0, r1).
-void fill_columns(const std::vector<Image>& images, const Geometry& geo, int64_t groups,
+void fill_columns(const Prepared& pr, const Geometry& geo, int64_t groups,
                   const std::vector<Segment>& segs, int64_t r0, int64_t r1, at::Tensor& columns) {
-  const int64_t KC = geo.kk() * geo.channels;
-  for_each_image(r0, r1, geo.positions(), [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
-    const Image& im = images[b];
-    AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
-      DCN_CPU_ISA_CALL(im2col<scalar_t>, im.padded.data_ptr<scalar_t>(),
-                       im.index.data_ptr<int32_t>(), im.frac_y.data_ptr<scalar_t>(),
-                       im.frac_x.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, groups,
-                       segs, q0, T, columns.data_ptr<scalar_t>() + row * KC);
-    });
+  AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
+    DCN_CPU_ISA_CALL(im2col<scalar_t>, pr.batch<scalar_t>(geo), geo, groups, segs, r0, r1,
+                     columns.data_ptr<scalar_t>());
   });
 }
 
@@ -324,6 +360,15 @@ struct Conv1x1 {
   explicit Conv1x1(at::ScalarType dtype)
       : dilation(dtype == at::kFloat ? std::vector<int64_t>{2, 2} : std::vector<int64_t>{1, 1}) {}
 };
+
+// The backward's two GEMMs (grad_columns = grad_rows x W, grad_weight = grad_rows^T x columns)
+// as plain at::mm (BLAS) rather than Conv1x1's convolution_backward, where the CPU lacks AVX-512
+// (and for one conv group). On the AVX2 development machine at the shapes demo's layers (one
+// thread, 16-128 channels, 1408-5632 rows) convolution_backward took 1.3-2.5x the time of the
+// two at::mm calls (11.1 vs 6.1 ms at 32 channels, 47.8 vs 30.0 ms at 128); the AVX-512 machine
+// of benchmarks/RESULTS.md measured the opposite (oneDNN's AVX-512 kernels against BLAS's AVX2
+// ones), so it keeps the convolution.
+bool backward_gemms_as_mm(int64_t groups) { return groups == 1 && cpu_isa() != CpuIsa::kAvx512; }
 
 // rows [n, F] (contiguous) as the channels-last image [1, F, 1, n], and back.
 at::Tensor as_image(const at::Tensor& rows) {
@@ -366,15 +411,21 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   // detached: the GEMMs below must not record an autograd graph
   const at::Tensor w = weight_in_column_order(weight_.detach(), geo.kk());
   const std::vector<Segment> segs = segments(geo, p.groups);
-  const std::vector<Image> images = prepare_images(input, offset, mask, geo, p);
+  const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const Tiling tl = tiling(s.batch, geo, input.element_size());
   at::Tensor columns = at::empty({tl.size, KC}, input.options());
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
-    fill_columns(images, geo, p.groups, segs, r0, r1, columns);
+    fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
     const at::Tensor out =
         as_rows(at::convolution(as_image(columns.narrow(0, 0, r1 - r0)), w, std::nullopt, c.stride,
                                 c.padding, c.dilation, false, c.output_padding, p.groups));
+    if (r0 % P == 0 && r1 % P == 0) {  // whole images: one transposing copy
+      output.narrow(0, r0 / P, (r1 - r0) / P)
+          .view({(r1 - r0) / P, s.out_channels, P})
+          .copy_(out.reshape({(r1 - r0) / P, P, s.out_channels}).transpose(1, 2));
+      continue;
+    }
     for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
       output[b].view({s.out_channels, P}).narrow(1, q0, T).copy_(out.narrow(0, row, T).t());
     });
@@ -413,7 +464,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
 
   const Geometry geo = geometry(s, p);
   const int64_t K = geo.kk(), P = geo.positions(), KC = K * s.channels;
-  const int64_t Cg = s.channels / p.groups, rows = geo.deform_groups * K;
+  const int64_t Cg = s.channels / p.groups;
   const Conv1x1 c(input.scalar_type());
   const at::Tensor w = weight_in_column_order(weight_.detach(), K);
   // grad_output as rows [N * P, Cout], the GEMMs' layout
@@ -421,43 +472,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       grad_output_.detach().permute({0, 2, 3, 1}).reshape({s.batch * P, s.out_channels});
   const std::vector<Segment> segs = segments(geo, p.groups);
   const std::vector<Segment> chunks = channel_chunks(segs);
-  const std::vector<Image> images = prepare_images(input, offset, mask, geo, p);
+  const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const Tiling tl = tiling(s.batch, geo, input.element_size());
   at::Tensor columns = at::empty({tl.size, KC}, input.options());
   at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
-  // per image, while its tiles are being processed: its padded grad and coordinate partials
-  at::Tensor grad_padded, partial;
+  // the padded channels-last grad of every image, and the chunks' coordinate partials
+  at::Tensor grad_padded = at::zeros_like(pr.padded);
+  at::Tensor partial =
+      at::empty({s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
-    fill_columns(images, geo, p.groups, segs, r0, r1, columns);
-    const auto grads = at::convolution_backward(
-        as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
-        std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
-        {true, true, false});
-    gw = r0 == 0 ? std::get<1>(grads) : gw + std::get<1>(grads);
-    const at::Tensor grad_columns = as_rows(std::get<0>(grads)).contiguous();  // [rows, K*C]
-    for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
-      const Image& im = images[b];
-      if (q0 == 0) {
-        grad_padded = at::zeros_like(im.padded);
-        partial = at::empty({static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
-      }
-      AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
-        DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>() + row * KC,
-                         im.padded.data_ptr<scalar_t>(), im.index.data_ptr<int32_t>(),
-                         im.frac_y.data_ptr<scalar_t>(), im.frac_x.data_ptr<scalar_t>(),
-                         im.mask.data_ptr<scalar_t>(), geo, p.groups, chunks, q0, T,
-                         grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
-        if (q0 + T < P) return;  // the image's gradients are complete after its last positions
-        reduce_coordinate_grad<scalar_t>(
-            partial.data_ptr<scalar_t>(), im.mask.data_ptr<scalar_t>(), geo, chunks,
-            grad_offset.data_ptr<scalar_t>() + b * 2 * rows * P,
-            mask.has_value() ? grad_mask.data_ptr<scalar_t>() + b * rows * P : nullptr);
-        grad_input[b].copy_(
-            grad_padded.narrow(0, 1, s.height).narrow(1, 1, s.width).permute({2, 0, 1}));
-      });
+    fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
+    at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
+    if (backward_gemms_as_mm(p.groups)) {
+      const at::Tensor g = grad_rows.narrow(0, r0, r1 - r0);  // [rows, Cout]
+      grad_columns = at::mm(g, w.reshape({s.out_channels, KC}));
+      gw_tile = at::mm(g.t(), columns.narrow(0, 0, r1 - r0));
+    } else {
+      const auto grads = at::convolution_backward(
+          as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
+          std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
+          {true, true, false});
+      grad_columns = as_rows(std::get<0>(grads)).contiguous();
+      gw_tile = std::get<1>(grads);
+    }
+    gw = r0 == 0 ? gw_tile : gw + gw_tile;
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
+      DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
+                       pr.batch<scalar_t>(geo), geo, p.groups, chunks, r0, r1,
+                       grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
     });
   }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_reduce", [&] {
+    reduce_coordinate_grad<scalar_t>(partial.data_ptr<scalar_t>(), pr.mask.data_ptr<scalar_t>(),
+                                     s.batch, geo, chunks, grad_offset.data_ptr<scalar_t>(),
+                                     mask.has_value() ? grad_mask.data_ptr<scalar_t>() : nullptr);
+  });
+  grad_input.copy_(grad_padded.narrow(1, 1, s.height).narrow(2, 1, s.width).permute({0, 3, 1, 2}));
   // back from the column order [Cout, K, Cg] to [Cout, Cg, kh, kw]
   at::Tensor grad_weight = gw.view({s.out_channels, K, Cg})
                                .transpose(1, 2)

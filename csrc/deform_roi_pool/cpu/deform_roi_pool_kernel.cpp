@@ -21,9 +21,9 @@ at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor
   roi::check_deform_args(input, rois, offset, mask, pooled_height, pooled_width, sampling_ratio,
                          op);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
-  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
-  if (num_rois == 0 || input.numel() == 0) return output;
-  const auto input_c = input.contiguous();
+  auto output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
+  if (num_rois == 0 || input.numel() == 0) return output.zero_();
+  const auto input_cl = roi::channels_last(input);
   const auto rois_c = roi::rois_for_kernel(rois, input);
   const auto* off = roi::defined_or_null(offset);
   const auto* msk = roi::defined_or_null(mask);
@@ -32,7 +32,7 @@ at::Tensor deform_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor
   const roi::PoolArgs args{pooled_height, pooled_width, spatial_scale, sampling_ratio, true, gamma};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_forward_cpu", [&] {
     roi::roi_pool_forward_cpu<scalar_t>(
-        input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
+        input_cl.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         off ? off_c.const_data_ptr<scalar_t>() : nullptr,
         msk ? msk_c.const_data_ptr<scalar_t>() : nullptr, output.mutable_data_ptr<scalar_t>(),
         num_rois, channels, static_cast<int>(input.size(2)), static_cast<int>(input.size(3)), args);
@@ -57,14 +57,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
               ": grad must have input's dtype and device");
   const auto* off = roi::defined_or_null(offset);
   const auto* msk = roi::defined_or_null(mask);
-  auto grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
+  // grad_offset and grad_mask: every element is written below, unless there is nothing to pool
   auto grad_offset =
-      off ? at::zeros_like(*off, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
+      off ? at::empty_like(*off, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
   auto grad_mask =
-      msk ? at::zeros_like(*msk, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
-  if (num_rois == 0 || input.numel() == 0) return {grad_input, grad_offset, grad_mask};
-  const auto grad_c = grad.contiguous();
-  const auto input_c = input.contiguous();
+      msk ? at::empty_like(*msk, at::MemoryFormat::Contiguous) : at::zeros({0}, input.options());
+  if (num_rois == 0 || input.numel() == 0) {
+    return {at::zeros_like(input, at::MemoryFormat::Contiguous), grad_offset.zero_(),
+            grad_mask.zero_()};
+  }
+  // channels-last operands of the kernels (roi_pool_cpu.h)
+  const auto grad_cl = roi::bins_last(grad);
+  const auto input_cl = (off || msk) ? roi::channels_last(input) : at::Tensor();
+  auto grad_input_cl =
+      at::zeros({input.size(0), input.size(2), input.size(3), channels}, input.options());
   const auto rois_c = roi::rois_for_kernel(rois, input);
   const auto off_c = off ? off->contiguous() : at::Tensor();
   const auto msk_c = msk ? msk->contiguous() : at::Tensor();
@@ -73,19 +79,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_roi_pool_backward_cpu", [&] {
     const scalar_t* off_p = off ? off_c.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* msk_p = msk ? msk_c.const_data_ptr<scalar_t>() : nullptr;
-    roi::roi_pool_backward_input_cpu<scalar_t>(
-        grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), off_p, msk_p,
-        grad_input.mutable_data_ptr<scalar_t>(), num_rois, channels, height, width, args);
+    // one table per RoI, shared by both passes (with the derivatives' coefficients only when
+    // the offset/mask pass runs)
+    const auto tables = roi::build_tables<scalar_t>(rois_c.const_data_ptr<scalar_t>(), off_p,
+                                                    num_rois, height, width, args, off || msk);
+    roi::roi_pool_backward_input_cpu<scalar_t>(grad_cl.const_data_ptr<scalar_t>(), tables, msk_p,
+                                               grad_input_cl.mutable_data_ptr<scalar_t>(), channels,
+                                               height, width, args);
     if (off || msk) {
       roi::roi_pool_backward_offset_mask_cpu<scalar_t>(
-          grad_c.const_data_ptr<scalar_t>(), input_c.const_data_ptr<scalar_t>(),
-          rois_c.const_data_ptr<scalar_t>(), off_p, msk_p,
+          grad_cl.const_data_ptr<scalar_t>(), input_cl.const_data_ptr<scalar_t>(), tables, msk_p,
           off ? grad_offset.mutable_data_ptr<scalar_t>() : nullptr,
-          msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, num_rois, channels, height, width,
-          args);
+          msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, channels, height, width, args);
     }
   });
-  return {grad_input, grad_offset, grad_mask};
+  return {grad_input_cl.permute({0, 3, 1, 2}).contiguous(), grad_offset, grad_mask};
 }
 
 }  // namespace

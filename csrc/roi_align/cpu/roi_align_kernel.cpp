@@ -16,15 +16,15 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   roi::check_input_and_rois(input, rois, "roi_align");
   roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, "roi_align");
   const int64_t num_rois = rois.size(0), channels = input.size(1);
-  auto output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
-  if (num_rois == 0 || input.numel() == 0) return output;
-  const auto input_c = input.contiguous();
+  auto output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
+  if (num_rois == 0 || input.numel() == 0) return output.zero_();
+  const auto input_cl = roi::channels_last(input);
   const auto rois_c = roi::rois_for_kernel(rois, input);
   const roi::PoolArgs args{pooled_height,  pooled_width, spatial_scale,
                            sampling_ratio, aligned,      0.0};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
     roi::roi_pool_forward_cpu<scalar_t>(
-        input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), nullptr, nullptr,
+        input_cl.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), nullptr, nullptr,
         output.mutable_data_ptr<scalar_t>(), num_rois, channels, static_cast<int>(input.size(2)),
         static_cast<int>(input.size(3)), args);
   });
@@ -38,7 +38,9 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const char* op = "_roi_align_backward";
   TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
               ": batch_size, channels, height and width must be >= 0");
-  auto grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
+  // accumulated channels-last (roi_pool_cpu.h); its NCHW view for the checks
+  auto grad_input_cl = at::zeros({batch_size, height, width, channels}, grad.options());
+  const auto grad_input = grad_input_cl.permute({0, 3, 1, 2});
   roi::check_input_and_rois(grad_input, rois, op);
   roi::check_pooling_args(pooled_height, pooled_width, sampling_ratio, op);
   const int64_t num_rois = rois.size(0);
@@ -46,18 +48,21 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
               op, ": grad must have shape [R, channels, pooled_height, pooled_width], got ",
               grad.sizes());
-  if (num_rois == 0 || grad_input.numel() == 0) return grad_input;
-  const auto grad_c = grad.contiguous();
+  if (num_rois == 0 || grad_input.numel() == 0) return grad_input.contiguous();
+  const auto grad_cl = roi::bins_last(grad);
   const auto rois_c = roi::rois_for_kernel(rois, grad_input);
   const roi::PoolArgs args{pooled_height,  pooled_width, spatial_scale,
                            sampling_ratio, aligned,      0.0};
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
-    roi::roi_pool_backward_input_cpu<scalar_t>(
-        grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(), nullptr, nullptr,
-        grad_input.mutable_data_ptr<scalar_t>(), num_rois, channels, static_cast<int>(height),
-        static_cast<int>(width), args);
+    const auto tables =
+        roi::build_tables<scalar_t>(rois_c.const_data_ptr<scalar_t>(), nullptr, num_rois,
+                                    static_cast<int>(height), static_cast<int>(width), args, false);
+    roi::roi_pool_backward_input_cpu<scalar_t>(grad_cl.const_data_ptr<scalar_t>(), tables, nullptr,
+                                               grad_input_cl.mutable_data_ptr<scalar_t>(), channels,
+                                               static_cast<int>(height), static_cast<int>(width),
+                                               args);
   });
-  return grad_input;
+  return grad_input.contiguous();
 }
 
 }  // namespace
