@@ -56,8 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", help="ONNX file of tools/export.py (--backend onnxruntime)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime/openvino threads")
-    parser.add_argument("--input", required=True, help="image, folder or glob pattern")
-    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--input", help="image, folder or glob pattern (required)")
+    parser.add_argument("--output", help="output folder (required)")
     parser.add_argument(
         "--score-threshold",
         type=float,
@@ -69,15 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config"
     )
     args = parser.parse_args(argv)
+    needed = ("config", "ckpt", "input", "output") if args.backend == "pytorch" else ("model",)
+    missing = [f"--{f}" for f in needed + ("input", "output") if getattr(args, f) is None]
+    if missing:
+        what = "" if args.backend == "pytorch" else f" with --backend {args.backend}"
+        names = ", ".join(dict.fromkeys(missing))
+        raise cli.UsageError(f"the following arguments are required{what}: {names}")
     if args.backend == "pytorch":
-        for flag in ("config", "ckpt"):
-            if getattr(args, flag) is None:
-                raise cli.UsageError(f"--{flag} is required with --backend pytorch")
         if args.model is not None:
             raise cli.UsageError("--model is for --backend onnxruntime; give --config and --ckpt")
     else:
-        if args.model is None:
-            raise cli.UsageError(f"--model is required with --backend {args.backend}")
         if args.config is not None or args.ckpt is not None or args.opts:
             raise cli.UsageError(
                 f"--backend {args.backend} takes no --config, --ckpt or KEY VALUE pairs: the ONNX "
