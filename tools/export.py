@@ -11,9 +11,13 @@ pooling as bilinear gathers. It then runs `onnx.checker` and compares onnxruntim
 PyTorch on a random image of the test size, printing the largest difference per output.
 `--format torch-export` saves `torch.export.export` of the same module (`torch.export.load`).
 `--part detector` (default) exports the whole inference path of one image (image -> boxes,
-scores, labels, 28x28 masks to paste on the host) at the test size (MIN_SIZE_TEST x 1.5, padded);
-`--part backbone` the backbone alone (image -> C4, C5), H and W dynamic unless --static. The image
-input is `[1, 3, H, W]`, normalised and padded as `Predictor.preprocess` makes it.
+scores, labels, 28x28 masks to paste on the host); its input is `[1, 3, H, W]`, normalised as
+`Predictor.preprocess` makes it, not padded (the graph pads to DATALOADER.SIZE_DIVISIBILITY), and
+the ONNX file carries the test-time resize, normalisation, thresholds and class names in its
+metadata, for `tools/infer.py --backend onnxruntime` and `tools/test.py --backend onnxruntime`.
+`--part backbone` exports the backbone alone (image -> C4, C5). H and W are dynamic (32-4096)
+unless --static fixes them to the example's (the test size, MIN_SIZE_TEST x 1.5). The ONNX
+comparison runs on the example and, when dynamic, on an image of another size.
 The ONNX parts need the deploy extra: `pip install --no-build-isolation -e .[deploy]`.
 Bad arguments or files: exit 2 with one `error:` line.
 """
@@ -90,7 +94,9 @@ def build_module(cfg, ckpt: str, part: str) -> torch.nn.Module:
     model = build_detection_model(cfg)
     Checkpointer(model).load(resolve_checkpoint(ckpt, "--ckpt"))
     model.eval()
-    return BackboneForExport(model) if part == "backbone" else DetectorForExport(model)
+    if part == "backbone":
+        return BackboneForExport(model)
+    return DetectorForExport(model, size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY)
 
 
 def output_names(part: str) -> list[str]:
@@ -107,23 +113,40 @@ def run_export(cfg, args: argparse.Namespace) -> None:
         raise cli.MissingInputError(f"--output: folder {folder} does not exist")
     module = build_module(cfg, args.ckpt, args.part)
     image = example_image(cfg)
-    # the detector is exported at the example's size for now (dynamic H, W: docs/deployment.md)
-    dynamic = args.part == "backbone" and not args.static
+    dynamic = not args.static
     if args.format == "torch-export":
         program = onnx_export.export_program(module, image, dynamic=dynamic)
         torch.export.save(program, args.output)
         print(f"wrote {args.output} (torch.export, {args.part})")
         return
     onnx_export.export_onnx(module, image, args.output, output_names(args.part), dynamic=dynamic)
+    if args.part == "detector":
+        from detection.deploy.runtime import export_metadata
+        from tools.infer import category_info
+
+        onnx_export.write_metadata(args.output, export_metadata(cfg, *category_info(cfg)))
     onnx_export.check_onnx(args.output)
-    print(f"wrote {args.output} (ONNX opset {onnx_export.OPSET}, {args.part}); onnx.checker passed")
+    size = "dynamic H, W" if dynamic else f"static {tuple(image.shape)}"
+    print(
+        f"wrote {args.output} (ONNX opset {onnx_export.OPSET}, {args.part}, {size}); "
+        "onnx.checker passed"
+    )
     print("ops: " + " ".join(onnx_export.onnx_op_types(args.output)))
-    with torch.no_grad():
-        expected = module(image)
-    got = onnx_export.run_onnxruntime(args.output, image.numpy())
-    for name, e, g in zip(output_names(args.part), expected, got):
-        diff = (e.float() - torch.from_numpy(g).float()).abs().max().item() if e.numel() else 0.0
-        print(f"onnxruntime vs PyTorch {name} {tuple(g.shape)}: max abs difference {diff:.3g}")
+    images = [image]
+    if dynamic:  # another size than the example's, not a multiple of SIZE_DIVISIBILITY
+        g = torch.Generator().manual_seed(1)
+        images.append(torch.randn(1, 3, image.shape[2] - 5, image.shape[3] - 27, generator=g) * 50)
+    for x in images:
+        with torch.no_grad():
+            expected = module(x)
+        got = onnx_export.run_onnxruntime(args.output, x.numpy())
+        for name, e, g in zip(output_names(args.part), expected, got):
+            what = f"image {tuple(x.shape[2:])}: onnxruntime vs PyTorch {name} {tuple(g.shape)}"
+            if tuple(e.shape) != g.shape:
+                print(f"{what}: PyTorch's shape is {tuple(e.shape)}")
+                continue
+            diff = (e.float() - torch.from_numpy(g).float()).abs().max().item() if e.numel() else 0
+            print(f"{what}: max abs difference {diff:.3g}")
 
 
 @cli.cli_main

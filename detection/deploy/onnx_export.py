@@ -61,6 +61,19 @@ def export_onnx(
     onnx_program.save(path)
 
 
+def write_metadata(path: str, props: dict[str, str]) -> None:
+    """Add `props` to the ONNX file's `metadata_props` (replacing keys it already has)."""
+    import onnx
+
+    model = onnx.load(path)
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, path)
+
+
 def check_onnx(path: str) -> None:
     """`onnx.checker` on the file, with shape inference (raises onnx's ValidationError)."""
     import onnx

@@ -20,6 +20,12 @@ FLIP_TOP_BOTTOM = 1
 _MODES = ("xyxy", "xywh")
 
 
+def _size(v: Any) -> Any:
+    """`int(v)`, except that a symbolic size (torch.export with a dynamic image size) stays
+    symbolic: `int()` would fix it to the example's value."""
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 class BoxList:
     """Boxes `Tensor[N, 4]` of one image of size `(w, h)` with extra per-box fields.
 
@@ -44,7 +50,7 @@ class BoxList:
         if len(image_size) != 2:
             raise ValueError(f"image_size must be (width, height), got {image_size!r}")
         self.bbox = bbox
-        self.size = (int(image_size[0]), int(image_size[1]))
+        self.size = (_size(image_size[0]), _size(image_size[1]))
         self.mode = mode
         self.extra_fields: Dict[str, Any] = {}
 

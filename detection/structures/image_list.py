@@ -12,6 +12,10 @@ from typing import List, Sequence, Tuple, Union
 import torch
 
 
+def _size(v):
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
 class ImageList:
     """Padded batch `tensors: Tensor[B, C, H, W]`; `image_sizes`: list of (h, w) before padding."""
 
@@ -23,7 +27,8 @@ class ImageList:
                 f"image_sizes has {len(image_sizes)} entries for a batch of {tensors.shape[0]}"
             )
         self.tensors = tensors
-        self.image_sizes: List[Tuple[int, int]] = [(int(h), int(w)) for h, w in image_sizes]
+        # a symbolic size (torch.export, dynamic image size) stays symbolic; int() would fix it
+        self.image_sizes: List[Tuple[int, int]] = [(_size(h), _size(w)) for h, w in image_sizes]
 
     def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> "ImageList":
         return ImageList(self.tensors.to(device, non_blocking=non_blocking), self.image_sizes)

@@ -1,40 +1,16 @@
 """torch.export and ONNX export of the inference model on the tiny shapes config, and the
 onnxruntime parity of what exports (docs/deployment.md)."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from detection import HAS_OPS
-from testutils import ROOT
+from testutils.deploy import image as _image
+from testutils.deploy import role_image as _role_image
 
 pytestmark = pytest.mark.skipif(not HAS_OPS, reason="needs the compiled detection ops")
-
-CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def model():
-    """The tiny shapes model, eval mode, with offset predictors that give offsets of a few
-    pixels (at initialisation they are zero, which would leave the deformation untested)."""
-    from detection.config import load_config
-    from detection.modeling import build_detection_model
-
-    torch.manual_seed(0)
-    cfg = load_config(CONFIG, world_size=1)
-    m = build_detection_model(cfg).eval()
-    for name, module in m.named_modules():
-        if name.endswith("conv_offset"):
-            nn.init.normal_(module.weight, std=0.01)
-            nn.init.normal_(module.bias, std=0.5)
-    return m
-
-
-def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 50.0
 
 
 def _offsets_are_large(model, image) -> float:
@@ -173,33 +149,40 @@ def test_detector_torch_export_matches_eager(model):
     assert max(counts) > 0
 
 
-def test_detector_onnx_matches_pytorch(model, tmp_path):
-    """The whole inference path as standard ONNX (static size), run in onnxruntime on other
-    images: same labels, boxes and scores to 1e-4, the same 28x28 mask probabilities."""
-    pytest.importorskip("onnxscript", reason="ONNX export needs the deploy extra (onnxscript)")
-    pytest.importorskip("onnxruntime", reason="the parity check needs the deploy extra")
-    from detection.deploy.export_model import DetectorForExport
-    from detection.deploy.onnx_export import (
-        check_onnx,
-        export_onnx,
-        onnx_op_types,
-        run_onnxruntime,
-    )
+def _assert_onnx_matches(got, expected) -> None:
+    boxes, scores, labels, masks = (t.numpy() for t in expected)
+    assert [g.shape for g in got] == [boxes.shape, scores.shape, labels.shape, masks.shape]
+    np.testing.assert_array_equal(got[2], labels)
+    np.testing.assert_allclose(got[0], boxes, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got[1], scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got[3], masks, rtol=0, atol=1e-4)
 
-    module = DetectorForExport(model)
-    path = str(tmp_path / "detector.onnx")
-    export_onnx(module, _image(64, 96), path, ["boxes", "scores", "labels", "masks"], False)
-    check_onnx(path)
+
+def test_detector_onnx_matches_pytorch(detector_onnx):
+    """The whole inference path as standard ONNX with a dynamic image size, run in onnxruntime
+    on images of other sizes than the example (multiples of 16 and not): same labels, boxes and
+    scores to 1e-4, the same 28x28 mask probabilities."""
+    from detection.deploy.onnx_export import onnx_op_types, run_onnxruntime
+
+    module, path, counter, _ = detector_onnx
     ops = onnx_op_types(path)
     assert {"DeformConv", "NonMaxSuppression"} <= set(ops)
     assert not [o for o in ops if "::" in o], f"non-standard ops: {ops}"
-    for seed in (1, 2):
-        image = _image(64, 96, seed=seed)
-        with torch.no_grad():
-            boxes, scores, labels, masks = module(image)
-        got = run_onnxruntime(path, image.numpy())
-        assert len(boxes) > 0
-        np.testing.assert_array_equal(got[2], labels.numpy())
-        np.testing.assert_allclose(got[0], boxes.numpy(), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(got[1], scores.numpy(), rtol=0, atol=1e-4)
-        np.testing.assert_allclose(got[3], masks.numpy(), rtol=0, atol=1e-4)
+    for k in ("with", "multiple", "odd"):
+        image = _role_image(k)
+        proposals, detections, expected = counter(image)
+        assert detections > 0, k
+        _assert_onnx_matches(run_onnxruntime(path, image.numpy()), expected)
+
+
+def test_detector_onnx_no_proposal_no_detection(detector_onnx):
+    """An image with proposals but no detection above the score threshold, and one with no RPN
+    proposal at all: onnxruntime returns empty outputs of the right shapes, as PyTorch does."""
+    from detection.deploy.onnx_export import run_onnxruntime
+
+    module, path, counter, _ = detector_onnx
+    for k, want_proposals in (("none", True), ("empty", False)):
+        image = _role_image(k)
+        proposals, detections, expected = counter(image)
+        assert (proposals > 0) == want_proposals and detections == 0, (k, proposals, detections)
+        _assert_onnx_matches(run_onnxruntime(path, image.numpy()), expected)

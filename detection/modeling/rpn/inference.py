@@ -37,7 +37,7 @@ class RPNPostProcessor:
     ) -> List[BoxList]:
         """`objectness: Tensor[N, A]`, `deltas: Tensor[N, A, 4]`, anchors one BoxList per image."""
         out = []
-        k = min(self.pre_nms_top_n, objectness.shape[1])
+        k = torch.sym_min(self.pre_nms_top_n, objectness.shape[1])  # symbolic under torch.export
         scores, idx = objectness.topk(k, dim=1, sorted=True)
         for i, anc in enumerate(anchors):
             boxes = self.box_coder.decode(deltas[i, idx[i]], anc.bbox[idx[i]])

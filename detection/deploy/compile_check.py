@@ -1,0 +1,101 @@
+"""`torch.compile` of the inference model and of the training step: graph breaks counted by
+`torch._dynamo.explain` (tests/deploy/test_compile.py keeps the count from growing; the
+remaining breaks and their reasons are in docs/deployment.md) and the two callables compiled
+for benchmarks/bench_deploy.py.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def inference_fn(model: nn.Module) -> Callable:
+    """`fn(images: ImageList) -> list[BoxList]`, the model in eval mode without autograd."""
+    model.eval()
+
+    def infer(images):
+        with torch.no_grad():
+            return model(images)
+
+    return infer
+
+
+def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """`fn(images, targets) -> loss`: forward in train mode, the summed loss, backward and one
+    optimizer step, as the training loop does for one iteration (no hooks, no AMP)."""
+    model.train()
+
+    def step(images, targets):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+# Dynamo settings that keep data-dependent shapes (boolean masks, nonzero, our NMS, whose fake
+# kernel gives an unbacked size) and `.item()` in the graph instead of breaking it there: with
+# them the inference model is one graph. The training step keeps dynamo's defaults: with scalar
+# capture, indexing the polygon lists of the mask targets by a tensor fails (an unbacked index
+# into a Python list), and with dynamic output shapes `torch.unique(...).tolist()` in the
+# mimicking branch fails (a guard on an unbacked size): both are errors, not breaks.
+CAPTURE = {"capture_dynamic_output_shape_ops": True, "capture_scalar_outputs": True}
+CAPTURE_TRAINING: dict = {}
+
+
+def compile_config(capture: dict | None = None):
+    """A context with the dynamo settings `capture` (`CAPTURE` when None; {} for defaults)."""
+    return torch._dynamo.config.patch(**(CAPTURE if capture is None else capture))
+
+
+def explain(fn: Callable, *args, capture: dict | None = None) -> dict:
+    """`torch._dynamo.explain(fn)(*args)` summarised: {"graphs", "breaks", "reasons": [str]}
+    (each break's reason with the user frame it happened in, in order), under
+    `compile_config(capture)`. Resets dynamo first, so earlier compilations do not hide
+    breaks."""
+    torch._dynamo.reset()
+    with compile_config(capture):
+        out = torch._dynamo.explain(fn)(*args)
+    reasons = []
+    for b in out.break_reasons:
+        frame = b.user_stack[-1] if b.user_stack else None
+        where = f"{frame.filename.split('detection/')[-1]}:{frame.lineno}" if frame else "?"
+        reasons.append(f"{where}: {b.reason.splitlines()[0]}")
+    return {"graphs": out.graph_count, "breaks": out.graph_break_count, "reasons": reasons}
+
+
+def synthetic_batch(cfg, n: int, seed: int = 0):
+    """`(ImageList, [BoxList])`: `n` random images of the config's training size, each with
+    three bright squares as targets (boxes, labels, polygon masks), for the compile checks and
+    benchmarks."""
+    from detection.structures.bounding_box import BoxList
+    from detection.structures.image_list import to_image_list
+    from detection.structures.segmentation_mask import SegmentationMask
+
+    g = torch.Generator().manual_seed(seed)
+    h = cfg.INPUT.MIN_SIZE_TRAIN[0]
+    w = min(cfg.INPUT.MAX_SIZE_TRAIN, h * 4 // 3)
+    images, targets = [], []
+    for _ in range(n):
+        img = torch.randn(3, h, w, generator=g) * 30
+        boxes, polys = [], []
+        for _k in range(3):
+            s = int(torch.randint(max(h // 8, 8), h // 2, (1,), generator=g))
+            x = int(torch.randint(0, w - s, (1,), generator=g))
+            y = int(torch.randint(0, h - s, (1,), generator=g))
+            img[:, y : y + s, x : x + s] += 80.0
+            boxes.append([x, y, x + s, y + s])
+            polys.append([[x, y, x + s, y, x + s, y + s, x, y + s]])
+        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (w, h), mode="xyxy")
+        labels = torch.arange(1, 4) % cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        t.add_field("labels", labels.clamp(min=1))
+        t.add_field("masks", SegmentationMask(polys, (w, h), mode="poly"))
+        images.append(img)
+        targets.append(t)
+    return to_image_list(images, cfg.DATALOADER.SIZE_DIVISIBILITY), targets
