@@ -80,7 +80,7 @@ def test_sizes_span_and_overlap():
     heights, overlapped = [], 0
     for i in range(30):
         rng = np.random.default_rng([0, 0, i])
-        _, objects = M.render_canvas(rng, pool, labels, 200, 200, 12, 120)
+        _, objects = M.render_canvas(rng, pool, labels, 130, 130, 12, 120)  # just fits 120 px
         heights += [np.ptp(np.nonzero(o["full"].any(1))[0]) + 1 for o in objects]
         overlapped += sum(int((o["visible"] != o["full"]).any()) for o in objects)
         for o in objects:  # at least half of every digit stays visible

@@ -97,13 +97,13 @@ def test_faithful_classifier_deformable_layers(modulation):
 
 def test_run_on_real_mnist_records_what_ran(mnist_root, tmp_path):
     out = str(tmp_path / "run")
-    argv = ["--arch", "MNISTClassifier", "--epochs", "2", "--train-size", "128", "--test-size"]
+    argv = ["--arch", "MNISTClassifier", "--epochs", "2", "--train-size", "64", "--test-size"]
     argv += ["20", "--scale-min", "1", "--scale-max", "1", "--data-root", mnist_root]
     argv += ["--out", out, "--threads", "1", "--quiet", "--no-download"]
     T.main(argv)
     args = _load_json(os.path.join(out, "args.json"))
     assert args["data_used"] == "mnist" and args["status"] == "completed"
-    assert args["epochs_completed"] == 2 and args["train_size"] == 128
+    assert args["epochs_completed"] == 2 and args["train_size"] == 64
     assert args["modulation"] is None and args["deformable_layers"] == []
     summary = _load_json(os.path.join(out, "summary.json"))
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2]

@@ -57,6 +57,11 @@ def test_mnist_reader_finds_plain_and_gz(tmp_path):
     got_i, got_l = D.load_mnist(str(root), "test")
     np.testing.assert_array_equal(got_i, imgs)
     np.testing.assert_array_equal(got_l, labels.astype(np.int64))
+    # the in-process cache hands out copies, and a rewritten file is read again
+    got_i[:] = 0
+    np.testing.assert_array_equal(D.load_mnist(str(root), "test")[0], imgs)
+    D.write_idx(str(root / "t10k-images-idx3-ubyte"), imgs[::-1])
+    np.testing.assert_array_equal(D.load_mnist(str(root), "test")[0], imgs[::-1])
 
 
 def test_missing_mnist_error_says_where_and_what(tmp_path):

@@ -145,11 +145,39 @@ def find_mnist(root: str, download: bool = True) -> tuple[str, str]:
     raise FileNotFoundError(f"MNIST not found ({reason}); {mnist_help(root)}")
 
 
+# Decompressed splits, keyed by the files' paths, inodes, sizes and mtimes (a changed or replaced
+# file is re-read):
+# the tools and tests read the same 55 MB of idx data several times per process.
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_CACHE_MAX = 4
+
+
+def _file_key(root: str, split: str) -> tuple | None:
+    paths = [_find_idx(root, name) for name in SPLIT_FILES.get(split, ())]
+    if not paths or None in paths:
+        return None
+    stats = [os.stat(p) for p in paths]
+    return tuple(
+        (os.path.realpath(p), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats)
+    )
+
+
 def load_mnist(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Real MNIST `split` from the folder `root` holding the idx files (see `find_mnist`)."""
-    try:
-        return load_idx_split(root, split)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{root}: the MNIST idx files are missing; {mnist_help(os.path.dirname(root))}"
-        ) from None
+    """Real MNIST `split` from the folder `root` holding the idx files (see `find_mnist`).
+
+    Each call returns fresh arrays (copies of an in-process cache of the decompressed files)."""
+    key = _file_key(root, split)
+    if key is None or key not in _CACHE:
+        try:
+            arrays = load_idx_split(root, split)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{root}: the MNIST idx files are missing; {mnist_help(os.path.dirname(root))}"
+            ) from None
+        if key is None:
+            return arrays
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = arrays
+    images, labels = _CACHE[key]
+    return images.copy(), labels.copy()
