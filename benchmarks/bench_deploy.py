@@ -199,6 +199,7 @@ def bench_compile(config: str, repeat: int, n_images: int) -> str:
     from detection.deploy.compile_check import (
         CAPTURE,
         CAPTURE_TRAINING,
+        INDUCTOR_OPTIONS,
         compile_config,
         inference_fn,
         synthetic_batch,
@@ -219,7 +220,7 @@ def bench_compile(config: str, repeat: int, n_images: int) -> str:
             fn, args, capture = training_step_fn(model, opt), (images, targets), CAPTURE_TRAINING
         eager = best_seconds(lambda: fn(*args), repeat)
         torch._dynamo.reset()
-        compiled = torch.compile(fn)
+        compiled = torch.compile(fn, options=INDUCTOR_OPTIONS)
         with compile_config(capture):
             start = time.perf_counter()
             compiled(*args)
@@ -263,13 +264,12 @@ def bench_images(
         with torch.no_grad():
             return model(padded[i])
 
-    from detection.deploy.compile_check import compile_config
+    from detection.deploy.compile_check import compile_inference
 
-    compiled_model = torch.compile(model, dynamic=True) if compile_ else None
+    compiled_model = compile_inference(model, dynamic=True) if compile_ else None
 
     def compiled(i):
-        with torch.no_grad(), compile_config():
-            return compiled_model(padded[i])
+        return compiled_model(padded[i])
 
     ort_model = OnnxRuntimeDetector(onnx_path, threads)
     ov_model = OpenVinoDetector(onnx_path, threads)

@@ -8,7 +8,11 @@
 #   tools/run_mnist_det_ablation.sh                 # one worker: the 7 runs in RUNS_ONLY order
 #   tools/run_mnist_det_ablation.sh & tools/run_mnist_det_ablation.sh &   # two workers
 #   RUNS_ONLY="1_regular:0" tools/run_mnist_det_ablation.sh   # just one
+#   OPTS="SOLVER.MAX_ITER 2000 SOLVER.STEPS (1500,1800)" RUNS=work_space/mnist_det_2000it \
+#     RESULTS=docs/results/mnist_det_2000it tools/run_mnist_det_ablation.sh   # another schedule
 #
+# OPTS (config overrides, KEY VALUE pairs without spaces inside a value) go to both train.py and
+# test.py and are recorded in the result file.
 # Workers share the queue: each takes the next run in RUNS_ONLY order that no other worker holds
 # (a flock on the run's folder, released when its process ends, even by a kill), so N workers run
 # N runs at once. Workspaces and logs: work_space/mnist_det/<config>_s<seed>/ (not in git), with
@@ -18,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-work_space/mnist_det}"; RESULTS="${RESULTS:-docs/results/mnist_det}"
-PYTHON="${PYTHON:-python}"; NICE="${NICE:-19}"
+PYTHON="${PYTHON:-python}"; NICE="${NICE:-19}"; OPTS="${OPTS:-}"
 RUNS_ONLY="${RUNS_ONLY:-1_regular:0 5_full_mimic:0 3_dcnv2:0 4_dcnv2_mdpool:0 2_dcnv1:0 1_regular:1 5_full_mimic:1}"
 mkdir -p "$RUNS" "$RESULTS"
 sampler=""
@@ -40,12 +44,12 @@ for run in $RUNS_ONLY; do
   start=$(date +%s)
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 nice -n "$NICE" "$PYTHON" tools/train.py $resume --config "$config" \
-    SEED "$seed" WORKSPACE "$ws" >> "$ws/train.out" 2>&1
+    SEED "$seed" WORKSPACE "$ws" $OPTS >> "$ws/train.out" 2>&1
   rc=$?
   trained=$(date +%s)
   if [ "$rc" = 0 ]; then
     OMP_NUM_THREADS=1 nice -n "$NICE" "$PYTHON" tools/test.py --no-progress --config "$config" \
-      SEED "$seed" WORKSPACE "$ws" >> "$ws/test.out" 2>&1
+      SEED "$seed" WORKSPACE "$ws" $OPTS >> "$ws/test.out" 2>&1
     rc=$?
   fi
   end=$(date +%s)
@@ -54,9 +58,9 @@ for run in $RUNS_ONLY; do
   metrics="$ws/inference/mnist_det_val/metrics.json"
   if [ "$rc" = 0 ] && [ -f "$metrics" ]; then
     "$PYTHON" - "$metrics" "$RESULTS/$name.json" "$cfg" "$seed" "$start" "$trained" "$end" \
-      "$ws" "$resume" "$config" <<'PY'
+      "$ws" "$resume" "$config" "$OPTS" <<'PY'
 import json, os, sys
-metrics, out, cfg, seed, start, trained, end, ws, resume, config = sys.argv[1:]
+metrics, out, cfg, seed, start, trained, end, ws, resume, config, opts = sys.argv[1:]
 start, trained, end = int(start), int(trained), int(end)
 loads = []
 if os.path.exists(f"{ws}/load.log"):
@@ -67,7 +71,7 @@ if os.path.exists(f"{ws}/load.log"):
 log = open(f"{ws}/log/log.txt").read() if os.path.exists(f"{ws}/log/log.txt") else ""
 train_line = [l for l in log.splitlines() if "Total training time" in l]
 json.dump({
-    "config": cfg, "seed": int(seed), "config_file": config,
+    "config": cfg, "seed": int(seed), "config_file": config, "opts": opts.split(),
     "wall_time_s": end - start, "train_wall_s": trained - start, "eval_wall_s": end - trained,
     "resumed": bool(resume),  # wall times then cover only the last (resumed) part
     "training_time": train_line[-1].split("time: ")[-1] if train_line else None,

@@ -1,7 +1,8 @@
 """`torch.compile` of the inference model and of the training step: graph breaks counted by
 `torch._dynamo.explain` (tests/deploy/test_compile.py keeps the count from growing; the
-remaining breaks and their reasons are in docs/deployment.md) and the two callables compiled
-for benchmarks/bench_deploy.py.
+remaining breaks and their reasons are in docs/deployment.md), the two callables compiled for
+benchmarks/bench_deploy.py, and `compile_inference`, the way to compile the detector for
+inference (Inductor's options below).
 """
 
 from __future__ import annotations
@@ -47,6 +48,31 @@ def training_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer) -> Call
 # mimicking branch fails (a guard on an unbacked size): both are errors, not breaks.
 CAPTURE = {"capture_dynamic_output_shape_ops": True, "capture_scalar_outputs": True}
 CAPTURE_TRAINING: dict = {}
+
+
+# Inductor options for our models. Layout optimisation (on by default on CPU) makes every conv
+# take channels-last inputs and weights. The mask head's convs run on the detections, whose
+# number is data-dependent (an unbacked size), and for an unbacked shape FakeTensor's conv
+# rule gives up on the memory format and answers contiguous (torch 2.13,
+# torch/_subclasses/fake_impls.py, `conv`: "best effort channels last detection" is a TODO),
+# while the real oneDNN conv returns channels-last: the compiled graph's stride check fails at
+# the first call (docs/deployment.md, torch.compile, item 8). With layout optimisation off the
+# fake and the real strides agree.
+INDUCTOR_OPTIONS = {"layout_optimization": False}
+
+
+def compile_inference(model: nn.Module, **compile_kwargs) -> Callable:
+    """`fn(images: ImageList) -> list[BoxList]`: the model in eval mode under `torch.compile`
+    with `INDUCTOR_OPTIONS`, called under `compile_config()` (one graph). Extra keyword
+    arguments (e.g. `dynamic=True`) go to `torch.compile`. The first call compiles (minutes on a
+    CPU); later calls with new image sizes may recompile."""
+    compiled = torch.compile(inference_fn(model), options=INDUCTOR_OPTIONS, **compile_kwargs)
+
+    def run(images):
+        with compile_config():
+            return compiled(images)
+
+    return run
 
 
 def compile_config(capture: dict | None = None):

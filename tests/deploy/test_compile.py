@@ -44,3 +44,32 @@ def test_training_step_graph_breaks_do_not_grow(setup):
     opt = torch.optim.SGD(model.parameters(), lr=1e-5)
     report = explain(training_step_fn(model, opt), images, targets, capture=CAPTURE_TRAINING)
     assert report["breaks"] <= TRAINING_STEP_BREAKS, "\n".join(report["reasons"])
+
+
+def test_compiled_inference_matches_eager(model, tiny_cfg):
+    """`compile_inference` (Inductor, one graph) gives eager's detections and masks on two
+    images of different sizes batched together. With Inductor's default layout optimisation
+    this failed at the first call (a stride assertion on the mask head's conv, whose batch is
+    the data-dependent number of detections; compile_check.INDUCTOR_OPTIONS)."""
+    import copy
+
+    from detection.deploy.compile_check import compile_inference
+    from detection.structures.image_list import to_image_list
+    from testutils.deploy import role_image
+
+    m = copy.deepcopy(model)
+    m.roi_heads.box_head.post_processor.score_thresh = 0.0  # detections in both images
+    images = to_image_list(
+        [role_image(k)[0] for k in ("with", "multiple")], tiny_cfg.DATALOADER.SIZE_DIVISIBILITY
+    )
+    with torch.no_grad():
+        expected = m(images)
+    torch._dynamo.reset()
+    got = compile_inference(m)(images)
+    assert [len(r) for r in got] == [len(r) for r in expected]
+    assert all(len(r) > 0 for r in expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.get_field("labels"), e.get_field("labels"))
+        torch.testing.assert_close(g.bbox, e.bbox, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(g.get_field("scores"), e.get_field("scores"), rtol=0, atol=1e-5)
+        torch.testing.assert_close(g.get_field("mask"), e.get_field("mask"), rtol=0, atol=1e-5)
