@@ -180,33 +180,10 @@ def _model_cfg(config: str, dense: bool, device: str, size: tuple[int, int] | No
 
 
 def _batch(cfg, n: int, device: str, seed: int = 0):
-    from detection.structures.bounding_box import BoxList
-    from detection.structures.image_list import to_image_list
-    from detection.structures.segmentation_mask import SegmentationMask
+    from detection.data.synthetic import synthetic_batch
 
-    g = torch.Generator().manual_seed(seed)
-    h = cfg.INPUT.MIN_SIZE_TRAIN[0]
-    w = min(cfg.INPUT.MAX_SIZE_TRAIN, h * 4 // 3) if cfg.INPUT.MAX_SIZE_TRAIN < 1000 else 1333
-    images, targets = [], []
-    for _ in range(n):
-        img = torch.randn(3, h, w, generator=g) * 30
-        boxes, polys = [], []
-        for _k in range(3):
-            s = int(torch.randint(16, h // 2, (1,), generator=g))
-            x = int(torch.randint(0, w - s, (1,), generator=g))
-            y = int(torch.randint(0, h - s, (1,), generator=g))
-            img[:, y : y + s, x : x + s] += 80.0
-            boxes.append([x, y, x + s, y + s])
-            polys.append([[x, y, x + s, y, x + s, y + s, x, y + s]])
-        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (w, h), mode="xyxy")
-        t.add_field(
-            "labels", torch.tensor([1, 2, 3])[: len(boxes)] % cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        )
-        t.add_field("masks", SegmentationMask(polys, (w, h), mode="poly"))
-        images.append(img)
-        targets.append(t.to(device))
-    images = to_image_list([i.to(device) for i in images], cfg.DATALOADER.SIZE_DIVISIBILITY)
-    return images, targets
+    width = 1333 if cfg.INPUT.MAX_SIZE_TRAIN >= 1000 else None
+    return synthetic_batch(cfg, n, seed=seed, width=width, device=device)
 
 
 def _our_op_share(prof) -> float:

@@ -98,30 +98,9 @@ def explain(fn: Callable, *args, capture: dict | None = None) -> dict:
 
 def synthetic_batch(cfg, n: int, seed: int = 0):
     """`(ImageList, [BoxList])`: `n` random images of the config's training size, each with
-    three bright squares as targets (boxes, labels, polygon masks), for the compile checks and
-    benchmarks."""
-    from detection.structures.bounding_box import BoxList
-    from detection.structures.image_list import to_image_list
-    from detection.structures.segmentation_mask import SegmentationMask
+    three bright squares as targets (boxes, labels, polygon masks; sides from an eighth of the
+    height, at least 8 px), for the compile checks and benchmarks."""
+    from detection.data.synthetic import synthetic_batch as batch
 
-    g = torch.Generator().manual_seed(seed)
     h = cfg.INPUT.MIN_SIZE_TRAIN[0]
-    w = min(cfg.INPUT.MAX_SIZE_TRAIN, h * 4 // 3)
-    images, targets = [], []
-    for _ in range(n):
-        img = torch.randn(3, h, w, generator=g) * 30
-        boxes, polys = [], []
-        for _k in range(3):
-            s = int(torch.randint(max(h // 8, 8), h // 2, (1,), generator=g))
-            x = int(torch.randint(0, w - s, (1,), generator=g))
-            y = int(torch.randint(0, h - s, (1,), generator=g))
-            img[:, y : y + s, x : x + s] += 80.0
-            boxes.append([x, y, x + s, y + s])
-            polys.append([[x, y, x + s, y, x + s, y + s, x, y + s]])
-        t = BoxList(torch.tensor(boxes, dtype=torch.float32), (w, h), mode="xyxy")
-        labels = torch.arange(1, 4) % cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        t.add_field("labels", labels.clamp(min=1))
-        t.add_field("masks", SegmentationMask(polys, (w, h), mode="poly"))
-        images.append(img)
-        targets.append(t)
-    return to_image_list(images, cfg.DATALOADER.SIZE_DIVISIBILITY), targets
+    return batch(cfg, n, seed=seed, min_side=max(h // 8, 8))
