@@ -13,12 +13,15 @@ Sections (CPU always, CUDA when available):
   default mode (the cost of the deterministic backward);
 - ``memory``: peak memory of DCN forward+backward against dense conv on the same shape, and the
   effect of ``im2col_step`` on it (the column buffer). CPU: the allocations ATen reports to
-  ``torch.profiler`` (``profile_memory=True``) replayed in time order; CUDA:
+  ``torch.profiler`` (``profile_memory=True``) replayed in time order, with the scratch the
+  kernel keeps per thread released first so that it counts (``_ext.cpu_workspace_bytes``); CUDA:
   ``torch.cuda.max_memory_allocated``;
 - ``model``: training step images/s, peak memory and inference latency of the shapes demo config
   (CPU) and of the paper config at 2 images of 800x1333 (CUDA only; float32 and bf16 autocast),
   each against the same model with dense convs and RoIAlign pooling (the "dense" baseline), plus
-  the share of time spent in our ops (``detection::*`` events of ``torch.profiler``).
+  the share of time spent in our ops (``detection::*`` events of ``torch.profiler``), and the
+  "floor": the deformable model with its two ops swapped for the dense ones (``ops_as_dense``),
+  the part of its cost over the dense model that no kernel can remove.
 
     python benchmarks/run.py [--sections ops,demo_ops,determinism,memory,model] [--devices cpu,cuda] [--repeat 2]
                              [--out benchmarks/out]
@@ -27,6 +30,7 @@ Sections (CPU always, CUDA when available):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import platform
@@ -45,6 +49,7 @@ for _p in (ROOT, HERE):
 
 import bench_ops  # noqa: E402
 
+from detection import _ext  # noqa: E402
 from detection.layers import modulated_deform_conv2d  # noqa: E402
 
 SHAPES_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
@@ -95,6 +100,8 @@ def bench_memory(device: str, shapes: list[str]) -> list[dict]:
         row["conv2d_peak_MB"] = dense_mb
         for step in (1, 2):
             kws = dict(kw, im2col_step=step)
+            if device == "cpu":  # so that the scratch the CPU kernel keeps counts in its peak
+                _ext.cpu_workspace_bytes(release=True)
             mb = peak_bytes(bench_ops._fwd_bwd(ours, tensors, kws), device) / 2**20
             row[f"ours_step{step}_peak_MB"] = mb
             row[f"ours_step{step}/conv2d"] = mb / dense_mb
@@ -195,6 +202,38 @@ def _our_op_share(prof) -> float:
     return ours / max(total, 1e-9)
 
 
+@contextlib.contextmanager
+def ops_as_dense():
+    """The deformable model with its two ops swapped for their dense counterparts on the same
+    tensors: ``F.conv2d`` for the deformable conv, RoIAlign for the deformable RoI pooling. The
+    offsets and masks stay in the graph (added times 0), so their predictors still run forward
+    and backward. Its time over the dense model's is the floor that no kernel speed-up can go
+    below: the work the DCNv2 architecture adds around the ops (offset convs and fcs, the second
+    pooling of each head)."""
+    from detection.layers import deform_conv, deform_roi_pool
+    from detection.layers.roi_align import roi_align
+
+    def conv(input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+             deform_groups=1, im2col_step=64):  # fmt: skip
+        out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        return out + 0 * (offset.sum() + (mask.sum() if mask is not None else 0))
+
+    def pool(input, rois, offset=None, mask=None, *, output_size, spatial_scale=1.0,
+             sampling_ratio=0, gamma=0.1):  # fmt: skip
+        out = roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned=True)
+        for t in (offset, mask):
+            if t is not None:
+                out = out + 0 * t.sum()
+        return out
+
+    saved = deform_conv.modulated_deform_conv2d, deform_roi_pool.modulated_deform_roi_pool
+    deform_conv.modulated_deform_conv2d, deform_roi_pool.modulated_deform_roi_pool = conv, pool
+    try:
+        yield
+    finally:
+        deform_conv.modulated_deform_conv2d, deform_roi_pool.modulated_deform_roi_pool = saved
+
+
 def _model_numbers(cfg, device: str, n_img: int, iters: int, amp_dtype) -> dict:
     from detection.modeling import build_detection_model
 
@@ -259,11 +298,18 @@ def bench_model(device: str, repeat: int) -> list[dict]:
         base = _model_numbers(
             _model_cfg(config, True, device, size), device, n_img, repeat, amp_dtype
         )
+        with ops_as_dense():
+            floor = _model_numbers(
+                _model_cfg(config, False, device, size), device, n_img, repeat, amp_dtype
+            )
         for k, v in ours.items():
             row[f"dcn_{k}"] = v
         for k in ("train_ms", "train_peak_MB", "infer_ms"):
             row[f"dense_{k}"] = base[k]
             row[f"{k.rsplit('_', 1)[0]}_dcn/dense"] = ours[k] / max(base[k], 1e-9)
+        for k in ("train_ms", "infer_ms"):
+            row[f"floor_{k}"] = floor[k]
+            row[f"{k.rsplit('_', 1)[0]}_floor/dense"] = floor[k] / max(base[k], 1e-9)
         rows.append(row)
         print(bench_ops._format_table([row], markdown=False), flush=True)
     return rows

@@ -1,4 +1,4 @@
-// The operator library `detection`: its ops' schemas (common/op_schemas.h) and two queries.
+// The operator library `detection`: its ops' schemas (common/op_schemas.h) and three queries.
 //
 // Kernels register themselves per backend in their own files
 // (csrc/<op>/cpu/*.cpp: TORCH_LIBRARY_IMPL(detection, CPU, m),
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/cpu_isa.h"
+#include "common/cpu_workspace.h"
 #include "common/op_schemas.h"
 
 #ifdef WITH_CUDA
@@ -33,10 +34,15 @@ int64_t cuda_version() {
 // or "default" (csrc/common/cpu_isa.h).
 std::string cpu_isa_in_use() { return cpu_isa_name(cpu_isa()); }
 
+// Bytes of CPU scratch the calling thread keeps between kernel calls (common/cpu_workspace.h);
+// `release` frees them.
+int64_t cpu_workspace(bool release) { return workspace_bytes(release); }
+
 }  // namespace detection
 
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   m.def("_cpu_isa() -> str", &detection::cpu_isa_in_use);
+  m.def("_cpu_workspace(bool release=False) -> int", &detection::cpu_workspace);
   detection::define_op_schemas(m);
 }

@@ -51,3 +51,12 @@ def cpu_isa() -> str:
     baseline loops) and what the CPU supports."""
     require_ops()
     return torch.ops.detection._cpu_isa()
+
+
+def cpu_workspace_bytes(release: bool = False) -> int:
+    """Bytes of scratch the CPU kernels keep for the calling thread between calls (the
+    deformable convolution's padded images, sampling plan and column tiles: reusing them spares
+    a page fault per 4 KiB on every call); ``release=True`` frees them (returns what was held).
+    Other threads' scratch is not touched."""
+    require_ops()
+    return torch.ops.detection._cpu_workspace(release)

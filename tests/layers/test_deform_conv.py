@@ -537,6 +537,31 @@ def test_cpu_tiles_spanning_images_match_per_image():
     torch.testing.assert_close(grads[3], grad_weight, rtol=1e-4, atol=1e-3)
 
 
+def test_cpu_workspace_reuse_gives_fresh_results_and_releases():
+    """The CPU kernel keeps its scratch (padded images, plan, column tiles, gradient buffers) per
+    thread between calls (csrc/common/cpu_workspace.h). A call that follows larger ones, float32
+    and float64, whose data fills those buffers, must give bit for bit what it gives with fresh
+    buffers; the scratch is then as large as the largest call left it, and `release` frees it."""
+    small, small_kw = make_case(2, 16, 8, 9, 11, 3, padding=1, dg=2, groups=2,
+                                dtype=torch.float32, seed=5)  # fmt: skip
+    big, big_kw = make_case(3, 64, 8, 60, 60, 3, padding=1, dg=2, dtype=torch.float32, seed=3)
+    big64, big64_kw = make_case(2, 24, 8, 20, 30, 3, padding=1, seed=6)
+    grad_out = torch.randn(2, 8, 9, 11, generator=torch.Generator().manual_seed(7))
+    _ext.cpu_workspace_bytes(release=True)
+    fresh_out, fresh_grads = _grads(small, small_kw, grad_out)
+    assert _ext.cpu_workspace_bytes() > 0
+    _grads(big, big_kw)
+    _grads(big64, big64_kw)
+    _grads(big, big_kw)
+    held = _ext.cpu_workspace_bytes()
+    out, grads = _grads(small, small_kw, grad_out)
+    assert torch.equal(out, fresh_out)
+    for name, g, f in zip(["input", "offset", "mask", "weight", "bias"], grads, fresh_grads):
+        assert torch.equal(g, f), name
+    assert _ext.cpu_workspace_bytes(release=True) == held
+    assert _ext.cpu_workspace_bytes() == 0
+
+
 ISA_CODE = """
 import sys, torch
 from detection import _ext

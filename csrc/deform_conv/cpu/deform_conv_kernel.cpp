@@ -8,8 +8,10 @@
 //     so that rows H + 1, H + 2 x columns 0, 1 form an all-zero 2x2 block of pixels;
 //  2. a sampling plan is built once per (deform group, kernel point, output position): the
 //     top-left corner's pixel index in the padded plane, the fractional parts ly, lx and the
-//     mask. Samples outside the band -1 < y < H, -1 < x < W (and NaN / huge offsets) point at the
-//     zero block with ly = lx = 0, so every inner loop is branch-free and in bounds;
+//     mask, stored position-major (the samples of one row of the columns are contiguous) and
+//     built by the ISA-specific loops. Samples outside the band -1 < y < H, -1 < x < W (and NaN /
+//     huge offsets) point at the zero block with ly = lx = 0, so every inner loop is branch-free
+//     and in bounds;
 //  3. channels-last deformable im2col into columns [positions, K*C] (per position: conv group,
 //     kernel point, channel), whose inner loop runs over contiguous channels (SIMD, no gathers),
 //     against the weight permuted to the same order.
@@ -25,6 +27,9 @@
 // of the coordinate gradients; the chunks are then summed in a fixed order. Nothing depends on the
 // thread count, so the sampling results are bit-identical across runs and thread counts (the
 // deterministic mode needs nothing else on CPU; grad_weight's GEMM may block by thread count).
+// Scratch (padded images, plan, column tile, gradient buffers) comes from the calling thread's
+// workspace (common/cpu_workspace.h), reused from one call to the next rather than allocated
+// as fresh pages each time.
 // im2col_step is checked but does not matter on CPU (the column buffer is bounded by the tile).
 // Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
@@ -38,6 +43,7 @@
 #include <vector>
 
 #include "common/cpu_isa.h"
+#include "common/cpu_workspace.h"
 #include "deform_conv/deform_conv_common.h"
 #include "deform_conv/deform_conv_math.h"
 
@@ -64,48 +70,6 @@ struct Geometry {
 Geometry geometry(const ConvShape& s, const ConvParams& p) {
   return Geometry{s.channels, s.height,   s.width, p.deform_groups,
                   s.kernel_h, s.kernel_w, s.out_h, s.out_w};
-}
-
-// Builds the sampling plan of B images: rows r = (b * dg + g) * K + k, each of Ho*Wo entries.
-template <typename scalar_t>
-void make_plan(const scalar_t* offset, const scalar_t* mask, int64_t batch, const Geometry& geo,
-               const ConvParams& p, int32_t* index, scalar_t* frac_y, scalar_t* frac_x,
-               scalar_t* plan_mask) {
-  const int64_t K = geo.kk(), P = geo.positions(), Wp = geo.padded_w();
-  const int32_t zero = static_cast<int32_t>(geo.zero_block());
-  at::parallel_for(0, batch * geo.deform_groups * K, grain(P), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t k = r % K;
-      const int64_t i = k / geo.kernel_w, j = k % geo.kernel_w;
-      const scalar_t* off_y = offset + 2 * r * P;
-      const scalar_t* off_x = off_y + P;
-      const scalar_t* msk = mask != nullptr ? mask + r * P : nullptr;
-      int32_t* idx = index + r * P;
-      scalar_t* fy = frac_y + r * P;
-      scalar_t* fx = frac_x + r * P;
-      scalar_t* pm = plan_mask + r * P;
-      for (int64_t ho = 0; ho < geo.out_h; ++ho) {
-        const scalar_t y0 = static_cast<scalar_t>(ho * p.stride_h - p.pad_h + i * p.dilation_h);
-        for (int64_t wo = 0; wo < geo.out_w; ++wo) {
-          const int64_t q = ho * geo.out_w + wo;
-          const scalar_t x0 = static_cast<scalar_t>(wo * p.stride_w - p.pad_w + j * p.dilation_w);
-          int64_t y_low, x_low;
-          scalar_t ly, lx;
-          if (locate<scalar_t>(y0 + off_y[q], x0 + off_x[q], geo.height, geo.width, y_low, x_low,
-                               ly, lx)) {
-            idx[q] = static_cast<int32_t>((y_low + 1) * Wp + (x_low + 1));
-            fy[q] = ly;
-            fx[q] = lx;
-          } else {
-            idx[q] = zero;
-            fy[q] = scalar_t(0);
-            fx[q] = scalar_t(0);
-          }
-          pm[q] = msk != nullptr ? msk[q] : scalar_t(1);
-        }
-      }
-    }
-  });
 }
 
 // Channels per task of the backward sweep. Fixed (never derived from the thread count), so the
@@ -147,15 +111,24 @@ std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
   return chunks;
 }
 
+// One entry of the sampling plan: the top-left corner's pixel index in the padded plane, the
+// fractional parts ly, lx and the mask (1 without one). A sample outside the band points at the
+// zero block with ly = lx = 0.
+template <typename scalar_t>
+struct Sample {
+  int32_t index;
+  scalar_t frac_y, frac_x, mask;
+};
+
 // The batch's state, as raw pointers for the sampling loops: the padded channels-last images
-// [N, H+3, W+2, C] (image b at padded + b * image_stride) and the sampling plan, rows
-// (b * dg + g) * K + k of P entries (image b's at b * plan_stride). Built by prepare_batch.
+// [N, H+3, W+2, C] (image b at padded + b * image_stride) and the sampling plan, position-major:
+// entry ((b * P + q) * dg + g) * K + k, so that the dg * K samples of one output position (one
+// row of the columns) are contiguous. Built by prepare_batch.
 template <typename scalar_t>
 struct Batch {
   const scalar_t* padded;
-  const int32_t* index;
-  const scalar_t *frac_y, *frac_x, *mask;
-  int64_t image_stride, plan_stride;
+  const Sample<scalar_t>* plan;
+  int64_t image_stride;
 };
 
 // The sampling loops, compiled once per instruction-set variant (csrc/common/cpu_isa.h).
@@ -193,7 +166,7 @@ namespace isa_avx512 {
 // grad_offset / grad_mask rows r = (b, g, k) of the batch from the chunk partials
 // [N, chunks, K, 3, P], summed over the chunks in order.
 template <typename scalar_t>
-void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, int64_t batch,
+void reduce_coordinate_grad(const scalar_t* partial, const Sample<scalar_t>* plan, int64_t batch,
                             const Geometry& geo, const std::vector<Segment>& chunks,
                             scalar_t* grad_offset, scalar_t* grad_mask) {
   const int64_t K = geo.kk(), P = geo.positions(), dgK = geo.deform_groups * K;
@@ -208,7 +181,8 @@ void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, 
           parts.push_back(partial + ((b * nch + j) * K + k) * 3 * P);
         }
       }
-      const scalar_t* pm = plan_mask + r * P;
+      // the mask of sample (b, g, k) at position q: plan[(b * P + q) * dgK + g * K + k]
+      const Sample<scalar_t>* pm = plan + b * P * dgK + (r % dgK);
       scalar_t* go_y = grad_offset + 2 * r * P;
       scalar_t* go_x = go_y + P;
       scalar_t* gm = grad_mask != nullptr ? grad_mask + r * P : nullptr;
@@ -219,8 +193,9 @@ void reduce_coordinate_grad(const scalar_t* partial, const scalar_t* plan_mask, 
           sx += part[P + q];
           sv += part[2 * P + q];
         }
-        go_y[q] = pm[q] * sy;
-        go_x[q] = pm[q] * sx;
+        const scalar_t m = pm[q * dgK].mask;
+        go_y[q] = m * sy;
+        go_x[q] = m * sx;
         if (gm != nullptr) gm[q] = sv;
       }
     }
@@ -273,20 +248,16 @@ void for_each_image(int64_t r0, int64_t r1, int64_t P, const F& f) {
   }
 }
 
-// The batch's padded channels-last images [N, H+3, W+2, C] and sampling plan [N * dg * K, P]
-// (index, frac_y, frac_x, mask), built once per call: one parallel region each, whatever the
-// batch size.
+// The batch's padded channels-last images [N, H+3, W+2, C] and sampling plan (N * P * dg * K
+// `Sample`s, position-major, in a byte tensor), built once per call: one parallel region each,
+// whatever the batch size.
 struct Prepared {
-  at::Tensor padded, index, frac_y, frac_x, mask;
+  at::Tensor padded, plan;
   template <typename scalar_t>
   Batch<scalar_t> batch(const Geometry& geo) const {
     return Batch<scalar_t>{padded.data_ptr<scalar_t>(),
-                           index.data_ptr<int32_t>(),
-                           frac_y.data_ptr<scalar_t>(),
-                           frac_x.data_ptr<scalar_t>(),
-                           mask.data_ptr<scalar_t>(),
-                           (geo.height + 3) * geo.padded_w() * geo.channels,
-                           geo.deform_groups * geo.kk() * geo.positions()};
+                           reinterpret_cast<const Sample<scalar_t>*>(plan.data_ptr<uint8_t>()),
+                           (geo.height + 3) * geo.padded_w() * geo.channels};
   }
 };
 
@@ -321,18 +292,16 @@ Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
                        const ConvParams& p) {
   Prepared pr;
   const int64_t N = input.size(0), P = geo.positions();
-  pr.padded = at::empty({N, geo.height + 3, geo.padded_w(), geo.channels}, input.options());
-  const int64_t rows = N * geo.deform_groups * geo.kk();
-  pr.index = at::empty({rows, P}, input.options().dtype(at::kInt));
-  pr.frac_y = at::empty({rows, P}, input.options());
-  pr.frac_x = at::empty_like(pr.frac_y);
-  pr.mask = at::empty_like(pr.frac_y);
+  pr.padded =
+      workspace(kDcnPadded, {N, geo.height + 3, geo.padded_w(), geo.channels}, input.options());
+  const int64_t entries = N * P * geo.deform_groups * geo.kk();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
+    pr.plan = workspace(kDcnPlan, {entries * int64_t(sizeof(Sample<scalar_t>))},
+                        input.options().dtype(at::kByte));
     pad_channels_last<scalar_t>(input.data_ptr<scalar_t>(), N, geo, pr.padded.data_ptr<scalar_t>());
-    make_plan<scalar_t>(offset.data_ptr<scalar_t>(),
-                        mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
-                        pr.index.data_ptr<int32_t>(), pr.frac_y.data_ptr<scalar_t>(),
-                        pr.frac_x.data_ptr<scalar_t>(), pr.mask.data_ptr<scalar_t>());
+    DCN_CPU_ISA_CALL(make_plan<scalar_t>, offset.data_ptr<scalar_t>(),
+                     mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
+                     reinterpret_cast<Sample<scalar_t>*>(pr.plan.data_ptr<uint8_t>()));
   });
   return pr;
 }
@@ -413,7 +382,7 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const std::vector<Segment> segs = segments(geo, p.groups);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const Tiling tl = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = at::empty({tl.size, KC}, input.options());
+  at::Tensor columns = workspace(kDcnColumns, {tl.size, KC}, input.options());
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
     fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
@@ -474,19 +443,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const std::vector<Segment> chunks = channel_chunks(segs);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const Tiling tl = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = at::empty({tl.size, KC}, input.options());
+  at::Tensor columns = workspace(kDcnColumns, {tl.size, KC}, input.options());
   at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
   // the padded channels-last grad of every image, and the chunks' coordinate partials
-  at::Tensor grad_padded = at::zeros_like(pr.padded);
-  at::Tensor partial =
-      at::empty({s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
+  at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
+  at::Tensor partial = workspace(
+      kDcnPartial, {s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
   for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
     const int64_t r1 = std::min(tl.rows, r0 + tl.size);
     fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
     at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
     if (backward_gemms_as_mm(p.groups)) {
       const at::Tensor g = grad_rows.narrow(0, r0, r1 - r0);  // [rows, Cout]
-      grad_columns = at::mm(g, w.reshape({s.out_channels, KC}));
+      grad_columns = workspace(kDcnGradColumns, {r1 - r0, KC}, input.options());
+      at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
       gw_tile = at::mm(g.t(), columns.narrow(0, 0, r1 - r0));
     } else {
       const auto grads = at::convolution_backward(
@@ -504,7 +474,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     });
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_reduce", [&] {
-    reduce_coordinate_grad<scalar_t>(partial.data_ptr<scalar_t>(), pr.mask.data_ptr<scalar_t>(),
+    reduce_coordinate_grad<scalar_t>(partial.data_ptr<scalar_t>(), pr.batch<scalar_t>(geo).plan,
                                      s.batch, geo, chunks, grad_offset.data_ptr<scalar_t>(),
                                      mask.has_value() ? grad_mask.data_ptr<scalar_t>() : nullptr);
   });
