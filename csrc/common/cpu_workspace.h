@@ -15,6 +15,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/accumulate.h>
 
 #include <array>
 
@@ -39,8 +40,7 @@ inline std::array<at::Tensor, kWorkspaceSlots>& workspace_buffers() {
 // A contiguous tensor of `sizes` and `options` (CPU) in `slot`'s buffer, uninitialised.
 inline at::Tensor workspace(WorkspaceSlot slot, at::IntArrayRef sizes,
                             const at::TensorOptions& options) {
-  int64_t n = 1;
-  for (int64_t s : sizes) n *= s;
+  const int64_t n = c10::multiply_integers(sizes);
   at::Tensor& buffer = workspace_buffers()[slot];
   if (!buffer.defined() || buffer.scalar_type() != options.dtype().toScalarType() ||
       buffer.numel() < n) {
