@@ -518,10 +518,11 @@ def test_import_without_compiled_library():
 
 
 def test_cpu_tiles_spanning_images_match_per_image():
-    """The CPU kernel multiplies the batch's columns in tiles of about 16 MB of rows (output
-    positions of all images in order). Here 64 channels x 9 kernel points make 2304 bytes per
-    float32 row, so the 3 x 3600 rows form 2 tiles of 5400 and the first one ends in the middle
-    of image 1: every image must come out as when it is computed alone (one tile)."""
+    """The CPU kernel multiplies the batch's columns in tiles: bands of output positions across
+    the images, of at most 2048 rows and 16 MB. Here 64 channels x 9 kernel points make 2304
+    bytes per float32 row, so the batch of 3 x 3600 positions runs as 6 bands of 600 positions
+    of all 3 images (1800 rows), and an image alone as 2 bands of 1800: every image must come
+    out as when it is computed alone."""
     args, kw = make_case(3, 64, 8, 60, 60, 3, padding=1, dg=2, dtype=torch.float32, seed=3)
     grad_out = torch.randn(3, 8, 60, 60, generator=torch.Generator().manual_seed(4))
     out, grads = _grads(args, kw, grad_out)

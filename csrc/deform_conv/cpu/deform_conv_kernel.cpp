@@ -16,7 +16,7 @@
 //     kernel point, channel), whose inner loop runs over contiguous channels (SIMD, no gathers),
 //     against the weight permuted to the same order.
 // The batch's output positions form the rows of one column matrix [N * P, K*C], processed in
-// tiles of about kTileBytes (a tile may span images). Per tile: im2col (parallel over
+// tiles (bands of positions across the images, see `tiling`). Per tile: im2col (parallel over
 // positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
 // and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
 // runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_weight and
@@ -131,6 +131,14 @@ struct Batch {
   int64_t image_stride;
 };
 
+// A GEMM tile: output positions [q0, q1) of images [b0, b1) (see `tiling`), whose column
+// rows are (b - b0) * (q1 - q0) + (q - q0).
+struct Tile {
+  int64_t b0, b1, q0, q1;
+  int64_t positions() const { return q1 - q0; }
+  int64_t rows() const { return (b1 - b0) * (q1 - q0); }
+};
+
 // The sampling loops, compiled once per instruction-set variant (csrc/common/cpu_isa.h).
 namespace isa_default {
 #include "deform_conv/cpu/deform_conv_loops.inc"
@@ -217,35 +225,45 @@ void check_cpu(const at::Tensor& input, const ConvShape& s) {
               "modulated_deform_conv2d: input plane too large (", s.height, "x", s.width, ")");
 }
 
-// The GEMM tiles: the columns of all images form one matrix whose rows are the batch's output
-// positions r = b * P + q in order; a tile is a run of about kTileBytes of those rows (so a tile
-// may end one image and start the next, and small maps fill whole tiles). Small enough that the
-// buffers of one tile (columns, their gradient) come back from the allocator's free lists rather
-// than as fresh pages (a page fault per 4 KiB: about a third of the GEMM time for 64 MB buffers)
-// and large enough for full GEMM speed. Depends on the shape only (never on the thread count or
-// on im2col_step), so the results do not depend on it.
+// The GEMM tiles: bands of output positions [q0, q1) across a run of images [b0, b1), of about
+// kTileRows rows of columns (fewer where rows are so wide that they would pass kTileBytes), in
+// order: image runs outer, bands inner, so that each image's positions come in order. Small
+// enough that a narrow layer's tile of columns (1-2 MB at 16-32 channels) and its gradient are
+// still in the cache when the GEMM (forward) and the col2im sweep (backward) read them back:
+// with whole-batch tiles that round trip through memory took 15 % of the forward plus backward
+// at the shapes demo's 16-32-channel layers (benchmarks/RESULTS.md). Large enough for full GEMM
+// speed: from 256 channels on (3x3, float32) kTileBytes binds, as it did alone before, so the
+// ResNet-50 res4 and res5 shapes keep their tiles (res3, 128 channels: 2048 rows, 9 MB). A band
+// spans all the images of its run, so the backward sweep keeps one task per image (and chunk) for
+// the threads. Depends on the shape only (never on the thread count or on im2col_step), so the
+// results do not depend on them.
+constexpr int64_t kTileRows = 2048;
 constexpr int64_t kTileBytes = int64_t(16) << 20;
 
-struct Tiling {
-  int64_t rows, count, size;  // rows = batch * P; count tiles of at most `size` rows
-};
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-Tiling tiling(int64_t batch, const Geometry& geo, int64_t element_size) {
-  const int64_t rows = batch * geo.positions();
+std::vector<Tile> tiling(int64_t batch, const Geometry& geo, int64_t element_size) {
+  const int64_t P = geo.positions();
   const int64_t per_row = std::max<int64_t>(1, geo.kk() * geo.channels * element_size);
-  const int64_t most = std::max<int64_t>(1, kTileBytes / per_row);
-  const int64_t count = (rows + most - 1) / most;
-  return Tiling{rows, count, (rows + count - 1) / count};
+  const int64_t rows = std::clamp<int64_t>(kTileBytes / per_row, 1, kTileRows);
+  // images per run, then positions per band, each evened out over its runs / bands
+  const int64_t nb = ceil_div(batch, ceil_div(batch, std::min(batch, rows)));
+  const int64_t per = std::clamp<int64_t>(rows / nb, 1, P);
+  const int64_t T = ceil_div(P, ceil_div(P, per));
+  std::vector<Tile> tiles;
+  for (int64_t b0 = 0; b0 < batch; b0 += nb) {
+    for (int64_t q0 = 0; q0 < P; q0 += T) {
+      tiles.push_back(Tile{b0, std::min(batch, b0 + nb), q0, std::min(P, q0 + T)});
+    }
+  }
+  return tiles;
 }
 
-// Calls f(b, q0, T, row) for each image b with positions [q0, q0 + T) in rows [r0, r1) of the
-// tiling, `row` being the first one's row in the tile.
-template <typename F>
-void for_each_image(int64_t r0, int64_t r1, int64_t P, const F& f) {
-  for (int64_t b = r0 / P; b * P < r1; ++b) {
-    const int64_t q0 = std::max(r0, b * P) - b * P, q1 = std::min(r1, (b + 1) * P) - b * P;
-    f(b, q0, q1 - q0, b * P + q0 - r0);
-  }
+// The most rows of any tile (the column buffers' size).
+int64_t max_rows(const std::vector<Tile>& tiles) {
+  int64_t most = 0;
+  for (const Tile& t : tiles) most = std::max(most, t.rows());
+  return most;
 }
 
 // The batch's padded channels-last images [N, H+3, W+2, C] and sampling plan (N * P * dg * K
@@ -306,11 +324,11 @@ Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
   return pr;
 }
 
-// columns[0:r1 - r0] = the channels-last im2col of rows [r0, r1).
+// columns[0:tile.rows()] = the channels-last im2col of the tile.
 void fill_columns(const Prepared& pr, const Geometry& geo, int64_t groups,
-                  const std::vector<Segment>& segs, int64_t r0, int64_t r1, at::Tensor& columns) {
+                  const std::vector<Segment>& segs, const Tile& tile, at::Tensor& columns) {
   AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
-    DCN_CPU_ISA_CALL(im2col<scalar_t>, pr.batch<scalar_t>(geo), geo, groups, segs, r0, r1,
+    DCN_CPU_ISA_CALL(im2col<scalar_t>, pr.batch<scalar_t>(geo), geo, groups, segs, tile,
                      columns.data_ptr<scalar_t>());
   });
 }
@@ -381,23 +399,17 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const at::Tensor w = weight_in_column_order(weight_.detach(), geo.kk());
   const std::vector<Segment> segs = segments(geo, p.groups);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
-  const Tiling tl = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = workspace(kDcnColumns, {tl.size, KC}, input.options());
-  for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
-    const int64_t r1 = std::min(tl.rows, r0 + tl.size);
-    fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
+  const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
+  at::Tensor columns = workspace(kDcnColumns, {max_rows(tiles), KC}, input.options());
+  const at::Tensor out_planes = output.view({s.batch, s.out_channels, P});
+  for (const Tile& t : tiles) {
+    fill_columns(pr, geo, p.groups, segs, t, columns);
     const at::Tensor out =
-        as_rows(at::convolution(as_image(columns.narrow(0, 0, r1 - r0)), w, std::nullopt, c.stride,
+        as_rows(at::convolution(as_image(columns.narrow(0, 0, t.rows())), w, std::nullopt, c.stride,
                                 c.padding, c.dilation, false, c.output_padding, p.groups));
-    if (r0 % P == 0 && r1 % P == 0) {  // whole images: one transposing copy
-      output.narrow(0, r0 / P, (r1 - r0) / P)
-          .view({(r1 - r0) / P, s.out_channels, P})
-          .copy_(out.reshape({(r1 - r0) / P, P, s.out_channels}).transpose(1, 2));
-      continue;
-    }
-    for_each_image(r0, r1, P, [&](int64_t b, int64_t q0, int64_t T, int64_t row) {
-      output[b].view({s.out_channels, P}).narrow(1, q0, T).copy_(out.narrow(0, row, T).t());
-    });
+    out_planes.narrow(0, t.b0, t.b1 - t.b0)
+        .narrow(2, t.q0, t.positions())
+        .copy_(out.view({t.b1 - t.b0, t.positions(), s.out_channels}).transpose(1, 2));
   }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
   return output;
@@ -436,40 +448,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const int64_t Cg = s.channels / p.groups;
   const Conv1x1 c(input.scalar_type());
   const at::Tensor w = weight_in_column_order(weight_.detach(), K);
-  // grad_output as rows [N * P, Cout], the GEMMs' layout
-  const at::Tensor grad_rows =
-      grad_output_.detach().permute({0, 2, 3, 1}).reshape({s.batch * P, s.out_channels});
+  const at::Tensor grad_planes = grad_output_.detach().reshape({s.batch, s.out_channels, P});
   const std::vector<Segment> segs = segments(geo, p.groups);
   const std::vector<Segment> chunks = channel_chunks(segs);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
-  const Tiling tl = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = workspace(kDcnColumns, {tl.size, KC}, input.options());
+  const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
+  at::Tensor columns = workspace(kDcnColumns, {max_rows(tiles), KC}, input.options());
   at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
   // the padded channels-last grad of every image, and the chunks' coordinate partials
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
   at::Tensor partial = workspace(
       kDcnPartial, {s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
-  for (int64_t r0 = 0; r0 < tl.rows; r0 += tl.size) {
-    const int64_t r1 = std::min(tl.rows, r0 + tl.size);
-    fill_columns(pr, geo, p.groups, segs, r0, r1, columns);
+  for (const Tile& t : tiles) {
+    fill_columns(pr, geo, p.groups, segs, t, columns);
+    const at::Tensor cols = columns.narrow(0, 0, t.rows());
+    // the tile's grad_output as rows [rows, Cout], the GEMMs' layout
+    const at::Tensor g = grad_planes.narrow(0, t.b0, t.b1 - t.b0)
+                             .narrow(2, t.q0, t.positions())
+                             .transpose(1, 2)
+                             .reshape({t.rows(), s.out_channels});
     at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
     if (backward_gemms_as_mm(p.groups)) {
-      const at::Tensor g = grad_rows.narrow(0, r0, r1 - r0);  // [rows, Cout]
-      grad_columns = workspace(kDcnGradColumns, {r1 - r0, KC}, input.options());
+      grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
-      gw_tile = at::mm(g.t(), columns.narrow(0, 0, r1 - r0));
+      gw_tile = at::mm(g.t(), cols);
     } else {
-      const auto grads = at::convolution_backward(
-          as_image(grad_rows.narrow(0, r0, r1 - r0)), as_image(columns.narrow(0, 0, r1 - r0)), w,
-          std::nullopt, c.stride, c.padding, c.dilation, false, c.output_padding, p.groups,
-          {true, true, false});
+      const auto grads = at::convolution_backward(as_image(g), as_image(cols), w, std::nullopt,
+                                                  c.stride, c.padding, c.dilation, false,
+                                                  c.output_padding, p.groups, {true, true, false});
       grad_columns = as_rows(std::get<0>(grads)).contiguous();
       gw_tile = std::get<1>(grads);
     }
-    gw = r0 == 0 ? gw_tile : gw + gw_tile;
+    gw = gw.defined() ? gw + gw_tile : gw_tile;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
-                       pr.batch<scalar_t>(geo), geo, p.groups, chunks, r0, r1,
+                       pr.batch<scalar_t>(geo), geo, p.groups, chunks, t,
                        grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
     });
   }
