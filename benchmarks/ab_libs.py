@@ -8,9 +8,10 @@ measured in the same run on the same (loaded) machine.
     python benchmarks/ab_libs.py /tmp/before.so detection/_C.cpython-311-x86_64-linux-gnu.so
 
 One thread (OMP_NUM_THREADS=1; --threads to change), small shapes so that every op is timed
-several times per round, plus the shapes demo's: its narrowest and widest deformable convs (batch
-4: 32 channels on 32x43, 128 on 16x22) and its deformable RoI pooling (64 channels on 16x22,
-256 RoIs, 7x7 and 14x14).
+several times per round, plus the shapes demo's: the deformable conv at its stage shapes (batch
+4, 16-128 channels, `DEMO_DCN_SHAPES`) with `F.conv2d` forward plus backward on each (the same
+code in A and B: its B/A shows the run's noise) and its deformable RoI pooling (64 channels on
+16x22, 256 RoIs, 7x7 and 14x14).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import statistics
 import subprocess
 import sys
 import time
+
+# The shapes demo's stage shapes (channels, height, width; batch 4): res2 (not deformable in the
+# demo, the narrowest case), res3 and res4 at 256 x 352 pixels, res5 (dilated).
+DEMO_DCN_SHAPES = ((16, 64, 88), (32, 32, 44), (64, 16, 22), (128, 16, 22))
 
 
 def _worker(lib: str) -> dict:
@@ -69,12 +74,17 @@ def _worker(lib: str) -> dict:
     boxes = torch.cat([bx, bx + torch.rand(4000, 2) * 80 + 1], 1)
     scores = torch.rand(4000)
     out["nms"] = best(lambda: ops.nms(boxes, scores, 0.7))
-    for c, h, w in ((32, 32, 43), (128, 16, 22)):
+    for c, h, w in DEMO_DCN_SHAPES:
         a = (torch.randn(4, c, h, w), torch.randn(4, 18, h, w) * 2, torch.rand(4, 9, h, w),
              torch.randn(c, c, 3, 3), torch.randn(c), 1, 1, 1, 1, 1, 1, 1, 1, 64)  # fmt: skip
         go = torch.randn(4, c, h, w)
         out[f"demo dcn {c}ch fwd"] = best(lambda: ops.modulated_deform_conv2d(*a))
         out[f"demo dcn {c}ch bwd"] = best(lambda: ops._modulated_deform_conv2d_backward(go, *a))
+        xc, wc = a[0].clone().requires_grad_(), a[3].clone().requires_grad_()
+        # the dense conv of the same shape: the same code in A and B, so its B/A is the noise
+        out[f"demo conv {c}ch fwd+bwd"] = best(
+            lambda: torch.nn.functional.conv2d(xc, wc, None, 1, 1).backward(go)
+        )
     xd = torch.randn(4, 64, 16, 22)
     xy = torch.rand(256, 2) * torch.tensor([300.0, 200.0])
     rd = torch.cat([torch.randint(0, 4, (256, 1)).float(), xy, xy + torch.rand(256, 2) * 50 + 8], 1)

@@ -9,7 +9,9 @@
   bench_ops.py (3x3, mask given, offsets of a few pixels): ours
   (`detection.layers.modulated_deform_conv2d`), onnxruntime's `DeformConv` (a one-node ONNX
   graph) and OpenVINO's `DeformableConvolution` (opset 8, `bilinear_interpolation_pad`, f32), with
-  the largest difference to ours as a check that the three compute the same thing.
+  the largest difference to ours as a check that the three compute the same thing; and the dense
+  `F.conv2d` of the same shape, the GEMM that all three run after their sampling, as the floor.
+  The runtimes are called in turn, `--repeat` rounds, best of each.
 - `compile`: `torch.compile` (inductor) of the inference model and of the training step (forward,
   backward, SGD) on synthetic batches of the config (default: the tiny shapes config), against
   eager in the same process: time per call and the speed-up; the compile time apart.
@@ -64,6 +66,20 @@ def best_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best wall time of each function over `repeat` rounds that call each once, in turn (after
+    one untimed call of each), so that a change of the machine's load mid-run shifts them all."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -146,11 +162,6 @@ def bench_op(threads: int, repeat: int) -> str:
         bias = torch.randn(cout, generator=g)
         offset = torch.randn(n, 2 * k * k, oh, ow, generator=g) * 2.0
         mask = torch.rand(n, k * k, oh, ow, generator=g)
-        with torch.no_grad():
-            ours = modulated_deform_conv2d(x, offset, mask, weight, bias, s, p, d)
-            t_ours = best_seconds(
-                lambda: modulated_deform_conv2d(x, offset, mask, weight, bias, s, p, d), repeat
-            )
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "dc.onnx")
             _onnx_deform_conv(shape_args, path)
@@ -164,12 +175,23 @@ def bench_op(threads: int, repeat: int) -> str:
             "B": bias.numpy(),
             "mask": mask.numpy(),
         }
-        y_ort = sess.run(None, feeds)[0]
-        t_ort = best_seconds(lambda: sess.run(None, feeds), repeat)
         compiled = _openvino_deform_conv(shape_args, threads)
         ov_in = [x.numpy(), offset.numpy(), weight.numpy(), mask.numpy(), bias.numpy()]
-        y_ov = compiled(ov_in)[compiled.outputs[0]]
-        t_ov = best_seconds(lambda: compiled(ov_in), repeat)
+        with torch.no_grad():
+            ours = modulated_deform_conv2d(x, offset, mask, weight, bias, s, p, d)
+            y_ort = sess.run(None, feeds)[0]
+            y_ov = compiled(ov_in)[compiled.outputs[0]]
+            t = interleaved_best(
+                {
+                    "ours": lambda: modulated_deform_conv2d(x, offset, mask, weight, bias, s, p, d),
+                    "ort": lambda: sess.run(None, feeds),
+                    "ov": lambda: compiled(ov_in),
+                    # the dense conv of the same shape: the GEMM every im2col method runs
+                    "conv": lambda: torch.nn.functional.conv2d(x, weight, bias, s, p, d),
+                },
+                repeat,
+            )
+        t_ours, t_ort, t_ov, t_conv = t["ours"], t["ort"], t["ov"], t["conv"]
         ref = ours.numpy()
         rows.append(
             [
@@ -177,6 +199,7 @@ def bench_op(threads: int, repeat: int) -> str:
                 f"{t_ours * 1e3:.1f}",
                 f"{t_ort * 1e3:.1f} ({t_ort / t_ours:.2f}x)",
                 f"{t_ov * 1e3:.1f} ({t_ov / t_ours:.2f}x)",
+                f"{t_conv * 1e3:.1f} ({t_ours / t_conv:.2f}x / {t_ort / t_conv:.2f}x)",
                 f"{np.abs(y_ort - ref).max():.1e} / {np.abs(y_ov - ref).max():.1e}",
             ]
         )
@@ -186,6 +209,7 @@ def bench_op(threads: int, repeat: int) -> str:
         "ours ms",
         "onnxruntime DeformConv ms (x ours)",
         "OpenVINO DeformableConvolution ms (x ours)",
+        "dense `F.conv2d` ms (ours / ort in units of it)",
         "max abs diff to ours (ort / ov)",
     ]
     return table(header, rows)
