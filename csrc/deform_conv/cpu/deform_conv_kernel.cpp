@@ -34,6 +34,7 @@
 // Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ceil_div.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -240,30 +241,22 @@ void check_cpu(const at::Tensor& input, const ConvShape& s) {
 constexpr int64_t kTileRows = 2048;
 constexpr int64_t kTileBytes = int64_t(16) << 20;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 std::vector<Tile> tiling(int64_t batch, const Geometry& geo, int64_t element_size) {
   const int64_t P = geo.positions();
   const int64_t per_row = std::max<int64_t>(1, geo.kk() * geo.channels * element_size);
   const int64_t rows = std::clamp<int64_t>(kTileBytes / per_row, 1, kTileRows);
   // images per run, then positions per band, each evened out over its runs / bands
-  const int64_t nb = ceil_div(batch, ceil_div(batch, std::min(batch, rows)));
+  const int64_t nb =
+      at::ceil_div<int64_t>(batch, at::ceil_div<int64_t>(batch, std::min(batch, rows)));
   const int64_t per = std::clamp<int64_t>(rows / nb, 1, P);
-  const int64_t T = ceil_div(P, ceil_div(P, per));
-  std::vector<Tile> tiles;
+  const int64_t T = at::ceil_div<int64_t>(P, at::ceil_div<int64_t>(P, per));
+  std::vector<Tile> tiles;  // the first is the largest (only the last run / band can be short)
   for (int64_t b0 = 0; b0 < batch; b0 += nb) {
     for (int64_t q0 = 0; q0 < P; q0 += T) {
       tiles.push_back(Tile{b0, std::min(batch, b0 + nb), q0, std::min(P, q0 + T)});
     }
   }
   return tiles;
-}
-
-// The most rows of any tile (the column buffers' size).
-int64_t max_rows(const std::vector<Tile>& tiles) {
-  int64_t most = 0;
-  for (const Tile& t : tiles) most = std::max(most, t.rows());
-  return most;
 }
 
 // The batch's padded channels-last images [N, H+3, W+2, C] and sampling plan (N * P * dg * K
@@ -400,7 +393,7 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const std::vector<Segment> segs = segments(geo, p.groups);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = workspace(kDcnColumns, {max_rows(tiles), KC}, input.options());
+  at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
   const at::Tensor out_planes = output.view({s.batch, s.out_channels, P});
   for (const Tile& t : tiles) {
     fill_columns(pr, geo, p.groups, segs, t, columns);
@@ -453,7 +446,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const std::vector<Segment> chunks = channel_chunks(segs);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
-  at::Tensor columns = workspace(kDcnColumns, {max_rows(tiles), KC}, input.options());
+  at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
   at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
   // the padded channels-last grad of every image, and the chunks' coordinate partials
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
