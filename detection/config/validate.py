@@ -11,6 +11,8 @@ from yacs.config import CfgNode
 from detection.utils.cli import UsageError
 
 AMP_DTYPES = ("bfloat16", "float16")
+OPTIMIZERS = ("SGD", "AdamW")
+LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 
 
 class ConfigError(UsageError):
@@ -43,6 +45,18 @@ def config_problems(cfg: CfgNode, world_size: int | None = None) -> list[str]:
         )
     if s.AMP.DTYPE not in AMP_DTYPES:
         problems.append(f"SOLVER.AMP.DTYPE must be one of {AMP_DTYPES}, got {s.AMP.DTYPE!r}")
+    if s.OPTIMIZER not in OPTIMIZERS:
+        problems.append(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {s.OPTIMIZER!r}")
+    if len(s.BETAS) != 2 or not all(0.0 <= b < 1.0 for b in s.BETAS):
+        problems.append(f"SOLVER.BETAS must be two values in [0, 1), got {tuple(s.BETAS)}")
+    if s.LR_SCHEDULER_NAME not in LR_SCHEDULERS:
+        problems.append(
+            f"SOLVER.LR_SCHEDULER_NAME must be one of {LR_SCHEDULERS}, got {s.LR_SCHEDULER_NAME!r}"
+        )
+    if not 0.0 <= s.BASE_LR_END <= s.BASE_LR:
+        problems.append(
+            f"SOLVER.BASE_LR_END must be in [0, SOLVER.BASE_LR ({s.BASE_LR})], got {s.BASE_LR_END}"
+        )
     for key in ("MAX_ITER", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
         if s[key] <= 0:
             problems.append(f"SOLVER.{key} must be positive, got {s[key]}")
@@ -69,10 +83,13 @@ def config_problems(cfg: CfgNode, world_size: int | None = None) -> list[str]:
 
 def validate_config(cfg: CfgNode, world_size: int | None = None) -> None:
     """Raise a ConfigError listing every invalid combination (see `config_problems`); warn with
-    a ConfigWarning when SOLVER.STEPS go beyond SOLVER.MAX_ITER (those drops never happen)."""
+    a ConfigWarning when the multi-step schedule's SOLVER.STEPS go beyond SOLVER.MAX_ITER (those
+    drops never happen)."""
     problems = config_problems(cfg, world_size)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
+        return
     late = [x for x in cfg.SOLVER.STEPS if x >= cfg.SOLVER.MAX_ITER]
     if late:
         warnings.warn(

@@ -1,6 +1,6 @@
 """Optimizer and scheduler from the config: the only reader of the optimizer and schedule keys
-(SOLVER.BASE_LR, MOMENTUM, WEIGHT_DECAY*, BIAS_LR_FACTOR, OFFSET_LR_FACTOR, STEPS, GAMMA,
-WARMUP_*). The loop's keys (periods, AMP, CLIP_GRAD_NORM, SKIP_NONFINITE_STEPS) are read by
+(SOLVER.OPTIMIZER, BASE_LR, MOMENTUM, BETAS, WEIGHT_DECAY*, BIAS_LR_FACTOR, OFFSET_LR_FACTOR,
+LR_SCHEDULER_NAME, BASE_LR_END, STEPS, GAMMA, WARMUP_*). The loop's keys (periods, AMP, CLIP_GRAD_NORM, SKIP_NONFINITE_STEPS) are read by
 `TrainOptions.from_config` / `engine.amp`, the batch size and MAX_ITER by `make_data_loader`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detection.solver.lr_scheduler import WarmupMultiStepLR
+from detection.solver.lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
 
 # Substrings naming the offset/modulation predictors of deformable convs and RoI pooling.
 OFFSET_PARAM_KEYS = ("conv_offset", "offset_fc", "mask_fc")
@@ -70,8 +70,10 @@ def get_param_groups(
     return groups
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
-    """SGD with momentum over `get_param_groups` from SOLVER.* (BASE_LR for IMS_PER_BATCH images)."""
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SOLVER.OPTIMIZER over `get_param_groups` from SOLVER.* (BASE_LR for IMS_PER_BATCH images):
+    SGD with MOMENTUM (L2 weight decay, added to the gradient), or AdamW with BETAS (decay
+    decoupled from the gradient, applied as `lr * weight_decay` per step)."""
     s = cfg.SOLVER
     if s.BASE_LR <= 0:
         raise ValueError(f"SOLVER.BASE_LR must be > 0, got {s.BASE_LR}")
@@ -86,12 +88,31 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
     )
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+    if s.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
+    if s.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS))
+    raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {s.OPTIMIZER!r}")
 
 
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR:
-    """WarmupMultiStepLR from SOLVER.STEPS/GAMMA/WARMUP_*; steps beyond MAX_ITER are allowed."""
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR | WarmupCosineLR:
+    """SOLVER.LR_SCHEDULER_NAME: WarmupMultiStepLR from SOLVER.STEPS/GAMMA/WARMUP_* (steps beyond
+    MAX_ITER are allowed), or WarmupCosineLR from MAX_ITER/BASE_LR_END/WARMUP_*."""
     s = cfg.SOLVER
+    if s.LR_SCHEDULER_NAME == "WarmupCosineLR":
+        return WarmupCosineLR(
+            optimizer,
+            max_iter=s.MAX_ITER,
+            end_factor=s.BASE_LR_END / s.BASE_LR,
+            warmup_factor=s.WARMUP_FACTOR,
+            warmup_iters=s.WARMUP_ITERS,
+            warmup_method=s.WARMUP_METHOD,
+        )
+    if s.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
+        raise ValueError(
+            "SOLVER.LR_SCHEDULER_NAME must be 'WarmupMultiStepLR' or 'WarmupCosineLR', got "
+            f"{s.LR_SCHEDULER_NAME!r}"
+        )
     return WarmupMultiStepLR(
         optimizer,
         milestones=s.STEPS,

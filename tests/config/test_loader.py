@@ -252,6 +252,12 @@ def test_bad_files(tmp_path):
         (["SOLVER.STEPS", "(60000, 60000)"], ["SOLVER.STEPS"]),
         (["SOLVER.STEPS", "(0, 60000)"], ["SOLVER.STEPS"]),
         (["SOLVER.MAX_ITER", "0"], ["SOLVER.MAX_ITER"]),
+        (["SOLVER.OPTIMIZER", "Adam"], ["SOLVER.OPTIMIZER"]),
+        (["SOLVER.BETAS", "(0.9,)"], ["SOLVER.BETAS"]),
+        (["SOLVER.BETAS", "(0.9, 1.0)"], ["SOLVER.BETAS"]),
+        (["SOLVER.LR_SCHEDULER_NAME", "cosine"], ["SOLVER.LR_SCHEDULER_NAME"]),
+        (["SOLVER.BASE_LR_END", "0.5"], ["SOLVER.BASE_LR_END", "SOLVER.BASE_LR"]),
+        (["SOLVER.BASE_LR_END", "-0.1"], ["SOLVER.BASE_LR_END"]),
     ],
 )
 def test_invalid_combination_names_the_keys(opts, keys):
@@ -315,6 +321,12 @@ def test_steps_beyond_max_iter_warn_not_fail():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_config(None, world_size=1)  # (60000, 80000) < 90000: no warning
+        # the cosine schedule reads no STEPS, so STEPS beyond MAX_ITER say nothing
+        load_config(
+            None,
+            ["SOLVER.MAX_ITER", "70000", "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR"],
+            world_size=1,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

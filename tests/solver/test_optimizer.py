@@ -1,4 +1,4 @@
-"""Optimizer parameter groups and the warmup multi-step schedule."""
+"""Optimizer parameter groups, SGD and AdamW, and the warmup multi-step and cosine schedules."""
 
 import pytest
 import torch
@@ -9,6 +9,7 @@ from detection.solver import (
     build_lr_scheduler,
     build_optimizer,
     get_param_groups,
+    warmup_cosine_factor,
     warmup_multistep_factor,
 )
 
@@ -184,3 +185,112 @@ def test_factor_function_and_errors():
         _lrs(_cfg(WARMUP_METHOD="cosine"), 1)
     with pytest.raises(ValueError, match="SOLVER.STEPS"):
         _lrs(_cfg(STEPS=(8, 6)), 1)
+
+
+def test_adamw_keeps_the_group_rules_and_reads_betas():
+    kw = dict(BASE_LR=0.02, WEIGHT_DECAY=0.05, BIAS_LR_FACTOR=2.0, OFFSET_LR_FACTOR=0.1)
+    sgd = build_optimizer(_cfg(**kw), _Net())
+    adamw = build_optimizer(_cfg(OPTIMIZER="AdamW", BETAS=(0.8, 0.99), **kw), _Net())
+    assert type(sgd) is torch.optim.SGD and type(adamw) is torch.optim.AdamW
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in adamw.param_groups] == [
+        (g["name"], g["lr"], g["weight_decay"]) for g in sgd.param_groups
+    ]
+    assert all(g["betas"] == (0.8, 0.99) for g in adamw.param_groups)
+
+
+def test_adamw_decay_is_decoupled():
+    # With a zero gradient Adam's update is zero, so one AdamW step only decays the weight:
+    # w <- w * (1 - lr * weight_decay). SGD's L2 decay would instead move it by lr * wd * w and
+    # momentum; Adam's coupled decay would divide it by the gradient's running scale.
+    lin = nn.Linear(2, 1, bias=False)
+    w0 = lin.weight.detach().clone()
+    opt = build_optimizer(_cfg(OPTIMIZER="AdamW", BASE_LR=0.1, WEIGHT_DECAY=0.5), lin)
+    lin.weight.grad = torch.zeros_like(lin.weight)
+    opt.step()
+    torch.testing.assert_close(lin.weight.detach(), w0 * (1 - 0.1 * 0.5))
+
+
+def test_unknown_optimizer_and_scheduler_name_the_key():
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        build_optimizer(_cfg(OPTIMIZER="Adam"), _Net())
+    with pytest.raises(ValueError, match="SOLVER.LR_SCHEDULER_NAME"):
+        _lrs(_cfg(LR_SCHEDULER_NAME="WarmupPolyLR"), 1)
+
+
+def test_cosine_without_warmup_matches_torch_cosine_annealing():
+    base, end, n = 0.1, 0.004, 12
+    c = _cfg(
+        BASE_LR=base,
+        BASE_LR_END=end,
+        MAX_ITER=n,
+        WARMUP_ITERS=0,
+        LR_SCHEDULER_NAME="WarmupCosineLR",
+    )
+    lin = nn.Linear(1, 1, bias=False)
+    opt = torch.optim.SGD(lin.parameters(), lr=base)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n, eta_min=end)
+    expected = []
+    for _ in range(n + 1):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    lrs = _lrs(c, n + 3)
+    assert lrs[: n + 1] == pytest.approx(expected)
+    assert lrs[n:] == pytest.approx([end] * 3)  # held at the end value after MAX_ITER
+
+
+def test_cosine_warmup_multiplies_the_decay():
+    base, f, w, n = 0.1, 0.25, 4, 20
+    c = _cfg(
+        BASE_LR=base,
+        MAX_ITER=n,
+        WARMUP_FACTOR=f,
+        WARMUP_ITERS=w,
+        WARMUP_METHOD="linear",
+        LR_SCHEDULER_NAME="WarmupCosineLR",
+    )
+    no_warmup = _lrs(
+        _cfg(BASE_LR=base, MAX_ITER=n, WARMUP_ITERS=0, LR_SCHEDULER_NAME="WarmupCosineLR"), n
+    )
+    warm = [f + (1 - f) * i / w for i in range(w)] + [1.0] * (n - w)
+    assert _lrs(c, n) == pytest.approx([x * y for x, y in zip(no_warmup, warm)])
+    assert warmup_cosine_factor(n // 2, n, 0.0, f, 0, "linear") == pytest.approx(0.5)
+
+
+def test_cosine_scales_every_group_by_one_factor():
+    c = _cfg(
+        BASE_LR=0.02,
+        BASE_LR_END=0.002,
+        BIAS_LR_FACTOR=2.0,
+        MAX_ITER=10,
+        WARMUP_ITERS=0,
+        LR_SCHEDULER_NAME="WarmupCosineLR",
+    )
+    net = nn.Linear(1, 1)
+    opt = build_optimizer(c, net)
+    sched = build_lr_scheduler(c, opt)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    lrs = _groups_by_name(opt)
+    assert lrs["weight"]["lr"] == pytest.approx(0.002)
+    assert lrs["bias"]["lr"] == pytest.approx(0.004)
+
+
+def test_cosine_state_dict_resumes_schedule():
+    c = _cfg(BASE_LR=0.1, WARMUP_ITERS=3, MAX_ITER=10, LR_SCHEDULER_NAME="WarmupCosineLR")
+    net = nn.Linear(1, 1)
+    opt = build_optimizer(c, net)
+    sched = build_lr_scheduler(c, opt)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    opt2 = build_optimizer(c, nn.Linear(1, 1))
+    sched2 = build_lr_scheduler(c, opt2)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    for _ in range(6):
+        assert [g["lr"] for g in opt2.param_groups] == pytest.approx(
+            [g["lr"] for g in opt.param_groups]
+        )
+        opt.step(), sched.step(), opt2.step(), sched2.step()
