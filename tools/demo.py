@@ -4,6 +4,8 @@ detections -> loss curves.
 
     python tools/demo.py            # the full demo (configs/shapes/e2e_deformconv_mask_rcnn_shapes.yaml)
     python tools/demo.py --quick    # a 1-2 minute smoke version (tiny data, a few iterations)
+    python tools/demo.py --config configs/shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml --procs 2
+                                    # the 10-minute schedule, two training processes
 
 Each step runs the real tool (tools/train.py, test.py, infer.py, plot_curves.py) in a
 subprocess; everything lands under --workspace (default work_space/demo, or work_space/demo_quick).
@@ -77,13 +79,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         "work shares the machine (benchmarks/RESULTS.md, Threads)",
     )
     parser.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="training processes: N > 1 trains data-parallel under torchrun (gloo on the CPU), "
+        "SOLVER.IMS_PER_BATCH split between them, each with --threads threads (0: the cores "
+        "divided by N). On narrow models N processes of one thread each keep the cores busier "
+        "than one process of N threads (benchmarks/RESULTS.md, 'The 10-minute demo')",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="train from scratch, deleting the workspace's earlier checkpoints (default: continue "
         "the earlier demo run, or reuse it when it is finished)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.procs < 1:
+        parser.error(f"--procs must be >= 1, got {args.procs}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    return args
 
 
 def _run(step: str, cmd: list[str], threads: int = 0) -> float:
@@ -129,6 +145,11 @@ def main(argv=None) -> int:
         overrides += QUICK_OVERRIDES + ["DATASETS.ROOT", os.path.join(ws, "datasets")]
     overrides += args.opts
     cfg = load_config(args.config, overrides)
+    if cfg.SOLVER.IMS_PER_BATCH % args.procs:
+        raise cli.UsageError(
+            f"--procs {args.procs} must divide SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}): "
+            f"each training process takes an equal share of the batch"
+        )
     py = sys.executable
     tools = os.path.join(ROOT, "tools")
     times = {}
@@ -142,11 +163,14 @@ def main(argv=None) -> int:
     final = os.path.join(ws, "final", "model_final.pth")
     # Run again, the demo continues its own run (or finds it finished); --overwrite starts over.
     resume = ["--overwrite"] if args.overwrite else ["--resume"]
-    times["train"] = _run(
-        "train",
-        [py, os.path.join(tools, "train.py"), "--config", args.config, *resume, *overrides],
-        threads,
-    )
+    train = [os.path.join(tools, "train.py"), "--config", args.config, *resume, *overrides]
+    train_threads = threads
+    if args.procs > 1:
+        # torchrun's standalone rendezvous: one node, a free local port
+        launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.procs}"]
+        train = launch + train
+        train_threads = threads or max(1, (os.cpu_count() or 1) // args.procs)
+    times["train"] = _run("train", [py, *train], train_threads)
     times["test"] = _run(
         "test",
         [py, os.path.join(tools, "test.py"), "--config", args.config, "--ckpt", final, *overrides],

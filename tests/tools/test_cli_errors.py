@@ -138,6 +138,8 @@ def test_odd_number_of_overrides(tool, capsys):
         ("test", ["--config"], "--config"),
         ("infer", ["--config", "x.yaml"], "--ckpt"),
         ("demo", ["--threads", "many"], "--threads"),
+        ("demo", ["--procs", "0"], "--procs"),
+        ("demo", ["--procs", "3"], "SOLVER.IMS_PER_BATCH"),
         ("make_shapes", ["--num-train", "-1"], "--num-train"),
         ("plot_curves", ["--metrics"], "--metrics"),
         ("plot_scaled_mnist", [], "RUN_DIR"),

@@ -18,12 +18,15 @@ OPS_READY = HAS_OPS and all(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not OPS_READY, reason="needs the compiled detection ops")
-def test_demo_quick(tmp_path):
+@pytest.mark.parametrize("procs", [1, 2])
+def test_demo_quick(tmp_path, procs):
     ws = tmp_path / "demo"
     cmd = [
         sys.executable,
         os.path.join(ROOT, "tools", "demo.py"),
         "--quick",
+        "--procs",
+        str(procs),
         "--workspace",
         str(ws),
         "--num-infer",
@@ -41,6 +44,8 @@ def test_demo_quick(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Demo (quick) finished" in res.stdout
     assert "shapes_val bbox: AP" in res.stdout and "shapes_val segm: AP" in res.stdout
+    # the training ran as `procs` processes (train.py logs the world size)
+    assert f"train: {procs} process(es)" in res.stdout + res.stderr
     metrics = json.loads((ws / "inference" / "shapes_val" / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
     assert (ws / "final" / "model_final.pth").is_file()
