@@ -61,12 +61,40 @@ def warmup_cosine_factor(
     return warm * (end_factor + (1 - end_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
-    """Per-iteration schedule `lr_g = base_lr_g * warmup_multistep_factor(it, ...)`.
+class _WarmupLR(torch.optim.lr_scheduler.LRScheduler):
+    """Per-iteration schedule `lr_g = base_lr_g * self.factor(it)`: the warmup keys checked and
+    kept here, the decay in the subclass's `factor`. Step it once per iteration after
+    `optimizer.step()`; `last_epoch` counts iterations, and `state_dict()` holds that count, so a
+    resumed run continues the same schedule."""
 
-    Step it once per iteration after `optimizer.step()`; `last_epoch` counts iterations. Its
-    `state_dict()` holds the iteration count, so a resumed run continues the same schedule.
-    """
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_factor: float,
+        warmup_iters: int,
+        warmup_method: str,
+        last_epoch: int,
+    ) -> None:
+        warmup_factor_at(0, warmup_factor, warmup_iters, warmup_method)  # checks the method
+        if warmup_iters < 0:
+            raise ValueError(f"SOLVER.WARMUP_ITERS must be >= 0, got {warmup_iters}")
+        self.warmup_factor = warmup_factor
+        self.warmup_iters = warmup_iters
+        self.warmup_method = warmup_method
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, iteration: int) -> float:
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        factor = self.factor(self.last_epoch)
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+    _get_closed_form_lr = get_lr
+
+
+class WarmupMultiStepLR(_WarmupLR):
+    """`lr_g = base_lr_g * warmup_multistep_factor(it, ...)`, stepped per iteration."""
 
     def __init__(
         self,
@@ -80,37 +108,25 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
     ) -> None:
         if list(milestones) != sorted(milestones):
             raise ValueError(f"SOLVER.STEPS must be increasing, got {tuple(milestones)}")
-        if warmup_method not in ("constant", "linear"):
-            raise ValueError(
-                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}"
-            )
-        if warmup_iters < 0:
-            raise ValueError(f"SOLVER.WARMUP_ITERS must be >= 0, got {warmup_iters}")
         self.milestones = [int(m) for m in milestones]
         self.gamma = gamma
-        self.warmup_factor = warmup_factor
-        self.warmup_iters = warmup_iters
-        self.warmup_method = warmup_method
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, warmup_factor, warmup_iters, warmup_method, last_epoch)
 
-    def get_lr(self) -> list[float]:
-        factor = warmup_multistep_factor(
-            self.last_epoch,
+    def factor(self, iteration: int) -> float:
+        return warmup_multistep_factor(
+            iteration,
             self.milestones,
             self.gamma,
             self.warmup_factor,
             self.warmup_iters,
             self.warmup_method,
         )
-        return [base_lr * factor for base_lr in self.base_lrs]
-
-    _get_closed_form_lr = get_lr
 
 
-class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
-    """Per-iteration schedule `lr_g = base_lr_g * warmup_cosine_factor(it, ...)`, with
+class WarmupCosineLR(_WarmupLR):
+    """`lr_g = base_lr_g * warmup_cosine_factor(it, ...)`, stepped per iteration, with
     `end_factor = base_lr_end / base_lr` shared by all groups (so a group with twice the base
-    rate also ends at twice the end rate). Stepped and resumed like WarmupMultiStepLR."""
+    rate also ends at twice the end rate)."""
 
     def __init__(
         self,
@@ -128,25 +144,16 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
             raise ValueError(
                 f"SOLVER.BASE_LR_END must be in [0, SOLVER.BASE_LR], got a ratio of {end_factor}"
             )
-        warmup_factor_at(0, warmup_factor, warmup_iters, warmup_method)  # checks the method
-        if warmup_iters < 0:
-            raise ValueError(f"SOLVER.WARMUP_ITERS must be >= 0, got {warmup_iters}")
         self.max_iter = max_iter
         self.end_factor = end_factor
-        self.warmup_factor = warmup_factor
-        self.warmup_iters = warmup_iters
-        self.warmup_method = warmup_method
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, warmup_factor, warmup_iters, warmup_method, last_epoch)
 
-    def get_lr(self) -> list[float]:
-        factor = warmup_cosine_factor(
-            self.last_epoch,
+    def factor(self, iteration: int) -> float:
+        return warmup_cosine_factor(
+            iteration,
             self.max_iter,
             self.end_factor,
             self.warmup_factor,
             self.warmup_iters,
             self.warmup_method,
         )
-        return [base_lr * factor for base_lr in self.base_lrs]
-
-    _get_closed_form_lr = get_lr
