@@ -1,7 +1,8 @@
 """Optimizer and scheduler from the config: the only reader of the optimizer and schedule keys
 (SOLVER.OPTIMIZER, BASE_LR, MOMENTUM, BETAS, WEIGHT_DECAY*, BIAS_LR_FACTOR, OFFSET_LR_FACTOR,
-LR_SCHEDULER_NAME, BASE_LR_END, STEPS, GAMMA, WARMUP_*). The loop's keys (periods, AMP, CLIP_GRAD_NORM, SKIP_NONFINITE_STEPS) are read by
-`TrainOptions.from_config` / `engine.amp`, the batch size and MAX_ITER by `make_data_loader`."""
+LR_SCHEDULER_NAME, BASE_LR_END, STEPS, GAMMA, WARMUP_*). The loop's keys (periods, AMP,
+CLIP_GRAD_NORM, SKIP_NONFINITE_STEPS) are read by `TrainOptions.from_config` / `engine.amp`, the
+batch size and MAX_ITER by `make_data_loader`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from detection.config.validate import LR_SCHEDULERS, OPTIMIZERS
 from detection.solver.lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
 
 # Substrings naming the offset/modulation predictors of deformable convs and RoI pooling.
@@ -92,7 +94,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM)
     if s.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=tuple(s.BETAS))
-    raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {s.OPTIMIZER!r}")
+    raise ValueError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {s.OPTIMIZER!r}")
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStepLR | WarmupCosineLR:
@@ -110,8 +112,7 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> WarmupMultiStep
         )
     if s.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
         raise ValueError(
-            "SOLVER.LR_SCHEDULER_NAME must be 'WarmupMultiStepLR' or 'WarmupCosineLR', got "
-            f"{s.LR_SCHEDULER_NAME!r}"
+            f"SOLVER.LR_SCHEDULER_NAME must be one of {LR_SCHEDULERS}, got {s.LR_SCHEDULER_NAME!r}"
         )
     return WarmupMultiStepLR(
         optimizer,
