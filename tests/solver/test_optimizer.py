@@ -294,3 +294,87 @@ def test_cosine_state_dict_resumes_schedule():
             [g["lr"] for g in opt.param_groups]
         )
         opt.step(), sched.step(), opt2.step(), sched2.step()
+
+
+def _fill_grads(net, seed):
+    g = torch.Generator().manual_seed(seed)
+    for p in net.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn(p.shape, generator=g)
+
+
+def _trained(opt_of, net, steps, seed=0):
+    """`net` after `steps` updates of `opt_of(net)` with seeded random gradients."""
+    opt = opt_of(net)
+    for i in range(steps):
+        _fill_grads(net, seed + i)
+        opt.step()
+    return opt
+
+
+def _default_loop(c):
+    # torch's own per-parameter loop over the same groups: the reference the fused kernels match
+    def make(net):
+        s = c.SOLVER
+        groups = get_param_groups(
+            net,
+            s.BASE_LR,
+            s.WEIGHT_DECAY,
+            s.BIAS_LR_FACTOR,
+            s.WEIGHT_DECAY_BIAS,
+            s.WEIGHT_DECAY_NORM,
+            s.OFFSET_LR_FACTOR,
+        )
+        if c.SOLVER.OPTIMIZER == "SGD":
+            return torch.optim.SGD(groups, lr=c.SOLVER.BASE_LR, momentum=c.SOLVER.MOMENTUM)
+        return torch.optim.AdamW(groups, lr=c.SOLVER.BASE_LR, betas=tuple(c.SOLVER.BETAS))
+
+    return make
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_cpu_optimizers_use_the_fused_kernels_with_the_default_loops_update(name):
+    c = _cfg(OPTIMIZER=name, BASE_LR=0.05, WEIGHT_DECAY=0.01, BIAS_LR_FACTOR=2.0)
+    torch.manual_seed(0)
+    net = _Net()
+    ref = _Net()
+    ref.load_state_dict(net.state_dict())
+    opt = _trained(lambda m: build_optimizer(c, m), net, 4)
+    _trained(_default_loop(c), ref, 4)
+    assert all(g["fused"] for g in opt.param_groups)
+    for (n, p), q in zip(net.named_parameters(), ref.parameters()):
+        # the same update up to float rounding (the kernels fuse multiply-adds)
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_a_default_loop_checkpoint_resumes_on_the_fused_kernels(name):
+    # A checkpoint written before the fused kernels (or on a device without them) carries
+    # fused=None in its groups; loading it must neither switch the kernels off nor change the run.
+    c = _cfg(OPTIMIZER=name, BASE_LR=0.05, WEIGHT_DECAY=0.0)
+    torch.manual_seed(0)
+    net = _Net()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    saved = _trained(_default_loop(c), net, 2).state_dict()
+    assert all(g["fused"] is None for g in saved["param_groups"])
+    after_two = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = build_optimizer(c, net)
+    opt.load_state_dict(saved)
+    assert all(g["fused"] for g in opt.param_groups)
+    for i in range(2, 4):
+        _fill_grads(net, i)
+        opt.step()
+    ref = _Net()
+    ref.load_state_dict(start)
+    _trained(_default_loop(c), ref, 4)  # four uninterrupted steps of the default loop
+    for (n, p), q in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=n)
+    assert not torch.equal(net.conv.weight, after_two["conv.weight"])
+
+
+def test_a_checkpoint_with_other_groups_is_still_refused():
+    c = _cfg()
+    saved = build_optimizer(c, nn.Linear(2, 2)).state_dict()  # two groups (weight, bias)
+    opt = build_optimizer(c, nn.Linear(2, 2, bias=False))
+    with pytest.raises(ValueError, match="number of parameter groups"):
+        opt.load_state_dict(saved)
