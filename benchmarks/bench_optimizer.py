@@ -27,9 +27,7 @@ for _p in (ROOT, HERE):
 import bench_ops  # noqa: E402
 import run  # noqa: E402
 
-CONFIG_10MIN = os.path.join(
-    ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_10min.yaml"
-)
+CONFIG_10MIN = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_10min.yaml")
 
 
 def _optimizers(cfg, model, name: str) -> dict[str, torch.optim.Optimizer]:

@@ -4,8 +4,9 @@ detections -> loss curves.
 
     python tools/demo.py            # the full demo (configs/shapes/e2e_deformconv_mask_rcnn_shapes.yaml)
     python tools/demo.py --quick    # a 1-2 minute smoke version (tiny data, a few iterations)
-    python tools/demo.py --config configs/shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml --procs 2
-                                    # the 10-minute schedule, two training processes
+    python tools/demo.py --config configs/shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml
+                                    # the 10-minute schedule (add --procs 2 for two training
+                                    # processes of one thread each)
 
 Each step runs the real tool (tools/train.py, test.py, infer.py, plot_curves.py) in a
 subprocess; everything lands under --workspace (default work_space/demo, or work_space/demo_quick).
@@ -84,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1,
         help="training processes: N > 1 trains data-parallel under torchrun (gloo on the CPU), "
         "SOLVER.IMS_PER_BATCH split between them, each with --threads threads (0: the cores "
-        "divided by N). On narrow models N processes of one thread each keep the cores busier "
-        "than one process of N threads (benchmarks/RESULTS.md, 'The 10-minute demo')",
+        "divided by N). On the 2-core machine, two processes of one thread each took 0.69-1.12x "
+        "the time per iteration of one process of two threads (benchmarks/RESULTS.md, "
+        "'The 10-minute demo')",
     )
     parser.add_argument(
         "--overwrite",
