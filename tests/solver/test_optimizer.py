@@ -313,21 +313,13 @@ def _trained(opt_of, net, steps, seed=0):
 
 
 def _default_loop(c):
-    # torch's own per-parameter loop over the same groups: the reference the fused kernels match
+    # torch's own per-parameter loop over build_optimizer's groups: the reference the fused
+    # kernels match (torch reads each group's "fused" at every step)
     def make(net):
-        s = c.SOLVER
-        groups = get_param_groups(
-            net,
-            s.BASE_LR,
-            s.WEIGHT_DECAY,
-            s.BIAS_LR_FACTOR,
-            s.WEIGHT_DECAY_BIAS,
-            s.WEIGHT_DECAY_NORM,
-            s.OFFSET_LR_FACTOR,
-        )
-        if c.SOLVER.OPTIMIZER == "SGD":
-            return torch.optim.SGD(groups, lr=c.SOLVER.BASE_LR, momentum=c.SOLVER.MOMENTUM)
-        return torch.optim.AdamW(groups, lr=c.SOLVER.BASE_LR, betas=tuple(c.SOLVER.BETAS))
+        opt = build_optimizer(c, net)
+        for group in opt.param_groups:
+            group["fused"] = None
+        return opt
 
     return make
 
