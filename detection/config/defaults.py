@@ -127,6 +127,11 @@ _C.INPUT.BRIGHTNESS = 0.0  # colour jitter strengths in training (0 = off)
 _C.INPUT.CONTRAST = 0.0  # colour jitter contrast
 _C.INPUT.SATURATION = 0.0  # colour jitter saturation
 _C.INPUT.HUE = 0.0  # colour jitter hue
+# Factors by which a whole training batch is rescaled after Resize, one per iteration drawn from
+# (SEED, iteration); () = off (detection/data/batch_scale.py). A batch costs what its padded size
+# does, so unlike several MIN_SIZE_TRAIN sizes (per image) the smaller factors save time.
+_C.INPUT.BATCH_SCALES_TRAIN = ()
+_C.INPUT.BATCH_SCALES_UNTIL = 1.0  # rescaled share of SOLVER.MAX_ITER, from the start (1 = all)
 
 # ---------------------------------------------------------------------------------------------
 _C.DATASETS = CN()

@@ -63,6 +63,13 @@ def config_problems(cfg: CfgNode, world_size: int | None = None) -> list[str]:
     for key in ("SAVE_PERIOD", "TEST_PERIOD", "CLIP_GRAD_NORM", "SKIP_NONFINITE_STEPS"):
         if s[key] < 0:
             problems.append(f"SOLVER.{key} must be >= 0, got {s[key]}")
+    inp = cfg.INPUT
+    if any(not f > 0 for f in inp.BATCH_SCALES_TRAIN):
+        problems.append(
+            f"INPUT.BATCH_SCALES_TRAIN must hold positive factors, got {tuple(inp.BATCH_SCALES_TRAIN)}"
+        )
+    if not 0.0 < inp.BATCH_SCALES_UNTIL <= 1.0:
+        problems.append(f"INPUT.BATCH_SCALES_UNTIL must be in (0, 1], got {inp.BATCH_SCALES_UNTIL}")
     steps = list(s.STEPS)
     if any(not isinstance(x, int) or isinstance(x, bool) or x <= 0 for x in steps):
         problems.append(f"SOLVER.STEPS must be positive iterations, got {tuple(steps)}")

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader
 
 from detection.config.paths_catalog import DatasetCatalog
+from detection.data.batch_scale import BatchScaledLoader, BatchScaleSchedule
 from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
 from detection.data.datasets.mnist_det import ensure_mnist_det
@@ -124,9 +125,10 @@ def _loader(cfg, dataset, batch_sampler, seed: int) -> DataLoader:
 
 def make_data_loader(
     cfg, is_train: bool = True, is_distributed: bool = False, start_iter: int = 0
-) -> Union[DataLoader, List[DataLoader]]:
+) -> Union[DataLoader, BatchScaledLoader, List[DataLoader]]:
     """Training: one DataLoader of SOLVER.MAX_ITER batches of SOLVER.IMS_PER_BATCH // world size
-    images (iterations `start_iter`..MAX_ITER-1 of the same sequence an uninterrupted run sees).
+    images (iterations `start_iter`..MAX_ITER-1 of the same sequence an uninterrupted run sees),
+    wrapped in a `BatchScaledLoader` when INPUT.BATCH_SCALES_TRAIN rescales its batches.
     Inference: a list with one DataLoader per DATASETS.TEST name, TEST.IMS_PER_BATCH // world
     size images per batch, in order, sharded across ranks. Batches are
     `(ImageList, tuple[BoxList], tuple[int])`.
@@ -157,7 +159,11 @@ def make_data_loader(
             batches = torch.utils.data.BatchSampler(sampler, per_rank, drop_last=False)
         batches = IterationBasedBatchSampler(batches, cfg.SOLVER.MAX_ITER, start_iter)
         # workers' random transforms differ after a resume; the batches (indices) do not
-        return _loader(cfg, dataset, batches, cfg.SEED + rank + start_iter)
+        loader = _loader(cfg, dataset, batches, cfg.SEED + rank + start_iter)
+        schedule = BatchScaleSchedule.from_config(cfg)
+        if schedule is None:
+            return loader
+        return BatchScaledLoader(loader, schedule, start_iter, cfg.DATALOADER.SIZE_DIVISIBILITY)
     loaders = []
     for d in datasets:
         sampler = DistributedSampler(d, world, rank, shuffle=False, seed=cfg.SEED)

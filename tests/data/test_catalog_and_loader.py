@@ -10,6 +10,7 @@ from detection.config import ConfigError, validate_config
 from detection.config import cfg as default_cfg
 from detection.config.paths_catalog import DatasetCatalog
 from detection.data import make_data_loader
+from detection.data.batch_scale import BatchScaleSchedule
 from detection.structures.bounding_box import BoxList
 from detection.structures.image_list import ImageList
 from detection.structures.segmentation_mask import SegmentationMask
@@ -98,6 +99,28 @@ def test_make_data_loader_on_generated_shapes(tmp_path, caplog):
         ConfigError, match=r"SOLVER.IMS_PER_BATCH \(3\) must be a positive multiple"
     ):
         validate_config(cfg, world_size=2)
+
+
+def test_batch_scales_rescale_whole_batches_and_resume(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.INPUT.MIN_SIZE_TRAIN = (64,)
+    cfg.INPUT.BATCH_SCALES_TRAIN = (0.5, 1.0)
+    loader = make_data_loader(cfg, is_train=True)
+    assert len(loader) == 7 and loader.dataset is not None  # the DataLoader's attributes
+    schedule = BatchScaleSchedule.from_config(cfg)
+    runs = []
+    for it, (images, targets, indices) in enumerate(loader):
+        short = {min(h, w) for h, w in images.image_sizes}
+        assert short == {round(64 * schedule.scale(it))}, (it, short)
+        assert images.tensors.shape[2] % 32 == 0 and images.tensors.shape[3] % 32 == 0
+        assert all(t.size == (w, h) for (h, w), t in zip(images.image_sizes, targets))
+        runs.append((indices, images.image_sizes))
+    assert {schedule.scale(it) for it in range(7)} == {0.5, 1.0}
+    resumed = make_data_loader(cfg, is_train=True, start_iter=4)
+    assert [(idx, im.image_sizes) for im, _, idx in resumed] == runs[4:]
+    cfg.INPUT.BATCH_SCALES_UNTIL = 0.5  # iterations 0-3 (< 3.5) rescaled, 4-6 at Resize's size
+    sizes = [im.image_sizes for im, _, _ in make_data_loader(cfg, is_train=True)]
+    assert all(min(min(hw) for hw in s) == 64 for s in sizes[4:])
 
 
 def test_make_data_loader_with_workers(tmp_path):
