@@ -113,6 +113,12 @@ def test_synthetic_cache_written_in_idx_format(tmp_path):
     np.testing.assert_array_equal(again["test"][0], sets["test"][0])
 
 
+def _span(img, axis):
+    """First and last row (axis 0) or column (axis 1) with a pixel above 60."""
+    idx = np.nonzero((img > 60).any(axis=1 - axis))[0]
+    return idx.min(), idx.max()
+
+
 def _bbox(img):
     ys, xs = np.nonzero(img > 60)
     return ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
@@ -128,8 +134,12 @@ def test_scale_transform():
         assert abs(sh - 0.5 * h) <= 2 and abs(sw - 0.5 * w) <= 2, ((h, w), (sh, sw))
         big = D.scale_image(img, 1.5)
         assert big.shape == (28, 28)
-        bh, bw = _bbox(big)
-        assert bh >= min(28, 1.5 * h - 2) - 1
+        # 1.5x is 42 px, cropped 7 px on every side: rows y0..y1 cover [1.5 y0, 1.5 (y1 + 1))
+        # of the 42, [1.5 y0 - 7, 1.5 (y1 + 1) - 7) clipped to [0, 28) after the crop
+        (y0, y1), (x0, x1) = _span(img, 0), _span(img, 1)
+        for got, lo, hi in ((_bbox(big)[0], y0, y1), (_bbox(big)[1], x0, x1)):
+            expected = min(28.0, 1.5 * (hi + 1) - 7) - max(0.0, 1.5 * lo - 7)
+            assert abs(got - expected) <= 2, (got, expected)
     # centred: a centred square stays centred
     sq = np.zeros((28, 28), np.uint8)
     sq[10:18, 10:18] = 255
