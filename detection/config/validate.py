@@ -64,7 +64,10 @@ def config_problems(cfg: CfgNode, world_size: int | None = None) -> list[str]:
         if s[key] < 0:
             problems.append(f"SOLVER.{key} must be >= 0, got {s[key]}")
     inp = cfg.INPUT
-    if any(not f > 0 for f in inp.BATCH_SCALES_TRAIN):
+    if any(
+        isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0
+        for f in inp.BATCH_SCALES_TRAIN
+    ):
         problems.append(
             f"INPUT.BATCH_SCALES_TRAIN must hold positive factors, got {tuple(inp.BATCH_SCALES_TRAIN)}"
         )

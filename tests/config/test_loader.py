@@ -259,6 +259,8 @@ def test_bad_files(tmp_path):
         (["SOLVER.BASE_LR_END", "0.5"], ["SOLVER.BASE_LR_END", "SOLVER.BASE_LR"]),
         (["SOLVER.BASE_LR_END", "-0.1"], ["SOLVER.BASE_LR_END"]),
         (["INPUT.BATCH_SCALES_TRAIN", "(0.5, 0.0)"], ["INPUT.BATCH_SCALES_TRAIN"]),
+        (["INPUT.BATCH_SCALES_TRAIN", "('a',)"], ["INPUT.BATCH_SCALES_TRAIN"]),
+        (["INPUT.BATCH_SCALES_TRAIN", "(True,)"], ["INPUT.BATCH_SCALES_TRAIN"]),
         (["INPUT.BATCH_SCALES_UNTIL", "0.0"], ["INPUT.BATCH_SCALES_UNTIL"]),
         (["INPUT.BATCH_SCALES_UNTIL", "1.5"], ["INPUT.BATCH_SCALES_UNTIL"]),
     ],
