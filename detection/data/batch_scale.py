@@ -6,9 +6,9 @@ A per-image random size (`INPUT.MIN_SIZE_TRAIN` with several sizes) costs as muc
 image, because the batch is padded to it; one factor per batch makes the smaller sizes cheaper
 (mmdetection's `BatchSyncRandomResize`, which its YOLOX configs use). The factor of an
 iteration is a function of `(SEED, iteration)` only: every rank draws the same one, and a
-resumed run draws the same as an uninterrupted one. With `INPUT.BATCH_SCALES_UNTIL` < 1 the factors apply to the
-first part of the run only and the rest trains at the `Resize` size (a progressive-resizing
-schedule: the cheap small batches first, the size of the test last).
+resumed run draws the same as an uninterrupted one. With `INPUT.BATCH_SCALES_UNTIL` < 1 the
+factors apply to the first part of the run only and the rest trains at the `Resize` size (a
+progressive-resizing schedule: the cheap small batches first, the size of the test last).
 """
 
 from __future__ import annotations
