@@ -22,18 +22,21 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _p in (ROOT, HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-CONFIG_10MIN = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_10min.yaml")
+import bench_ops  # noqa: E402
+from bench_optimizer import CONFIG_10MIN  # noqa: E402
+import run  # noqa: E402
 
 
-def _setup(config: str, opts: list[str]):
+def _setup(config: str):
     from detection.config import load_config
     from detection.modeling import build_detection_model
     from detection.solver import build_optimizer
 
-    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", *opts])
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"])
     torch.manual_seed(0)
     model = build_detection_model(cfg).train()
     return cfg, model, build_optimizer(cfg, model)
@@ -79,7 +82,7 @@ def measure_scales(cfg, model, optimizer, batches, scales) -> list[dict]:
         ratios = [t / t1 for t, t1 in zip(times[f], times[1.0])]
         rows.append(
             {
-                "factor": f,
+                "factor": f"{f:g}",
                 "step ms (median)": statistics.median(times[f]),
                 "padded pixels / image": statistics.mean(pixels[f]),
                 "pixels vs 1": statistics.mean(pixels[f]) / statistics.mean(pixels[1.0]),
@@ -87,15 +90,6 @@ def measure_scales(cfg, model, optimizer, batches, scales) -> list[dict]:
             }
         )
     return rows
-
-
-def _table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -108,12 +102,14 @@ def main(argv=None) -> int:
     if args.batches < 2 or any(not 0 < s for s in args.scales):
         print("error: --batches must be >= 2 and --scales positive", file=sys.stderr)
         return 2
-    cfg, model, optimizer = _setup(args.config, [])
+    cfg, model, optimizer = _setup(args.config)
     batches = _batches(cfg, args.batches + args.warmup)
     for images, targets in batches[: args.warmup]:
         _step_ms(model, optimizer, images, targets)
-    print(f"threads {torch.get_num_threads()}, {args.batches} batches\n")
-    print(_table(measure_scales(cfg, model, optimizer, batches[args.warmup :], args.scales)))
+    print(run.environment())
+    print(f"\nthreads {torch.get_num_threads()}, {args.batches} batches\n")
+    rows = measure_scales(cfg, model, optimizer, batches[args.warmup :], args.scales)
+    print(bench_ops._format_table(rows, markdown=True))
     return 0
 
 

@@ -120,8 +120,8 @@ def _span(img, axis):
 
 
 def _bbox(img):
-    ys, xs = np.nonzero(img > 60)
-    return ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    """Height and width of the pixels above 60."""
+    return tuple(hi - lo + 1 for lo, hi in (_span(img, 0), _span(img, 1)))
 
 
 def test_scale_transform():
@@ -136,8 +136,7 @@ def test_scale_transform():
         assert big.shape == (28, 28)
         # 1.5x is 42 px, cropped 7 px on every side: rows y0..y1 cover [1.5 y0, 1.5 (y1 + 1))
         # of the 42, [1.5 y0 - 7, 1.5 (y1 + 1) - 7) clipped to [0, 28) after the crop
-        (y0, y1), (x0, x1) = _span(img, 0), _span(img, 1)
-        for got, lo, hi in ((_bbox(big)[0], y0, y1), (_bbox(big)[1], x0, x1)):
+        for got, (lo, hi) in zip(_bbox(big), (_span(img, 0), _span(img, 1))):
             expected = min(28.0, 1.5 * (hi + 1) - 7) - max(0.0, 1.5 * lo - 7)
             assert abs(got - expected) <= 2, (got, expected)
     # centred: a centred square stays centred
