@@ -146,3 +146,40 @@ def test_mask_loss_uses_gt_class_channel_of_positives_only():
     assert float(target.min()) == 1.0
     expected = F.binary_cross_entropy_with_logits(torch.full((28, 28), 0.02), target[0])
     torch.testing.assert_close(losses["loss_mask"], expected)
+
+
+@needs_ops
+def test_mask_head_channels_last_matches_nchw():
+    from detection.modeling.roi_heads.mask_head import MaskHead
+    from detection.modeling.roi_heads.poolers import Pooler
+
+    torch.manual_seed(0)
+    pooler = Pooler(
+        name="ModulatedDeformRoIPool",
+        output_size=7,
+        spatial_scale=1 / 16,
+        sampling_ratio=2,
+        gamma=0.1,
+        in_channels=8,
+        fc_channels=16,
+    )
+    head = MaskHead(in_channels=8, pooler=pooler, conv_layers=(8, 8), num_classes=3).double()
+    rois = torch.tensor([[0, 4.0, 4, 90, 70], [1, 30, 10, 60, 100], [0, 0, 0, 127, 127]])
+    feature = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    results = {}
+    for channels_last in (False, True):
+        head.channels_last = channels_last
+        head.zero_grad()
+        x = feature.clone().requires_grad_()
+        out = head(x, rois.double())
+        # the convs ran on NHWC tensors only when asked (the layout reaches the logits)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert out.shape == (3, 3, 14, 14)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [p.grad.clone() for p in head.parameters()]
+        results[channels_last] = (out.detach().contiguous(), x.grad, grads)
+    (o0, g0, p0), (o1, g1, p1) = results[False], results[True]
+    torch.testing.assert_close(o1, o0)
+    torch.testing.assert_close(g1, g0)
+    for a, b in zip(p1, p0):
+        torch.testing.assert_close(a, b)

@@ -23,13 +23,25 @@ from detection.structures.bounding_box import BoxList
 class MaskHead(nn.Module):
     """`forward(reduced Tensor[N, C, H, W], rois Tensor[R, 5]) -> Tensor[R, num_classes, 2P, 2P]`
     logits: pooling to P x P, `conv_layers` 3x3 convs + ReLU, 2x2 stride-2 deconv + ReLU,
-    1x1 conv to one logit map per class."""
+    1x1 conv to one logit map per class.
+
+    `channels_last`: on the CPU, the convs run on channels-last (NHWC) tensors. oneDNN's NHWC
+    kernels are faster than its NCHW ones for these narrow convs over many small RoI maps
+    (`benchmarks/bench_mask_head.py`); the logits keep that layout. Other devices keep NCHW.
+    """
 
     def __init__(
-        self, *, in_channels: int, pooler: Pooler, conv_layers: Sequence[int], num_classes: int
+        self,
+        *,
+        in_channels: int,
+        pooler: Pooler,
+        conv_layers: Sequence[int],
+        num_classes: int,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.pooler = pooler
+        self.channels_last = channels_last
         ch = in_channels
         self.convs = nn.ModuleList()
         for width in conv_layers:
@@ -47,6 +59,8 @@ class MaskHead(nn.Module):
 
     def forward(self, reduced: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         x = self.pooler(reduced, rois)
+        if self.channels_last and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.relu(conv(x))
         return self.logits(F.relu(self.deconv(x)))
