@@ -33,7 +33,7 @@ for _p in (ROOT, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_batch_scale import _batches, _setup  # noqa: E402
+from bench_batch_scale import _batches, _setup, _step_ms  # noqa: E402
 import bench_ops  # noqa: E402
 from bench_optimizer import CONFIG_10MIN  # noqa: E402
 import run  # noqa: E402
@@ -170,12 +170,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     cfg, model, optimizer = _setup(args.config)
     batches = _batches(cfg, args.batches + args.warmup)
-    timer_free = batches[: args.warmup]
-    for images, targets in timer_free:
-        losses = model(images, targets)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
+    for images, targets in batches[: args.warmup]:  # before the hooks exist
+        _step_ms(model, optimizer, images, targets)
     print(run.environment())
     print(f"\n{args.batches} batches, each at factor 1 and {args.scale:g} on 2 threads and at")
     print("factor 1 on 1 thread; medians over the batches\n")
