@@ -341,7 +341,8 @@ def environment() -> str:
     if _ext.HAS_OPS:
         lines.append(
             f"- CPU ISA of our sampling loops: {_ext.cpu_isa()}; ATen's: "
-            f"{torch.backends.cpu.get_cpu_capability()}"
+            f"{torch.backends.cpu.get_cpu_capability()}; the DCN backward GEMMs' library: "
+            f"{_ext.cpu_backward_gemm()}"
         )
     if torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")

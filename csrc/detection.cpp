@@ -1,4 +1,4 @@
-// The operator library `detection`: its ops' schemas (common/op_schemas.h) and three queries.
+// The operator library `detection`: its ops' schemas (common/op_schemas.h) and four queries.
 //
 // Kernels register themselves per backend in their own files
 // (csrc/<op>/cpu/*.cpp: TORCH_LIBRARY_IMPL(detection, CPU, m),
@@ -34,6 +34,10 @@ int64_t cuda_version() {
 // or "default" (csrc/common/cpu_isa.h).
 std::string cpu_isa_in_use() { return cpu_isa_name(cpu_isa()); }
 
+// The library of the CPU deformable conv's backward GEMMs (one conv group) on this CPU: "blas" or
+// "onednn" (csrc/common/cpu_isa.h).
+std::string cpu_backward_gemm_in_use() { return cpu_gemm_name(cpu_backward_gemm()); }
+
 // Bytes of CPU scratch the calling thread keeps between kernel calls (common/cpu_workspace.h);
 // `release` frees them.
 int64_t cpu_workspace(bool release) { return workspace_bytes(release); }
@@ -43,6 +47,7 @@ int64_t cpu_workspace(bool release) { return workspace_bytes(release); }
 TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   m.def("_cpu_isa() -> str", &detection::cpu_isa_in_use);
+  m.def("_cpu_backward_gemm() -> str", &detection::cpu_backward_gemm_in_use);
   m.def("_cpu_workspace(bool release=False) -> int", &detection::cpu_workspace);
   detection::define_op_schemas(m);
 }

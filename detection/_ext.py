@@ -53,6 +53,15 @@ def cpu_isa() -> str:
     return torch.ops.detection._cpu_isa()
 
 
+def cpu_backward_gemm() -> str:
+    """Library that multiplies the CPU deformable conv's backward GEMMs (one conv group) in this
+    process: ``"blas"`` (``at::mm``: MKL on x86-64) or ``"onednn"`` (a 1x1 convolution backward),
+    whichever is faster on this CPU: oneDNN where the CPU has AVX-512 and is not Intel's (MKL
+    runs its AVX2 kernels there), BLAS elsewhere. Grouped convs always use oneDNN."""
+    require_ops()
+    return torch.ops.detection._cpu_backward_gemm()
+
+
 def cpu_workspace_bytes(release: bool = False) -> int:
     """Bytes of scratch the CPU kernels keep for the calling thread between calls (the
     deformable convolution's padded images, sampling plan and column tiles: reusing them spares

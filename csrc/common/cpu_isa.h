@@ -1,4 +1,4 @@
-// Instruction-set variants of the CPU kernels' sampling loops.
+// Instruction-set variants of the CPU kernels' sampling loops, and the library of their GEMMs.
 //
 // The extension is compiled for the baseline x86-64 ISA (SSE2) so that one build runs on every
 // machine; its hot loops (bilinear gathers and scatters over contiguous channels) are compiled
@@ -39,6 +39,30 @@ inline CpuIsa cpu_isa() {
     return CpuIsa::kDefault;
   }();
   return isa;
+}
+
+// Which library multiplies the deformable conv's backward GEMMs on this CPU (one conv group):
+// ATen's BLAS (`at::mm`, MKL's sgemm on x86-64) or oneDNN (a 1x1 convolution_backward). The
+// faster one depends on whose AVX-512 kernels run: MKL runs its AVX-512 kernels on Intel CPUs
+// only (on AMD ones its AVX2 kernels, about half the speed), while oneDNN's convolution_backward
+// runs its AVX-512 kernels on both, but at these shapes slower than MKL. Measured (RESULTS.md):
+// BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel Xeon (with AMX), oneDNN faster on
+// an AVX-512 AMD one (Zen 5). So oneDNN only where the CPU has AVX-512 and is not Intel's.
+enum class CpuGemm { kBlas, kOneDnn };
+
+inline CpuGemm cpu_backward_gemm() {
+  static const CpuGemm gemm = [] {
+#if DETECTION_CPU_MULTIVERSION
+    __builtin_cpu_init();
+    if (cpu_isa() == CpuIsa::kAvx512 && !__builtin_cpu_is("intel")) return CpuGemm::kOneDnn;
+#endif
+    return CpuGemm::kBlas;
+  }();
+  return gemm;
+}
+
+inline const char* cpu_gemm_name(CpuGemm gemm) {
+  return gemm == CpuGemm::kOneDnn ? "onednn" : "blas";
 }
 
 inline const char* cpu_isa_name(CpuIsa isa) {

@@ -20,7 +20,8 @@
 // positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
 // and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
 // runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_weight and
-// grad_columns in one convolution_backward, then one sweep over grad_columns does both the
+// grad_columns by two at::mm calls (BLAS) or, where oneDNN is faster on the CPU, in one
+// convolution_backward (see backward_gemms_as_mm); then one sweep over grad_columns does both the
 // col2im (into a padded channels-last grad) and the offset/mask gradients. Its tasks are (image,
 // chunk of kChannelChunk channels) pairs: a task owns its channels of its image's grad pixels
 // (no atomics) and visits positions in a fixed order, and writes its partial sums over channels
@@ -342,13 +343,17 @@ struct Conv1x1 {
 };
 
 // The backward's two GEMMs (grad_columns = grad_rows x W, grad_weight = grad_rows^T x columns)
-// as plain at::mm (BLAS) rather than Conv1x1's convolution_backward, where the CPU lacks AVX-512
-// (and for one conv group). On the AVX2 development machine at the shapes demo's layers (one
-// thread, 16-128 channels, 1408-5632 rows) convolution_backward took 1.3-2.5x the time of the
-// two at::mm calls (11.1 vs 6.1 ms at 32 channels, 47.8 vs 30.0 ms at 128); the AVX-512 machine
-// of benchmarks/RESULTS.md measured the opposite (oneDNN's AVX-512 kernels against BLAS's AVX2
-// ones), so it keeps the convolution.
-bool backward_gemms_as_mm(int64_t groups) { return groups == 1 && cpu_isa() != CpuIsa::kAvx512; }
+// as plain at::mm (BLAS) rather than Conv1x1's convolution_backward, where BLAS is the faster of
+// the two on this CPU (csrc/common/cpu_isa.h, cpu_backward_gemm); one conv group only (grouped
+// GEMMs stay a grouped convolution). At the shapes demo's layers (16-128 channels, 1408-5632 rows):
+// on the AVX2 AMD development machine convolution_backward took 1.3-2.5x the time of the two at::mm
+// calls at one thread (11.1 vs 6.1 ms at 32 channels, 47.8 vs 30.0 ms at 128), on an AVX-512 Intel
+// Xeon (with AMX) 1.3-2.4x at one and two threads (12.1 vs 9.2 ms at 128 channels, one thread),
+// and 1.1-1.5x at the ResNet-50 res3-res5 shapes; the AVX-512 AMD machine measured the
+// opposite (oneDNN's AVX-512 kernels against MKL's AVX2 ones there), so it keeps the convolution.
+bool backward_gemms_as_mm(int64_t groups) {
+  return groups == 1 && cpu_backward_gemm() == CpuGemm::kBlas;
+}
 
 // rows [n, F] (contiguous) as the channels-last image [1, F, 1, n], and back.
 at::Tensor as_image(const at::Tensor& rows) {
