@@ -1,4 +1,4 @@
-// The operator library `detection`: its ops' schemas (common/op_schemas.h) and four queries.
+// The operator library `detection`: its ops' schemas (common/op_schemas.h) and its library queries.
 //
 // Kernels register themselves per backend in their own files
 // (csrc/<op>/cpu/*.cpp: TORCH_LIBRARY_IMPL(detection, CPU, m),
@@ -38,6 +38,16 @@ std::string cpu_isa_in_use() { return cpu_isa_name(cpu_isa()); }
 // "onednn" (csrc/common/cpu_isa.h).
 std::string cpu_backward_gemm_in_use() { return cpu_gemm_name(cpu_backward_gemm()); }
 
+// Forces that library for the process ("blas" or "onednn"), or restores the CPU's pick ("auto").
+void cpu_set_backward_gemm(const std::string& name) {
+  TORCH_CHECK(name == "auto" || name == "blas" || name == "onednn",
+              "_cpu_set_backward_gemm: expected 'auto', 'blas' or 'onednn', got '", name, "'");
+  const int forced = name == "auto"   ? -1
+                     : name == "blas" ? static_cast<int>(CpuGemm::kBlas)
+                                      : static_cast<int>(CpuGemm::kOneDnn);
+  cpu_backward_gemm_forced().store(forced);
+}
+
 // Bytes of CPU scratch the calling thread keeps between kernel calls (common/cpu_workspace.h);
 // `release` frees them.
 int64_t cpu_workspace(bool release) { return workspace_bytes(release); }
@@ -48,6 +58,7 @@ TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   m.def("_cpu_isa() -> str", &detection::cpu_isa_in_use);
   m.def("_cpu_backward_gemm() -> str", &detection::cpu_backward_gemm_in_use);
+  m.def("_cpu_set_backward_gemm(str name) -> ()", &detection::cpu_set_backward_gemm);
   m.def("_cpu_workspace(bool release=False) -> int", &detection::cpu_workspace);
   detection::define_op_schemas(m);
 }

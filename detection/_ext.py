@@ -62,6 +62,14 @@ def cpu_backward_gemm() -> str:
     return torch.ops.detection._cpu_backward_gemm()
 
 
+def set_cpu_backward_gemm(name: str | None) -> None:
+    """Force the library of the CPU deformable conv's backward GEMMs for this process
+    (``"blas"`` or ``"onednn"``), or restore this CPU's pick (``None``). For benchmarks and
+    tests: the two give the same gradients up to float rounding."""
+    require_ops()
+    torch.ops.detection._cpu_set_backward_gemm("auto" if name is None else name)
+
+
 def cpu_workspace_bytes(release: bool = False) -> int:
     """Bytes of scratch the CPU kernels keep for the calling thread between calls (the
     deformable convolution's padded images, sampling plan and column tiles: reusing them spares

@@ -12,6 +12,8 @@
 
 #include <ATen/Version.h>
 
+#include <atomic>
+
 #include <string>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -50,7 +52,7 @@ inline CpuIsa cpu_isa() {
 // an AVX-512 AMD one (Zen 5). So oneDNN only where the CPU has AVX-512 and is not Intel's.
 enum class CpuGemm { kBlas, kOneDnn };
 
-inline CpuGemm cpu_backward_gemm() {
+inline CpuGemm cpu_backward_gemm_pick() {
   static const CpuGemm gemm = [] {
 #if DETECTION_CPU_MULTIVERSION
     __builtin_cpu_init();
@@ -59,6 +61,18 @@ inline CpuGemm cpu_backward_gemm() {
     return CpuGemm::kBlas;
   }();
   return gemm;
+}
+
+// A library forced for the process (`_cpu_set_backward_gemm`, for benchmarks and tests: the two
+// differ by float rounding only), or -1 for the pick above.
+inline std::atomic<int>& cpu_backward_gemm_forced() {
+  static std::atomic<int> forced{-1};
+  return forced;
+}
+
+inline CpuGemm cpu_backward_gemm() {
+  const int forced = cpu_backward_gemm_forced().load(std::memory_order_relaxed);
+  return forced < 0 ? cpu_backward_gemm_pick() : static_cast<CpuGemm>(forced);
 }
 
 inline const char* cpu_gemm_name(CpuGemm gemm) {

@@ -538,6 +538,37 @@ def test_cpu_tiles_spanning_images_match_per_image():
     torch.testing.assert_close(grads[3], grad_weight, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_cpu_backward_gemm_libraries_match_float64(groups):
+    """The backward GEMMs run through BLAS or oneDNN, by CPU (`_ext.cpu_backward_gemm()`); both
+    are forced here in turn on every machine: each matches the float64 result to float32
+    rounding, the forward is the same in both, and None restores the CPU's pick. Grouped convs
+    run oneDNN's grouped 1x1 convolution whatever is forced."""
+    args, kw = make_case(2, 40, 24, 9, 11, 3, padding=1, dg=2, groups=groups, seed=5)
+    grad_out = torch.randn(2, 24, 9, 11, generator=torch.Generator().manual_seed(6))
+    ref_out, ref_grads = _grads(args, kw, grad_out.double())
+    args32 = [a.float() for a in args]
+    pick = _ext.cpu_backward_gemm()
+    outs = []
+    try:
+        for lib in ("blas", "onednn"):
+            _ext.set_cpu_backward_gemm(lib)
+            assert _ext.cpu_backward_gemm() == lib
+            out, grads = _grads(args32, kw, grad_out)
+            outs.append(out)
+            for name, g, r in zip(["input", "offset", "mask", "weight", "bias"], grads, ref_grads):
+                scale = r.abs().max().item()
+                torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-5 * scale,
+                                           msg=f"{lib}: {name}")  # fmt: skip
+    finally:
+        _ext.set_cpu_backward_gemm(None)
+    assert _ext.cpu_backward_gemm() == pick
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(outs[0].double(), ref_out, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="expected 'auto', 'blas' or 'onednn'"):
+        _ext.set_cpu_backward_gemm("mkl")
+
+
 def test_cpu_workspace_reuse_gives_fresh_results_and_releases():
     """The CPU kernel keeps its scratch (padded images, plan, column tiles, gradient buffers) per
     thread between calls (csrc/common/cpu_workspace.h). A call that follows larger ones, float32
