@@ -57,7 +57,8 @@ def cpu_backward_gemm() -> str:
     """Library that multiplies the CPU deformable conv's backward GEMMs (one conv group) in this
     process: ``"blas"`` (``at::mm``: MKL on x86-64) or ``"onednn"`` (a 1x1 convolution backward),
     whichever is faster on this CPU: oneDNN where the CPU has AVX-512 and is not Intel's (MKL
-    runs its AVX2 kernels there), BLAS elsewhere. Grouped convs always use oneDNN."""
+    runs its AVX2 kernels there), BLAS elsewhere; or the one ``set_cpu_backward_gemm`` forced.
+    Grouped convs always use oneDNN."""
     require_ops()
     return torch.ops.detection._cpu_backward_gemm()
 
