@@ -3,8 +3,16 @@
 Training samples RoIs from the proposals plus the ground-truth boxes (`loss.RoISampler`),
 computes `loss_classifier` and `loss_box_reg` (optionally with online hard example mining,
 `loss.fastrcnn_losses`) and returns the sampled RoIs, each carrying its fc feature (field
-"box_features", used by the mask head's caller and by feature mimicking). Inference decodes,
-clips, thresholds, runs per-class NMS and keeps the best detections (`inference`).
+"box_features", read by feature mimicking). Inference decodes, clips, thresholds, runs per-class
+NMS and keeps the best detections (`inference`).
+
+OHEM runs in one of two ways, with the same losses and gradients:
+- one pass (`ohem_two_pass=False`): the head runs forward over every sampled RoI with autograd;
+  the RoIs not kept enter the losses multiplied by 0, so the backward still runs over all of
+  them. Needed when something else reads every RoI's feature with its gradient (mimicking).
+- two passes (Shrivastava et al. 2016): a forward without autograd over every sampled RoI ranks
+  them, then the head runs forward and backward over the kept RoIs only. The RoIs carry no
+  "box_features" then.
 """
 
 from __future__ import annotations
@@ -19,7 +27,12 @@ from detection.modeling.box_coder import BoxCoder
 from detection.modeling.matcher import Matcher
 from detection.modeling.roi_heads.box_head.feature_extractor import BoxHeadFeatureExtractor
 from detection.modeling.roi_heads.box_head.inference import BoxPostProcessor
-from detection.modeling.roi_heads.box_head.loss import RoISampler, fastrcnn_losses
+from detection.modeling.roi_heads.box_head.loss import (
+    RoISampler,
+    fastrcnn_losses,
+    per_roi_losses,
+    select_hardest,
+)
 from detection.modeling.roi_heads.box_head.predictor import BoxPredictor
 from detection.modeling.roi_heads.poolers import Pooler, boxes_to_rois
 from detection.structures.bounding_box import BoxList
@@ -32,8 +45,9 @@ class ROIBoxHead(nn.Module):
     map `Tensor[N, C, H, W]`.
 
     Training: results are the sampled RoIs (`RoISampler` fields plus "box_features",
-    `Tensor[R_i, D]`), losses `loss_classifier` and `loss_box_reg`. Inference: results are the
-    detections (`BoxPostProcessor`), no losses.
+    `Tensor[R_i, D]`, unless OHEM runs in two passes), losses `loss_classifier` and
+    `loss_box_reg`. Inference: results are the detections (`BoxPostProcessor`), no losses.
+    `ohem_two_pass` chooses how OHEM runs (module docstring); it has no effect without OHEM.
     """
 
     def __init__(
@@ -47,6 +61,7 @@ class ROIBoxHead(nn.Module):
         cls_agnostic: bool,
         smooth_l1_beta: float,
         box_loss_weight: float,
+        ohem_two_pass: bool = False,
     ) -> None:
         super().__init__()
         self.feature_extractor = feature_extractor
@@ -57,6 +72,7 @@ class ROIBoxHead(nn.Module):
         self.cls_agnostic = cls_agnostic
         self.smooth_l1_beta = smooth_l1_beta
         self.box_loss_weight = box_loss_weight
+        self.ohem_two_pass = ohem_two_pass
 
     def forward(
         self,
@@ -69,6 +85,8 @@ class ROIBoxHead(nn.Module):
                 raise ValueError("targets must be given in training mode")
             with torch.no_grad():
                 proposals = self.sampler(proposals, targets)
+            if self.ohem_per_image > 0 and self.ohem_two_pass:
+                return proposals, self._ohem_two_pass_losses(features, proposals)
         x = self.feature_extractor(features, boxes_to_rois(proposals).to(features.device))
         class_logits, box_regression = self.predictor(x)
         class_logits, box_regression = class_logits.float(), box_regression.float()
@@ -90,6 +108,29 @@ class ROIBoxHead(nn.Module):
         for p, f in zip(proposals, x.split([len(p) for p in proposals])):
             p.add_field(BOX_FEATURES, f)
         return proposals, {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
+
+    def _ohem_two_pass_losses(
+        self, features: torch.Tensor, proposals: List[BoxList]
+    ) -> Dict[str, torch.Tensor]:
+        rois = boxes_to_rois(proposals).to(features.device)
+        labels = torch.cat([p.get_field("labels") for p in proposals])
+        reg = torch.cat([p.get_field("regression_targets") for p in proposals])
+        kw = dict(cls_agnostic=self.cls_agnostic, beta=self.smooth_l1_beta)
+        with torch.no_grad():
+            logits, deltas = self.predictor(self.feature_extractor(features, rois))
+            cls, box = per_roi_losses(logits.float(), deltas.float(), labels, reg, **kw)
+            keep = select_hardest(cls + box, [len(p) for p in proposals], self.ohem_per_image)
+        class_logits, box_regression = self.predictor(self.feature_extractor(features, rois[keep]))
+        loss_cls, loss_box, _ = fastrcnn_losses(
+            class_logits.float(),
+            box_regression.float(),
+            labels[keep],
+            reg[keep],
+            [int(keep.sum())],
+            box_loss_weight=self.box_loss_weight,
+            **kw,
+        )
+        return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
 
 def build_roi_box_head(cfg, *, pooler: Pooler, in_channels: int) -> ROIBoxHead:
@@ -131,4 +172,6 @@ def build_roi_box_head(cfg, *, pooler: Pooler, in_channels: int) -> ROIBoxHead:
         cls_agnostic=bh.CLS_AGNOSTIC_BBOX_REG,
         smooth_l1_beta=bh.SMOOTH_L1_BETA,
         box_loss_weight=bh.BBOX_REG_LOSS_WEIGHT,
+        # mimicking reads every sampled RoI's feature with its gradient
+        ohem_two_pass=not cfg.MODEL.MIMIC_ON,
     )
