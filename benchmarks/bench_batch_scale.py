@@ -52,6 +52,14 @@ def _batches(cfg, n: int) -> list:
     return [(images, targets) for images, targets, _ in make_data_loader(cfg, is_train=True)]
 
 
+def _warm_batches(cfg, model, optimizer, n: int, warmup: int) -> list:
+    """`n` real training batches of `cfg`, after `warmup` more stepped untimed."""
+    batches = _batches(cfg, n + warmup)
+    for images, targets in batches[:warmup]:
+        _step_ms(model, optimizer, images, targets)
+    return batches[warmup:]
+
+
 def _step_ms(model, optimizer, images, targets) -> float:
     start = time.perf_counter()
     losses = model(images, targets)
@@ -103,12 +111,10 @@ def main(argv=None) -> int:
         print("error: --batches must be >= 2 and --scales positive", file=sys.stderr)
         return 2
     cfg, model, optimizer = _setup(args.config)
-    batches = _batches(cfg, args.batches + args.warmup)
-    for images, targets in batches[: args.warmup]:
-        _step_ms(model, optimizer, images, targets)
+    batches = _warm_batches(cfg, model, optimizer, args.batches, args.warmup)
     print(run.environment())
     print(f"\nthreads {torch.get_num_threads()}, {args.batches} batches\n")
-    rows = measure_scales(cfg, model, optimizer, batches[args.warmup :], args.scales)
+    rows = measure_scales(cfg, model, optimizer, batches, args.scales)
     print(bench_ops._format_table(rows, markdown=True))
     return 0
 

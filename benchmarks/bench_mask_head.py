@@ -28,7 +28,7 @@ for _p in (ROOT, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_batch_scale import _batches, _setup, _step_ms  # noqa: E402
+from bench_batch_scale import _setup, _step_ms, _warm_batches  # noqa: E402
 import bench_ops  # noqa: E402
 from bench_optimizer import CONFIG_10MIN  # noqa: E402
 import run  # noqa: E402
@@ -111,11 +111,9 @@ def main(argv=None) -> int:
     print(f"\nthreads {torch.get_num_threads()}\n")
     rows = measure_head(model.roi_heads.mask_head.head, (40, 60, 80), args.rounds)
     print(bench_ops._format_table(rows, markdown=True), flush=True)
-    batches = _batches(cfg, args.batches + 2)
-    for images, targets in batches[:2]:  # warm-up
-        _step_ms(model, optimizer, images, targets)
+    batches = _warm_batches(cfg, model, optimizer, args.batches, warmup=2)
     print()
-    print(bench_ops._format_table([measure_step(model, optimizer, batches[2:])], markdown=True))
+    print(bench_ops._format_table([measure_step(model, optimizer, batches)], markdown=True))
     return 0
 
 

@@ -25,7 +25,7 @@ for _p in (ROOT, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_batch_scale import _batches, _setup, _step_ms  # noqa: E402
+from bench_batch_scale import _setup, _step_ms, _warm_batches  # noqa: E402
 import bench_ops  # noqa: E402
 from bench_optimizer import CONFIG_10MIN  # noqa: E402
 import run  # noqa: E402
@@ -71,10 +71,8 @@ def main(argv=None) -> int:
         return 2
     print(run.environment())
     print(f"\nthreads {torch.get_num_threads()}\n")
-    batches = _batches(cfg, args.batches + 2)
-    for images, targets in batches[:2]:  # warm-up
-        _step_ms(model, optimizer, images, targets)
-    print(bench_ops._format_table([measure_step(model, optimizer, batches[2:])], markdown=True))
+    batches = _warm_batches(cfg, model, optimizer, args.batches, warmup=2)
+    print(bench_ops._format_table([measure_step(model, optimizer, batches)], markdown=True))
     return 0
 
 

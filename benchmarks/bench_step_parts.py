@@ -33,7 +33,7 @@ for _p in (ROOT, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_batch_scale import _batches, _setup, _step_ms  # noqa: E402
+from bench_batch_scale import _setup, _warm_batches  # noqa: E402
 import bench_ops  # noqa: E402
 from bench_optimizer import CONFIG_10MIN  # noqa: E402
 import run  # noqa: E402
@@ -169,15 +169,12 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(2)
     cfg, model, optimizer = _setup(args.config)
-    batches = _batches(cfg, args.batches + args.warmup)
-    for images, targets in batches[: args.warmup]:  # before the hooks exist
-        _step_ms(model, optimizer, images, targets)
+    # the warm-up steps run before the hooks exist
+    batches = _warm_batches(cfg, model, optimizer, args.batches, args.warmup)
     print(run.environment())
     print(f"\n{args.batches} batches, each at factor 1 and {args.scale:g} on 2 threads and at")
     print("factor 1 on 1 thread; medians over the batches\n")
-    rows = measure(
-        model, optimizer, batches[args.warmup :], args.scale, cfg.DATALOADER.SIZE_DIVISIBILITY
-    )
+    rows = measure(model, optimizer, batches, args.scale, cfg.DATALOADER.SIZE_DIVISIBILITY)
     print(bench_ops._format_table(rows, markdown=True))
     return 0
 
