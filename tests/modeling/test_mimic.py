@@ -1,5 +1,6 @@
 """Feature mimicking: crop geometry, RoI selection and the two losses."""
 
+import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -161,3 +162,19 @@ def test_no_positive_gives_connected_zeros():
     assert all(float(v.detach()) == 0.0 for v in losses.values())
     sum(losses.values()).backward()
     assert fast.grad is not None and mimic.cls_score.weight.grad is not None
+
+
+def test_rois_without_box_features_name_the_two_pass_ohem():
+    """A box head running OHEM in two passes returns no "box_features": a clear error."""
+    mimic = FeatureMimic(
+        feature_dim=6,
+        num_classes=3,
+        num_per_image=4,
+        min_crop_size=4,
+        crop_size=32,
+        weight_cos=1.0,
+        weight_cls=1.0,
+    )
+    rois = [_rois([[0, 0, 40, 40]], [1], (64, 64))]
+    with pytest.raises(ValueError, match="ohem_two_pass"):
+        mimic(torch.randn(1, 3, 64, 64), rois, _feature_fn(nn.Conv2d(3, 4, 1), _Extractor()))

@@ -115,6 +115,12 @@ class FeatureMimic(nn.Module):
         `feature_fn`, the detector's one feature function: crops `Tensor[R, 3, S, S]` ->
         their R-CNN features `Tensor[R, D]` (shared backbone, reduce conv and box fc layers on
         a RoI covering the whole crop, `GeneralizedRCNN.crop_features`)."""
+        if not all(r.has_field(BOX_FEATURES) for r in rois):
+            raise ValueError(
+                f'feature mimicking needs every sampled RoI\'s "{BOX_FEATURES}"; the box head '
+                "returns none when OHEM runs in two passes (ROIBoxHead.ohem_two_pass, which "
+                "build_roi_box_head sets only without MODEL.MIMIC_ON)"
+            )
         fast_features = torch.cat([r.get_field(BOX_FEATURES) for r in rois])
         chosen = select_mimic_rois(rois, self.num_per_image, self.min_crop_size)
         offsets = [0]
