@@ -22,6 +22,26 @@
 #define DETECTION_CPU_MULTIVERSION 0
 #endif
 
+// Calls `fn` (unqualified; with template arguments, none of them with a comma) from the
+// namespace isa_avx512, isa_avx2 or isa_default of the calling scope, by cpu_isa(): the variants a
+// kernel file builds by including its loops three times (deform_conv_kernel.cpp,
+// roi_pool_cpu.h). Without multiversioning only isa_default exists.
+#if DETECTION_CPU_MULTIVERSION
+#define DETECTION_CPU_ISA_CALL(fn, ...) \
+  switch (::detection::cpu_isa()) {     \
+    case ::detection::CpuIsa::kAvx512:  \
+      isa_avx512::fn(__VA_ARGS__);      \
+      break;                            \
+    case ::detection::CpuIsa::kAvx2:    \
+      isa_avx2::fn(__VA_ARGS__);        \
+      break;                            \
+    default:                            \
+      isa_default::fn(__VA_ARGS__);     \
+  }
+#else
+#define DETECTION_CPU_ISA_CALL(fn, ...) isa_default::fn(__VA_ARGS__)
+#endif
+
 namespace detection {
 
 enum class CpuIsa { kDefault, kAvx2, kAvx512 };

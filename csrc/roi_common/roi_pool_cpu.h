@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/cpu_isa.h"
 #include "roi_common/roi_sampling.h"
 
 namespace detection {
@@ -150,142 +151,61 @@ inline at::Tensor bins_last(const at::Tensor& grad) {
       .contiguous();
 }
 
-// output[R, C, ph, pw] from input_cl [N, H, W, C]; rois in T (float or double); offset
-// [R, 2, ph, pw] / mask [R, 1, ph, pw] may be null.
+// The channel loops, compiled once per instruction-set variant (before, for the baseline ISA only:
+// 4-wide SSE; benchmarks/RESULTS.md, seventh round). Unlike the deformable conv's, the AVX2 and
+// AVX-512 variants do not contract a * b + c into an FMA (fp-contract=off), so every variant
+// computes the forward and the input gradient bit for bit as the baseline one does, and as the
+// CUDA kernels' emulation build does (tests/layers/test_shared_math.py). The offset/mask
+// gradients' channel sums are vectorized reductions: their order, hence their rounding, follows
+// the vector width.
+namespace isa_default {
+#include "roi_common/roi_pool_loops.inc"
+}  // namespace isa_default
+#if DETECTION_CPU_MULTIVERSION
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("fp-contract=off")
+namespace isa_avx2 {
+#include "roi_common/roi_pool_loops.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")
+#pragma GCC optimize("fp-contract=off")
+namespace isa_avx512 {
+#include "roi_common/roi_pool_loops.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
+
+// output[R, C, ph, pw] from input_cl [N, H, W, C] (see the .inc).
 template <typename scalar_t>
 void roi_pool_forward_cpu(const scalar_t* input_cl, const scalar_t* rois, const scalar_t* offset,
                           const scalar_t* mask, scalar_t* output, int64_t num_rois,
                           int64_t channels, int height, int width, const PoolArgs& a) {
-  using T = scalar_t;
-  const int64_t bins = a.pooled_h * a.pooled_w, C = channels;
-  const int64_t plane = static_cast<int64_t>(height) * width;
-  at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
-    RoISamples<T> s;
-    std::vector<T> acc_buf(C);
-    T* acc = acc_buf.data();
-    for (int64_t r = begin; r < end; ++r) {
-      s.build(rois + r * 5, offset ? offset + r * 2 * bins : nullptr, height, width, a);
-      const T* input_n = input_cl + s.g.batch * plane * C;
-      T* out = output + r * C * bins;
-      const int64_t* pos = s.pos.data();
-      const T* w = s.w.data();
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        std::fill(acc, acc + C, static_cast<T>(0));
-        for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
-          const T* v0 = input_n + pos[0] * C;
-          const T* v1 = input_n + pos[1] * C;
-          const T* v2 = input_n + pos[2] * C;
-          const T* v3 = input_n + pos[3] * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) acc[c] += corner_sum(w, v0[c], v1[c], v2[c], v3[c]);
-        }
-        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = acc[c] / s.g.count;
-          out[c * bins + bin] = mask ? v * m : v;
-        }
-      }
-    }
-  });
+  DETECTION_CPU_ISA_CALL(roi_pool_forward_cpu<scalar_t>, input_cl, rois, offset, mask, output,
+                         num_rois, channels, height, width, a);
 }
 
-// grad_input_cl [N, H, W, C] (zero-initialised by the caller) from grad_cl [R, ph * pw, C], with
-// the RoIs' tables from build_tables. Parallel over runs of channels: a task owns its channels of
-// every pixel (no atomics; the split does not change any sum).
+// grad_input_cl [N, H, W, C] (zero-initialised by the caller) from grad_cl [R, ph * pw, C].
 template <typename scalar_t>
 void roi_pool_backward_input_cpu(const scalar_t* grad_cl,
                                  const std::vector<RoISamples<scalar_t>>& tables,
                                  const scalar_t* mask, scalar_t* grad_input_cl, int64_t channels,
                                  int height, int width, const PoolArgs& a) {
-  using T = scalar_t;
-  const int64_t bins = a.pooled_h * a.pooled_w, num_rois = static_cast<int64_t>(tables.size());
-  const int64_t plane = static_cast<int64_t>(height) * width, C = channels;
-  const int64_t chunk = std::max<int64_t>(grain_for(num_rois * bins * 4), std::min<int64_t>(C, 16));
-  at::parallel_for(0, C, chunk, [&](int64_t c_begin, int64_t c_end) {
-    const int64_t n = c_end - c_begin;
-    std::vector<T> gbin_buf(n);
-    T* gbin = gbin_buf.data();
-    for (int64_t r = 0; r < num_rois; ++r) {
-      const RoISamples<T>& s = tables[r];
-      T* gp = grad_input_cl + s.g.batch * plane * C + c_begin;
-      const T* go = grad_cl + r * bins * C + c_begin;
-      const int64_t* pos = s.pos.data();
-      const T* w = s.w.data();
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        for (int64_t c = 0; c < n; ++c) {
-          const T g = go[bin * C + c] / s.g.count;
-          gbin[c] = mask ? g * m : g;
-        }
-        for (int64_t k = s.start[bin]; k < s.start[bin + 1]; ++k, pos += 4, w += 4) {
-          T* d0 = gp + pos[0] * C;
-          T* d1 = gp + pos[1] * C;
-          T* d2 = gp + pos[2] * C;
-          T* d3 = gp + pos[3] * C;
-          const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-          // d0..d3 may be one pixel (clamped corners): the same channel c, in corner order
-#pragma omp simd
-          for (int64_t c = 0; c < n; ++c) {
-            d0[c] += w0 * gbin[c];
-            d1[c] += w1 * gbin[c];
-            d2[c] += w2 * gbin[c];
-            d3[c] += w3 * gbin[c];
-          }
-        }
-      }
-    }
-  });
+  DETECTION_CPU_ISA_CALL(roi_pool_backward_input_cpu<scalar_t>, grad_cl, tables, mask,
+                         grad_input_cl, channels, height, width, a);
 }
 
-// grad_offset[R, 2, ph, pw] (when offset is given) and grad_mask[R, 1, ph, pw] (when mask is
-// given), summed over channels; each thread owns its RoIs. A sample's value and its x/y
-// derivatives are linear in its four corner values with coefficients that do not depend on the
-// channel (RoISamples' w, cx, cy), so the channel sum is taken first, per corner:
-// S[corner] = sum_c grad[c, bin] * input[c, corner] (a dot product over contiguous channels of
-// grad_cl and input_cl), and the coefficients are applied once per RoI. The tables
-// (build_tables) must have been built with derivatives.
+// grad_offset[R, 2, ph, pw] and / or grad_mask[R, 1, ph, pw], summed over channels.
 template <typename scalar_t>
 void roi_pool_backward_offset_mask_cpu(const scalar_t* grad_cl, const scalar_t* input_cl,
                                        const std::vector<RoISamples<scalar_t>>& tables,
                                        const scalar_t* mask, scalar_t* grad_offset,
                                        scalar_t* grad_mask, int64_t channels, int height, int width,
                                        const PoolArgs& a) {
-  using T = scalar_t;
-  const int64_t bins = a.pooled_h * a.pooled_w, num_rois = static_cast<int64_t>(tables.size());
-  const int64_t plane = static_cast<int64_t>(height) * width, C = channels;
-  const T gamma = static_cast<T>(a.gamma);
-  at::parallel_for(0, num_rois, grain_for(channels * bins * 4), [&](int64_t begin, int64_t end) {
-    std::vector<T> corner_sum;  // [samples * 4]
-    for (int64_t r = begin; r < end; ++r) {
-      const RoISamples<T>& s = tables[r];
-      corner_sum.resize(s.pos.size());
-      const T* input_n = input_cl + s.g.batch * plane * C;
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        const T* g = grad_cl + (r * bins + bin) * C;
-        for (int64_t j = 4 * s.start[bin]; j < 4 * s.start[bin + 1]; ++j) {
-          const T* p = input_n + s.pos[j] * C;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t c = 0; c < C; ++c) acc += g[c] * p[c];
-          corner_sum[j] = acc;
-        }
-      }
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        T val = 0, dx = 0, dy = 0;
-        for (int64_t j = 4 * s.start[bin]; j < 4 * s.start[bin + 1]; ++j) {
-          val += s.w[j] * corner_sum[j];
-          dx += s.cx[j] * corner_sum[j];
-          dy += s.cy[j] * corner_sum[j];
-        }
-        const T m = mask ? mask[r * bins + bin] : static_cast<T>(1);
-        if (grad_mask) grad_mask[r * bins + bin] = val / s.g.count;
-        if (grad_offset) {
-          offset_gradient(s.g, gamma, m, dx, dy, &grad_offset[r * 2 * bins + bin],
-                          &grad_offset[r * 2 * bins + bins + bin]);
-        }
-      }
-    }
-  });
+  DETECTION_CPU_ISA_CALL(roi_pool_backward_offset_mask_cpu<scalar_t>, grad_cl, input_cl, tables,
+                         mask, grad_offset, grad_mask, channels, height, width, a);
 }
 
 }  // namespace roi

@@ -6,6 +6,8 @@ here, with every test that uses them."""
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -303,6 +305,60 @@ def test_double_backward_raises():
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         g.sum().backward()
+
+
+# ----------------------------------------------------------------------------------------------
+# The instruction-set variants of the CPU loops.
+
+ISA_CODE = """
+import sys, torch
+from detection import _ext
+from detection.layers import modulated_deform_roi_pool
+x, rois, offset, mask = [t.requires_grad_(t.is_floating_point() and t.dim() == 4)
+                         for t in torch.load(sys.argv[1])]
+out = modulated_deform_roi_pool(x, rois, offset, mask, output_size=(3, 4), sampling_ratio=2)
+out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
+torch.save([out.detach(), x.grad, offset.grad, mask.grad], sys.argv[2])
+print(_ext.cpu_isa())
+"""
+
+
+def test_cpu_isa_variants_agree_with_the_baseline(tmp_path):
+    """The channel loops are compiled for the baseline ISA, AVX2 and AVX-512 without FMA
+    contraction and picked at run time following ATEN_CPU_CAPABILITY: each variant, run in its own
+    process, gives the baseline's output and input gradient bit for bit, and its offset and mask
+    gradients (channel sums as vector reductions of the variant's width) to float32 rounding."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # the inputs made here: ATen's random generators round by its ISA too
+    g = torch.Generator().manual_seed(5)
+    xy = torch.rand(24, 2, generator=g) * torch.tensor([13.0, 11.0]) - 2
+    wh = torch.rand(24, 2, generator=g) * 8
+    inputs = [
+        torch.randn(2, 40, 9, 11, generator=g),  # 40 channels: 16 + 16 + a tail
+        torch.cat([torch.randint(0, 2, (24, 1), generator=g).float(), xy, xy + wh], 1),
+        torch.randn(24, 2, 3, 4, generator=g) * 0.3,
+        torch.rand(24, 1, 3, 4, generator=g),
+    ]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    results = {}
+    for isa in ("default", "avx2", "avx512"):
+        env = {**os.environ, "PYTHONPATH": root, "ATEN_CPU_CAPABILITY": isa, "OMP_NUM_THREADS": "1"}
+        path = tmp_path / f"{isa}.pt"
+        cmd = [sys.executable, "-c", ISA_CODE, str(tmp_path / "inputs.pt"), str(path)]
+        res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        if res.stdout.split()[-1] == isa:
+            results[isa] = torch.load(path)
+    assert "default" in results
+    if len(results) == 1:
+        pytest.skip("this CPU (or this build) has only the baseline variant")
+    base = results["default"]
+    assert base[0].abs().sum() > 0 and base[2].abs().sum() > 0  # samples inside the map
+    for isa, got in results.items():
+        for name, g, b in zip(["out", "input"], got[:2], base[:2]):
+            assert torch.equal(g, b), f"{isa}: {name}"
+        for name, g, b in zip(["offset", "mask"], got[2:], base[2:]):
+            torch.testing.assert_close(g, b, rtol=1e-5, atol=1e-5 * b.abs().max(), msg=name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -158,19 +158,6 @@ namespace isa_avx512 {
 #include "deform_conv/cpu/deform_conv_loops.inc"
 }  // namespace isa_avx512
 #pragma GCC pop_options
-#define DCN_CPU_ISA_CALL(fn, ...)   \
-  switch (cpu_isa()) {              \
-    case CpuIsa::kAvx512:           \
-      isa_avx512::fn(__VA_ARGS__);  \
-      break;                        \
-    case CpuIsa::kAvx2:             \
-      isa_avx2::fn(__VA_ARGS__);    \
-      break;                        \
-    default:                        \
-      isa_default::fn(__VA_ARGS__); \
-  }
-#else
-#define DCN_CPU_ISA_CALL(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif
 
 // grad_offset / grad_mask rows r = (b, g, k) of the batch from the chunk partials
@@ -311,9 +298,9 @@ Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
     pr.plan = workspace(kDcnPlan, {entries * int64_t(sizeof(Sample<scalar_t>))},
                         input.options().dtype(at::kByte));
     pad_channels_last<scalar_t>(input.data_ptr<scalar_t>(), N, geo, pr.padded.data_ptr<scalar_t>());
-    DCN_CPU_ISA_CALL(make_plan<scalar_t>, offset.data_ptr<scalar_t>(),
-                     mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
-                     reinterpret_cast<Sample<scalar_t>*>(pr.plan.data_ptr<uint8_t>()));
+    DETECTION_CPU_ISA_CALL(make_plan<scalar_t>, offset.data_ptr<scalar_t>(),
+                           mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
+                           reinterpret_cast<Sample<scalar_t>*>(pr.plan.data_ptr<uint8_t>()));
   });
   return pr;
 }
@@ -322,8 +309,8 @@ Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
 void fill_columns(const Prepared& pr, const Geometry& geo, int64_t groups,
                   const std::vector<Segment>& segs, const Tile& tile, at::Tensor& columns) {
   AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "modulated_deform_conv2d_cpu_im2col", [&] {
-    DCN_CPU_ISA_CALL(im2col<scalar_t>, pr.batch<scalar_t>(geo), geo, groups, segs, tile,
-                     columns.data_ptr<scalar_t>());
+    DETECTION_CPU_ISA_CALL(im2col<scalar_t>, pr.batch<scalar_t>(geo), geo, groups, segs, tile,
+                           columns.data_ptr<scalar_t>());
   });
 }
 
@@ -479,9 +466,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     }
     gw = gw.defined() ? gw + gw_tile : gw_tile;
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
-      DCN_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
-                       pr.batch<scalar_t>(geo), geo, p.groups, chunks, t,
-                       grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+      DETECTION_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
+                             pr.batch<scalar_t>(geo), geo, p.groups, chunks, t,
+                             grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
     });
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_reduce", [&] {
