@@ -1,0 +1,139 @@
+"""A/B of two builds of the op library inside the model: the 10-minute shapes config's training
+step and inference, with library A and library B alternately, each run in a fresh process (the
+two cannot share one: both register `torch.ops.detection`). For an op change whose share of the
+step is too small for whole-step times to show through the machine's drift between processes.
+
+Per process, after two warm-up steps: the median step and inference time over `--batches`
+real batches of the config's loader, and, from `torch.profiler` over the same batches, the
+self CPU time per batch of each op family of ours (forward, backward and the autograd node
+that runs the forward: `detection::*` and `GeneratedBackwardFor_detection_*`) and of all ops.
+The op families' times are what the change acts on; the totals show the drift.
+
+    cp detection/_C*.so /tmp/before.so   # before the change; then rebuild
+    python benchmarks/ab_libs_model.py /tmp/before.so detection/_C.cpython-311-x86_64-linux-gnu.so \
+        [--rounds 2] [--threads 1] [--batches 8]
+
+Each process imports a copy of the `detection` package made of links to this checkout's files,
+with its `_C` library linked to A or B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# op families: the substring of the profiler's event name that puts an event in the family
+FAMILIES = {"deform_conv": "deform_conv2d", "roi_pool": "roi_pool", "roi_align": "roi_align"}
+
+
+def _package_with(lib: str, into: str) -> str:
+    """`into`/detection: links to every entry of this checkout's package, its `_C` library
+    replaced by a link to `lib`; returns `into` (for sys.path)."""
+    src = os.path.join(ROOT, "detection")
+    dst = os.path.join(into, "detection")
+    os.makedirs(dst)
+    ours = {os.path.basename(p) for p in glob.glob(os.path.join(src, "_C.*so"))}
+    for name in os.listdir(src):
+        if name not in ours and not name.startswith("_C_cuda_emu"):
+            os.symlink(os.path.join(src, name), os.path.join(dst, name))
+    tag = sorted(ours)[0] if ours else "_C.so"
+    os.symlink(os.path.abspath(lib), os.path.join(dst, tag))
+    return into
+
+
+def _worker(lib: str, batches: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path[:0] = [_package_with(lib, tmp), HERE]
+        # imported first: the bench modules below put this checkout on sys.path
+        import detection
+
+        if not detection.__file__.startswith(tmp):
+            raise RuntimeError(f"imported {detection.__file__}, not the copy in {tmp}")
+        from bench_batch_scale import _setup, _step_ms, _warm_batches
+        from bench_optimizer import CONFIG_10MIN
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        cfg, model, optimizer = _setup(CONFIG_10MIN)
+        data = _warm_batches(cfg, model, optimizer, batches + 2, 2)
+
+        def families(prof) -> dict:
+            events = prof.key_averages()
+            out = {"all ops": sum(e.self_cpu_time_total for e in events)}
+            for fam, key in FAMILIES.items():
+                out[fam] = sum(e.self_cpu_time_total for e in events if key in e.key)
+            return {k: v / 1e3 / len(data) for k, v in out.items()}
+
+        res = {"train step": statistics.median(_step_ms(model, optimizer, *b) for b in data)}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for b in data:
+                _step_ms(model, optimizer, *b)
+        res.update({f"train: {k}": v for k, v in families(prof).items()})
+        model.eval()
+        with torch.no_grad():
+            model(data[0][0])
+            times = []
+            for images, _ in data:
+                t0 = time.perf_counter()
+                model(images)
+                times.append((time.perf_counter() - t0) * 1e3)
+            res["inference"] = statistics.median(times)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for images, _ in data:
+                    model(images)
+        res.update({f"inference: {k}": v for k, v in families(prof).items()})
+        return res
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("lib_a")
+    parser.add_argument("lib_b")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args.lib_a, args.batches)))
+        return 0
+    for lib in (args.lib_a, args.lib_b):
+        if not os.path.isfile(lib):
+            print(f"error: {lib}: no such library file", file=sys.stderr)
+            return 2
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    runs: dict[str, list[dict]] = {"A": [], "B": []}
+    for _ in range(args.rounds):
+        for key, lib in (("A", args.lib_a), ("B", args.lib_b)):
+            cmd = [sys.executable, os.path.abspath(__file__), lib, lib, "--worker",
+                   "--batches", str(args.batches)]  # fmt: skip
+            out = subprocess.check_output(cmd, env=env, stderr=subprocess.DEVNULL)
+            runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
+    print(
+        f"{args.threads} thread(s), {args.rounds} rounds of A then B, {args.batches} batches each;"
+    )
+    print("ms per batch (steps and inference: medians; op families: profiler self CPU time)\n")
+    print("| | A | B | B/A |")
+    print("|---|---|---|---|")
+    for key in runs["A"][0]:
+        a = statistics.median(r[key] for r in runs["A"])
+        b = statistics.median(r[key] for r in runs["B"])
+        ratio = f"{b / a:.2f}" if a > 0 else "-"
+        print(f"| {key} | {', '.join(f'{r[key]:.1f}' for r in runs['A'])} | "
+              f"{', '.join(f'{r[key]:.1f}' for r in runs['B'])} | {ratio} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
