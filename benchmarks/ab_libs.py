@@ -101,6 +101,24 @@ def _worker(lib: str) -> dict:
     return out
 
 
+def alternate(script, lib_a, lib_b, rounds, threads, extra=()) -> dict[str, list[dict]] | None:
+    """`script LIB LIB --worker *extra` in fresh processes at `threads` threads, A then B, `rounds`
+    times; the JSON object each prints last, by "A" / "B". None (after one error line) when a
+    library file is missing."""
+    for lib in (lib_a, lib_b):
+        if not os.path.isfile(lib):
+            print(f"error: {lib}: no such library file", file=sys.stderr)
+            return None
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    runs: dict[str, list[dict]] = {"A": [], "B": []}
+    for _ in range(rounds):
+        for key, lib in (("A", lib_a), ("B", lib_b)):
+            cmd = [sys.executable, os.path.abspath(script), lib, lib, "--worker", *extra]
+            out = subprocess.check_output(cmd, env=env, stderr=subprocess.DEVNULL)
+            runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("lib_a")
@@ -112,16 +130,9 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(_worker(args.lib_a)))
         return 0
-    for lib in (args.lib_a, args.lib_b):
-        if not os.path.isfile(lib):
-            print(f"error: {lib}: no such library file", file=sys.stderr)
-            return 2
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    runs: dict[str, list[dict]] = {"A": [], "B": []}
-    for _ in range(args.rounds):
-        for key, lib in (("A", args.lib_a), ("B", args.lib_b)):
-            cmd = [sys.executable, os.path.abspath(__file__), lib, lib, "--worker"]
-            runs[key].append(json.loads(subprocess.check_output(cmd, env=env)))
+    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads)
+    if runs is None:
+        return 2
     print("| op | A best ms | B best ms | B/A best | A median ms | B median ms | B/A median |")
     print("|---|---|---|---|---|---|---|")
     for op in runs["A"][0]:

@@ -24,10 +24,11 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from ab_libs import alternate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -108,18 +109,10 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(_worker(args.lib_a, args.batches)))
         return 0
-    for lib in (args.lib_a, args.lib_b):
-        if not os.path.isfile(lib):
-            print(f"error: {lib}: no such library file", file=sys.stderr)
-            return 2
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    runs: dict[str, list[dict]] = {"A": [], "B": []}
-    for _ in range(args.rounds):
-        for key, lib in (("A", args.lib_a), ("B", args.lib_b)):
-            cmd = [sys.executable, os.path.abspath(__file__), lib, lib, "--worker",
-                   "--batches", str(args.batches)]  # fmt: skip
-            out = subprocess.check_output(cmd, env=env, stderr=subprocess.DEVNULL)
-            runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
+    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads,
+                     ("--batches", str(args.batches)))  # fmt: skip
+    if runs is None:
+        return 2
     print(
         f"{args.threads} thread(s), {args.rounds} rounds of A then B, {args.batches} batches each;"
     )
