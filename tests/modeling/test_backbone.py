@@ -199,3 +199,26 @@ def test_torchvision_weights_load_into_the_deformable_backbone():
     missing, _ = load_torchvision_resnet(net, tv.state_dict())
     assert missing and all(".conv_offset." in k for k in missing)
     torch.testing.assert_close(net.res4[2].conv2.weight, tv.layer3[2].conv2.weight)
+
+
+def test_stem_channels_last_pool_in_inference_equals_the_nchw_pool():
+    """Without autograd on the CPU the stem pools on a channels-last copy: the same values bit for
+    bit as the NCHW pool (with autograd, and with the switch off), ties and padding included, and a
+    contiguous NCHW output."""
+    from detection.modeling.backbone.resnet import Stem
+
+    torch.manual_seed(0)
+    stem = Stem(16, lambda c: nn.GroupNorm(8, c)).eval()
+    x = torch.randn(2, 3, 37, 50)
+    x[:, :, :12] = 0.0  # flat rows: ReLU zeros tie in every window there
+    with torch.no_grad():
+        fast = stem(x)
+        stem.channels_last_pool = False
+        nchw = stem(x)
+    stem.channels_last_pool = True
+    with_grad = stem(x)  # autograd on: the NCHW pool
+    assert fast.shape == (2, 16, 10, 13)
+    assert fast.is_contiguous()
+    assert torch.equal(fast, nchw)
+    assert torch.equal(fast, with_grad.detach())
+    assert (fast == 0).any() and (fast > 0).any()

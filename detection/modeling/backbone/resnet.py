@@ -166,15 +166,34 @@ class Bottleneck(_Block):
 
 
 class Stem(nn.Module):
-    """7x7 conv stride 2 + norm + ReLU + 3x3 max pool stride 2 (output stride 4)."""
+    """7x7 conv stride 2 + norm + ReLU + 3x3 max pool stride 2 (output stride 4).
 
-    def __init__(self, out_channels: int, norm_fn) -> None:
+    `channels_last_pool`: on the CPU without autograd (inference), the max pool runs on a
+    channels-last copy and its output comes back contiguous. ATen's NCHW max pool on the CPU is a
+    scalar loop with a branch per element (pytorch/pytorch issue 51393), its channels-last kernel
+    is vectorized over channels: the pool with both conversions took 0.3-0.4x its NCHW time
+    (benchmarks/RESULTS.md, seventh round). The values are the same bit for bit. Training keeps
+    NCHW: there the channels-last backward and the gradient's conversion ate the gain (1.00-1.01x
+    the step). Tracing and compiling keep NCHW too, so exported graphs are unchanged.
+    """
+
+    def __init__(self, out_channels: int, norm_fn, channels_last_pool: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, out_channels, 7, stride=2, padding=3, bias=False)
         self.norm1 = norm_fn(out_channels)
+        self.channels_last_pool = channels_last_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.norm1(self.conv1(x)))
+        if (
+            self.channels_last_pool
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        ):
+            x = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, 2, 1)
+            return x.contiguous()
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
