@@ -114,7 +114,7 @@ def alternate(script, lib_a, lib_b, rounds, threads, extra=()) -> dict[str, list
     for _ in range(rounds):
         for key, lib in (("A", lib_a), ("B", lib_b)):
             cmd = [sys.executable, os.path.abspath(script), lib, lib, "--worker", *extra]
-            out = subprocess.check_output(cmd, env=env, stderr=subprocess.DEVNULL)
+            out = subprocess.check_output(cmd, env=env)
             runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
     return runs
 

@@ -192,9 +192,9 @@ class Stem(nn.Module):
             and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
         ):
-            x = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, 2, 1)
-            return x.contiguous()
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+            x = x.contiguous(memory_format=torch.channels_last)
+        # contiguous(): back to NCHW after a channels-last pool, a no-op otherwise
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1).contiguous()
 
 
 class StageWidths(NamedTuple):
