@@ -79,8 +79,20 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--iters", type=int, default=30, help="iterations per measurement")
     parser.add_argument("--loads", default="idle,loaded", help="idle, loaded or both")
+    parser.add_argument(
+        "--spin",
+        default="",
+        help="comma-separated GOMP_SPINCOUNT values: also 2 threads that spin that many rounds "
+        "at a barrier before they sleep",
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out"))
     args = parser.parse_args(argv)
+    variants = dict(VARIANTS)
+    for n in [int(v) for v in args.spin.split(",") if v]:
+        variants[f"2 threads, GOMP_SPINCOUNT={n}"] = {
+            "OMP_NUM_THREADS": "2",
+            "GOMP_SPINCOUNT": str(n),
+        }
     data = tempfile.mkdtemp(prefix="bench_threads_data_")
     rows = []
     try:
@@ -89,9 +101,10 @@ def main(argv=None) -> int:
             loader = start_load(data) if load == "loaded" else None
             try:
                 base = None
-                for name, env in VARIANTS.items():
+                for name, env in variants.items():
                     load_avg = os.getloadavg()[0]
-                    iters = min(args.iters, SPIN_ITERS) if "GOMP_SPINCOUNT" in env else args.iters
+                    spin = int(env.get("GOMP_SPINCOUNT", 0))
+                    iters = min(args.iters, SPIN_ITERS) if spin >= 300000 else args.iters
                     s = seconds_per_iteration(env, iters, data)
                     base = s if base is None else base
                     rows.append((load, name, s, s / base, load_avg))

@@ -1,0 +1,169 @@
+"""One training process of N threads against N processes of one thread (`tools/demo.py --procs N`:
+torchrun, gloo, the batch split between the processes), on the 10-minute shapes config by default.
+
+Each round trains every mode from scratch for --iters iterations with `tools/train.py` (the
+modes in turn, so that a slow hour hits them alike) and takes the median of the logged per-iteration
+times past --skip; rank 0 logs them, and its iteration includes the gradient all-reduce, so it
+waits for the slower process. Beside each run, the CPU's user, idle and steal shares from
+/proc/stat. The figure is the ratio of the medians in the same round. --spin adds one process
+whose OpenMP threads spin N rounds at a barrier before they sleep (`GOMP_SPINCOUNT`; the tools
+default to `OMP_WAIT_POLICY=PASSIVE`, no spinning); --loaded runs everything beside another
+training of the config at one thread.
+
+    python benchmarks/bench_procs.py [--rounds 3] [--iters 120] [--procs 2] [--one-thread]
+                                     [--spin 3000,300000] [--loaded] [KEY VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_10min.yaml")
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+
+
+def cpu_times() -> list[int]:
+    """The aggregate `cpu` line of /proc/stat: user nice system idle iowait irq softirq steal."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:9]]
+
+
+def cpu_shares(before: list[int], after: list[int]) -> dict:
+    d = [b - a for a, b in zip(before, after)]
+    total = max(1, sum(d))
+    return {"user": (d[0] + d[1]) / total, "idle": (d[3] + d[4]) / total, "steal": d[7] / total}
+
+
+def modes(procs: int, one_thread: bool, spins: list[int]) -> dict:
+    """name -> (processes, threads per process, extra environment)."""
+    out = {
+        f"1 process x {procs} threads": (1, procs, {}),
+        f"{procs} processes x 1 thread": (procs, 1, {}),
+    }
+    for n in spins:
+        out[f"1 process x {procs} threads, GOMP_SPINCOUNT={n}"] = (
+            1,
+            procs,
+            {"GOMP_SPINCOUNT": str(n)},
+        )
+    if one_thread:
+        out["1 process x 1 thread"] = (1, 1, {})
+    return out
+
+
+def run_once(
+    config: str, procs: int, threads: int, env_extra: dict, iters: int, skip: int, opts: list[str]
+) -> dict:
+    """Trains `iters` iterations from scratch; the median logged seconds per iteration past `skip`."""
+    ws = tempfile.mkdtemp(prefix="bench_procs_")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+        env["OMP_NUM_THREADS"] = str(threads)
+        env.update(env_extra)
+        launch = [sys.executable]
+        if procs > 1:
+            launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+        cmd = launch + [TRAIN, "--config", config, "--overwrite", "WORKSPACE", ws,
+                        "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", str(iters),
+                        "SOLVER.LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", str(10 * iters),
+                        *opts]  # fmt: skip
+        before = cpu_times()
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        shares = cpu_shares(before, cpu_times())
+        if res.returncode != 0:
+            sys.stderr.write(res.stdout[-3000:] + res.stderr[-3000:])
+            raise SystemExit(f"error: the training failed ({' '.join(cmd)})")
+        with open(os.path.join(ws, "log", "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        train = [r for r in records if r["type"] == "train" and r["iter"] > skip]
+        return {
+            "s_per_it": statistics.median(r["time"] for r in train),
+            "data_s": statistics.median(r["data"] for r in train),
+            **shares,
+        }
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def start_load(config: str) -> tuple[subprocess.Popen, str]:
+    """Another training of `config` at one thread, killed after the measurements."""
+    ws = tempfile.mkdtemp(prefix="bench_procs_load_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, TRAIN, "--config", config, "--overwrite", "WORKSPACE", ws,
+           "MODEL.DEVICE", "cpu", "SOLVER.CHECKPOINT_PERIOD", "1000000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(30)  # past its start-up, into the iterations
+    return proc, ws
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=120, help="iterations per training")
+    parser.add_argument("--skip", type=int, default=10, help="first iterations left out")
+    parser.add_argument("--procs", type=int, default=2, help="processes (and threads of the one)")
+    parser.add_argument("--one-thread", action="store_true", help="also one process of 1 thread")
+    parser.add_argument(
+        "--spin",
+        default="",
+        help="comma-separated GOMP_SPINCOUNT values: also one process of N threads that spins "
+        "that many rounds at a barrier before it sleeps (the tools' default is PASSIVE: 0)",
+    )
+    parser.add_argument(
+        "--loaded", action="store_true", help="beside another training of the config at 1 thread"
+    )
+    parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    if args.iters <= args.skip:
+        parser.error(f"--iters ({args.iters}) must exceed --skip ({args.skip})")
+    spins = [int(v) for v in args.spin.split(",") if v]
+    table = modes(args.procs, args.one_thread, spins)
+    base_name = next(iter(table))
+    print("| round | mode | s / iteration | vs one process | loader s | user | idle | steal |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = {name: [] for name in table}
+    load = start_load(args.config) if args.loaded else None
+    try:
+        measure(args, table, ratios)
+    finally:
+        if load is not None:
+            load[0].kill()
+            load[0].wait()
+            shutil.rmtree(load[1], ignore_errors=True)
+    for name in table:
+        if name != base_name:
+            rs = ratios[name]
+            print(f"{name} / {base_name}: median {statistics.median(rs):.2f} "
+                  f"(range {min(rs):.2f}-{max(rs):.2f}, {len(rs)} rounds)")  # fmt: skip
+    return 0
+
+
+def measure(args, table: dict, ratios: dict) -> None:
+    """Prints a table row per run, the modes in turn, and appends each mode's ratios."""
+    for k in range(1, args.rounds + 1):
+        base = None
+        for name, (procs, threads, env_extra) in table.items():
+            r = run_once(args.config, procs, threads, env_extra, args.iters, args.skip, args.opts)
+            base = r["s_per_it"] if base is None else base
+            ratios[name].append(r["s_per_it"] / base)
+            print(f"| {k} | {name} | {r['s_per_it']:.3f} | {r['s_per_it'] / base:.2f} | "
+                  f"{r['data_s']:.3f} | {r['user']:.0%} | {r['idle']:.0%} | {r['steal']:.0%} |",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
