@@ -4,9 +4,9 @@ detections -> loss curves.
 
     python tools/demo.py            # the full demo (configs/shapes/e2e_deformconv_mask_rcnn_shapes.yaml)
     python tools/demo.py --quick    # a 1-2 minute smoke version (tiny data, a few iterations)
-    python tools/demo.py --config configs/shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml
-                                    # the 10-minute schedule (add --procs 2 for two training
-                                    # processes of one thread each)
+    python tools/demo.py --config configs/shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml --procs 2
+                                    # the 10-minute schedule, as two training processes of
+                                    # one thread each
 
 Each step runs the real tool (tools/train.py, test.py, infer.py, plot_curves.py) in a
 subprocess; everything lands under --workspace (default work_space/demo, or work_space/demo_quick).
@@ -85,9 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1,
         help="training processes: N > 1 trains data-parallel under torchrun (gloo on the CPU), "
         "SOLVER.IMS_PER_BATCH split between them, each with --threads threads (0: the cores "
-        "divided by N). On the 2-core machine, two processes of one thread each took 0.69-1.12x "
-        "the time per iteration of one process of two threads (benchmarks/RESULTS.md, "
-        "'The 10-minute demo')",
+        "divided by N). On the 2-core VMs, two processes of one thread each took 0.48-0.95x "
+        "(2026-12-03) and 0.76-1.12x (2026-12-02) the time per iteration of one process of two "
+        "threads (benchmarks/RESULTS.md, 'The 10-minute demo', second and eighth rounds)",
     )
     parser.add_argument(
         "--overwrite",
