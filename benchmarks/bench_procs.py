@@ -24,11 +24,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes_10min.yaml")
 TRAIN = os.path.join(ROOT, "tools", "train.py")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from bench_threads import omp_env, start_background  # noqa: E402
 
 
 def cpu_times() -> list[int]:
@@ -66,9 +68,7 @@ def run_once(
     """Trains `iters` iterations from scratch; the median logged seconds per iteration past `skip`."""
     ws = tempfile.mkdtemp(prefix="bench_procs_")
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
-        env["OMP_NUM_THREADS"] = str(threads)
-        env.update(env_extra)
+        env = omp_env({"OMP_NUM_THREADS": str(threads), **env_extra})
         launch = [sys.executable]
         if procs > 1:
             launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
@@ -97,14 +97,9 @@ def run_once(
 def start_load(config: str) -> tuple[subprocess.Popen, str]:
     """Another training of `config` at one thread, killed after the measurements."""
     ws = tempfile.mkdtemp(prefix="bench_procs_load_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
-    env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, TRAIN, "--config", config, "--overwrite", "WORKSPACE", ws,
            "MODEL.DEVICE", "cpu", "SOLVER.CHECKPOINT_PERIOD", "1000000"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(30)  # past its start-up, into the iterations
-    return proc, ws
+    return start_background(cmd, 30), ws
 
 
 def main(argv=None) -> int:
@@ -135,10 +130,9 @@ def main(argv=None) -> int:
     base_name = next(iter(table))
     print("| round | mode | s / iteration | vs one process | loader s | user | idle | steal |")
     print("|---|---|---|---|---|---|---|---|")
-    ratios = {name: [] for name in table}
     load = start_load(args.config) if args.loaded else None
     try:
-        measure(args, table, ratios)
+        ratios = measure(args, table)
     finally:
         if load is not None:
             load[0].kill()
@@ -152,8 +146,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(args, table: dict, ratios: dict) -> None:
-    """Prints a table row per run, the modes in turn, and appends each mode's ratios."""
+def measure(args, table: dict) -> dict[str, list[float]]:
+    """Prints a table row per run, the modes in turn; returns each mode's ratios to the first."""
+    ratios = {name: [] for name in table}
     for k in range(1, args.rounds + 1):
         base = None
         for name, (procs, threads, env_extra) in table.items():
@@ -163,6 +158,7 @@ def measure(args, table: dict, ratios: dict) -> None:
             print(f"| {k} | {name} | {r['s_per_it']:.3f} | {r['s_per_it'] / base:.2f} | "
                   f"{r['data_s']:.3f} | {r['user']:.0%} | {r['idle']:.0%} | {r['steal']:.0%} |",
                   flush=True)  # fmt: skip
+    return ratios
 
 
 if __name__ == "__main__":

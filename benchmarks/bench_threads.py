@@ -45,14 +45,31 @@ def _opts(ws: str, data: str, iters: int) -> list[str]:
     ]  # fmt: skip
 
 
+def omp_env(extra: dict) -> dict:
+    """This process's environment without OMP_* / GOMP_* variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    env.update(extra)
+    return env
+
+
+def start_background(cmd: list[str], settle_s: float) -> subprocess.Popen:
+    """`cmd` at one OpenMP thread, output discarded; returns after `settle_s` seconds (past its
+    start-up). The caller kills it."""
+    env = omp_env({"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(settle_s)
+    return proc
+
+
 def seconds_per_iteration(env_extra: dict, iters: int, data: str) -> float:
     """Median seconds per iteration (tools/train.py's window median) of one fresh run."""
     ws = tempfile.mkdtemp(prefix="bench_threads_")
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
-        env.update(env_extra)
         cmd = [sys.executable, TRAIN, "--config", CONFIG, *_opts(ws, data, iters)]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        subprocess.run(
+            cmd, cwd=ROOT, env=omp_env(env_extra), check=True, capture_output=True, text=True
+        )
         with open(os.path.join(ws, "log", "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
         return float([r for r in records if r["type"] == "train"][-1]["time"])
@@ -63,13 +80,10 @@ def seconds_per_iteration(env_extra: dict, iters: int, data: str) -> float:
 def start_load(data: str) -> subprocess.Popen:
     """A second training at one thread, long enough to outlast the measurements (killed after)."""
     ws = tempfile.mkdtemp(prefix="bench_threads_load_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, TRAIN, "--config", CONFIG, *_opts(ws, data, 100000)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = start_background(
+        [sys.executable, TRAIN, "--config", CONFIG, *_opts(ws, data, 100000)], 20
+    )
     proc.workspace = ws
-    time.sleep(20)  # past its start-up, into the iterations
     return proc
 
 
