@@ -8,10 +8,13 @@ waits for the slower process. Beside each run, the CPU's user, idle and steal sh
 /proc/stat. The figure is the ratio of the medians in the same round. --spin adds one process
 whose OpenMP threads spin N rounds at a barrier before they sleep (`GOMP_SPINCOUNT`; the tools
 default to `OMP_WAIT_POLICY=PASSIVE`, no spinning); --loaded runs everything beside another
-training of the config at one thread.
+training of the config at one thread. --independent adds N trainings of one thread at once, each
+with its share of the batch and its own seed, that never communicate: what the N processes would
+take without the gradient all-reduce and the waits for the slower one (the figure is the first
+one's).
 
     python benchmarks/bench_procs.py [--rounds 3] [--iters 120] [--procs 2] [--one-thread]
-                                     [--spin 3000,300000] [--loaded] [KEY VALUE ...]
+                                     [--spin 3000,300000] [--independent] [--loaded] [KEY VALUE ...]
 """
 
 from __future__ import annotations
@@ -45,44 +48,80 @@ def cpu_shares(before: list[int], after: list[int]) -> dict:
     return {"user": (d[0] + d[1]) / total, "idle": (d[3] + d[4]) / total, "steal": d[7] / total}
 
 
-def modes(procs: int, one_thread: bool, spins: list[int]) -> dict:
-    """name -> (processes, threads per process, extra environment)."""
+def modes(procs: int, one_thread: bool, spins: list[int], independent: bool = False) -> dict:
+    """name -> (processes, threads per process, extra environment, independent processes)."""
     out = {
-        f"1 process x {procs} threads": (1, procs, {}),
-        f"{procs} processes x 1 thread": (procs, 1, {}),
+        f"1 process x {procs} threads": (1, procs, {}, False),
+        f"{procs} processes x 1 thread": (procs, 1, {}, False),
     }
     for n in spins:
         out[f"1 process x {procs} threads, GOMP_SPINCOUNT={n}"] = (
             1,
             procs,
             {"GOMP_SPINCOUNT": str(n)},
+            False,
         )
     if one_thread:
-        out["1 process x 1 thread"] = (1, 1, {})
+        out["1 process x 1 thread"] = (1, 1, {}, False)
+    if independent:
+        out[f"{procs} independent processes x 1 thread"] = (procs, 1, {}, True)
     return out
 
 
+def batch_size(config: str, opts: list[str]) -> int:
+    """SOLVER.IMS_PER_BATCH of the config with the overrides."""
+    sys.path.insert(0, ROOT)
+    from detection.engine.setup import load_config
+
+    return int(load_config(config, list(opts)).SOLVER.IMS_PER_BATCH)
+
+
 def run_once(
-    config: str, procs: int, threads: int, env_extra: dict, iters: int, skip: int, opts: list[str]
+    config: str,
+    procs: int,
+    threads: int,
+    env_extra: dict,
+    iters: int,
+    skip: int,
+    opts: list[str],
+    independent: bool = False,
 ) -> dict:
-    """Trains `iters` iterations from scratch; the median logged seconds per iteration past `skip`."""
+    """Trains `iters` iterations from scratch; the median logged seconds per iteration past `skip`
+    (of the first training when `independent`: `procs` separate trainings at once, each with
+    1/procs of the batch)."""
     ws = tempfile.mkdtemp(prefix="bench_procs_")
     try:
         env = omp_env({"OMP_NUM_THREADS": str(threads), **env_extra})
         launch = [sys.executable]
-        if procs > 1:
+        if procs > 1 and not independent:
             launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
-        cmd = launch + [TRAIN, "--config", config, "--overwrite", "WORKSPACE", ws,
-                        "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", str(iters),
-                        "SOLVER.LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", str(10 * iters),
-                        *opts]  # fmt: skip
+
+        def train_cmd(workspace: str, extra: list[str]) -> list[str]:
+            return launch + [TRAIN, "--config", config, "--overwrite", "WORKSPACE", workspace,
+                             "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", str(iters),
+                             "SOLVER.LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD", str(10 * iters),
+                             *opts, *extra]  # fmt: skip
+
+        cmds = [train_cmd(ws, [])]
+        if independent:
+            share = ["SOLVER.IMS_PER_BATCH", str(batch_size(config, opts) // procs)]
+            cmds = [
+                train_cmd(os.path.join(ws, str(k)), share + ["SEED", str(k)]) for k in range(procs)
+            ]
+        outs = [tempfile.TemporaryFile(mode="w+") for _ in cmds]  # no pipe to fill while waiting
         before = cpu_times()
-        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        runs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                for c, out in zip(cmds, outs)]  # fmt: skip
+        codes = [p.wait() for p in runs]
         shares = cpu_shares(before, cpu_times())
-        if res.returncode != 0:
-            sys.stderr.write(res.stdout[-3000:] + res.stderr[-3000:])
-            raise SystemExit(f"error: the training failed ({' '.join(cmd)})")
-        with open(os.path.join(ws, "log", "metrics.jsonl")) as f:
+        for c, code, out in zip(cmds, codes, outs):
+            if code != 0:
+                out.seek(0)
+                sys.stderr.write(out.read()[-6000:])
+                raise SystemExit(f"error: the training failed ({' '.join(c)})")
+            out.close()
+        log_dir = os.path.join(ws, "0") if independent else ws
+        with open(os.path.join(log_dir, "log", "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
         train = [r for r in records if r["type"] == "train" and r["iter"] > skip]
         return {
@@ -119,6 +158,11 @@ def main(argv=None) -> int:
         "that many rounds at a barrier before it sleeps (the tools' default is PASSIVE: 0)",
     )
     parser.add_argument(
+        "--independent",
+        action="store_true",
+        help="also N trainings of one thread at once that never communicate (1/N of the batch each)",
+    )
+    parser.add_argument(
         "--loaded", action="store_true", help="beside another training of the config at 1 thread"
     )
     parser.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ...")
@@ -126,7 +170,7 @@ def main(argv=None) -> int:
     if args.iters <= args.skip:
         parser.error(f"--iters ({args.iters}) must exceed --skip ({args.skip})")
     spins = [int(v) for v in args.spin.split(",") if v]
-    table = modes(args.procs, args.one_thread, spins)
+    table = modes(args.procs, args.one_thread, spins, args.independent)
     base_name = next(iter(table))
     print("| round | mode | s / iteration | vs one process | loader s | user | idle | steal |")
     print("|---|---|---|---|---|---|---|---|")
@@ -151,8 +195,17 @@ def measure(args, table: dict) -> dict[str, list[float]]:
     ratios = {name: [] for name in table}
     for k in range(1, args.rounds + 1):
         base = None
-        for name, (procs, threads, env_extra) in table.items():
-            r = run_once(args.config, procs, threads, env_extra, args.iters, args.skip, args.opts)
+        for name, (procs, threads, env_extra, independent) in table.items():
+            r = run_once(
+                args.config,
+                procs,
+                threads,
+                env_extra,
+                args.iters,
+                args.skip,
+                args.opts,
+                independent,
+            )
             base = r["s_per_it"] if base is None else base
             ratios[name].append(r["s_per_it"] / base)
             print(f"| {k} | {name} | {r['s_per_it']:.3f} | {r['s_per_it'] / base:.2f} | "

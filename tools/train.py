@@ -38,7 +38,13 @@ from detection.engine.checkpointer import (
     remove_stale_temp_files,
 )
 from detection.engine.run_guard import guard_fresh_run
-from detection.engine.setup import load_config, load_initial_weights, run_evaluation, setup_runtime
+from detection.engine.setup import (
+    distributed_model,
+    load_config,
+    load_initial_weights,
+    run_evaluation,
+    setup_runtime,
+)
 from detection.engine.trainer import NonFiniteStepError, TrainingInterrupted, TrainOptions, do_train
 from detection.solver import build_lr_scheduler, build_optimizer
 from detection.utils import cli, comm
@@ -125,11 +131,7 @@ def train(cfg, resume: bool = False) -> torch.nn.Module:
 
     train_model = model
     if distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.DDP_FIND_UNUSED_PARAMETERS,
-        )
+        train_model = distributed_model(model, device, cfg.DDP_FIND_UNUSED_PARAMETERS)
     data_loader = make_data_loader(
         cfg, is_train=True, is_distributed=distributed, start_iter=start_iter
     )

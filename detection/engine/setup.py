@@ -1,5 +1,6 @@
 """Start-up shared by tools/train.py, test.py, infer.py and demo.py: config loading, device
-selection, process group, logging and seeding, and evaluation over DATASETS.TEST."""
+selection, process group, logging and seeding, the training model under DDP, and evaluation over
+DATASETS.TEST."""
 
 from __future__ import annotations
 
@@ -81,6 +82,44 @@ def setup_runtime(
         logger.info("Environment:\n%s", collect_env_info())
     seed_all(cfg.SEED + rank, deterministic=cfg.DETERMINISTIC)
     return device, distributed, logger
+
+
+_RUNNING_STATS_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+
+
+def has_running_stats(model: nn.Module) -> bool:
+    """Whether training changes a buffer of `model`: a norm layer that tracks running statistics."""
+    return any(
+        isinstance(m, _RUNNING_STATS_NORMS) and m.track_running_stats for m in model.modules()
+    )
+
+
+def distributed_model(
+    model: nn.Module, device: torch.device, find_unused_parameters: bool = False
+) -> nn.parallel.DistributedDataParallel:
+    """`model` under DistributedDataParallel as tools/train.py trains it (one device per process).
+
+    Rank 0's buffers are sent to the others at every forward only where training changes them
+    (BatchNorm statistics): the shipped models' buffers (anchors, FrozenBN) never change, and the
+    broadcast would be a collective at the start of each forward, where every rank waits for the
+    slowest one's previous step. The gradients live in the all-reduce buckets
+    (`gradient_as_bucket_view`): no copy into and out of them, and one gradient's memory less.
+    """
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+        broadcast_buffers=has_running_stats(model),
+        gradient_as_bucket_view=True,
+    )
 
 
 def build_test_loaders(cfg, distributed: bool) -> list[tuple[str, object]]:

@@ -107,11 +107,14 @@ def train_step(
     (loss dict, problem) when the loss or the gradients were non-finite: then no update was
     made and the gradients are cleared. Every rank returns the same verdict.
 
-    The summed loss is checked after the forward pass (before any backward), the global gradient
-    norm after the backward pass: one `get_total_norm`, checked before `clip_grad_norm` clips
-    with that same norm (clipping would make every gradient NaN and hide which were bad). With
-    the float16 grad scaler its own inf check is used instead (overflowing steps are expected
-    there and lower the scale).
+    The summed loss is checked after the forward pass, the global gradient norm after the
+    backward pass: one `get_total_norm`, checked before `clip_grad_norm` clips with that same norm
+    (clipping would make every gradient NaN and hide which were bad). With the float16 grad
+    scaler its own inf check is used instead (overflowing steps are expected there and lower the
+    scale). One process skips the backward of a non-finite loss. In a distributed run every rank
+    runs the backward (DDP's all-reduce needs them all) and the ranks agree on the loss's verdict
+    after it, where the gradient all-reduce has just brought them together: a collective between
+    forward and backward would make each rank wait for the slowest forward too.
     """
     images = images.to(device)
     targets = [t.to(device) for t in targets]
@@ -125,18 +128,21 @@ def train_step(
     losses = sum(loss for loss in loss_dict.values())
     optimizer.zero_grad(set_to_none=True)
     detached = {k: v.detach() for k, v in loss_dict.items()}
-    # decided before backward, on every rank together (DDP needs all or none to run backward)
-    if any_rank(not bool(torch.isfinite(losses.detach()).all()), device):
+    loss_bad = not bool(torch.isfinite(losses.detach()).all())
+    distributed = comm.get_world_size() > 1
+    if loss_bad and not distributed:
+        return detached, _nonfinite_loss_problem(detached)
+    (scaler.scale(losses) if scaler is not None else losses).backward()
+    if distributed and any_rank(loss_bad, device):
+        optimizer.zero_grad(set_to_none=True)
         return detached, _nonfinite_loss_problem(detached)
     if scaler is not None:
-        scaler.scale(losses).backward()
         if clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         scaler.step(optimizer)  # skips the update itself on inf/NaN gradients (fp16 overflow)
         scaler.update()
         return detached, None
-    losses.backward()
     # after DDP's all-reduce the gradients, hence this norm, are the same on every rank
     norm = _grad_norm(model)
     if not bool(torch.isfinite(norm)):

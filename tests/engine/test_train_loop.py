@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+from torch import nn
 
+from detection.engine.setup import has_running_stats
 from detection.engine.train_loop import HookBase, TrainLoop
-from testutils.toy_training import ToyModel, toy_loader
+from detection.layers import FrozenBatchNorm2d
+from testutils.toy_training import ToyModel, ddp_nan_worker, toy_loader
 
 
 class _Recorder(HookBase):
@@ -74,3 +77,31 @@ def test_a_short_loader_is_an_error():
     loop.max_iter = 5  # the loader only has batches for 3 iterations
     with pytest.raises(RuntimeError, match="ended at iteration 3 < SOLVER.MAX_ITER"):
         loop.run()
+
+
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    """Two gloo processes; rank 1's loss is NaN at step 2 only. Every rank runs the backward
+    (DDP's all-reduce needs them all), then both agree after it: no update on either rank, the
+    same message kind, and the replicas stay identical through the steps before and after."""
+    torch.multiprocessing.spawn(
+        ddp_nan_worker,
+        args=(2, str(tmp_path / "rendezvous"), 1, 2, 5, str(tmp_path)),
+        nprocs=2,
+    )
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert [p is None for p in r0["problems"]] == [True, True, False, True, True]
+    assert "non-finite loss on another rank" in r0["problems"][2]
+    assert "loss_reg=nan" in r1["problems"][2] and r1["problems"][1] is None
+    for a, b in zip(r0["weights"], r1["weights"]):
+        assert all(torch.equal(a[k], b[k]) for k in a), "the replicas diverged"
+    assert all(torch.equal(r0["weights"][1][k], r0["weights"][2][k]) for k in r0["weights"][1])
+    assert not torch.equal(r0["weights"][2]["fc.weight"], r0["weights"][3]["fc.weight"])
+    assert not torch.equal(r0["weights"][0]["fc.weight"], r0["weights"][1]["fc.weight"])
+
+
+def test_ddp_broadcasts_buffers_only_where_training_changes_them():
+    dense = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), FrozenBatchNorm2d(8))
+    assert not has_running_stats(dense)
+    assert has_running_stats(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))
+    assert not has_running_stats(nn.BatchNorm2d(8, track_running_stats=False))
+    assert has_running_stats(nn.InstanceNorm2d(8, track_running_stats=True))

@@ -67,3 +67,35 @@ def toy_cfg(workspace, **solver):
     for k, v in solver.items():
         c.SOLVER[k] = v
     return c
+
+
+def ddp_nan_worker(rank, world_size, init_file, nan_rank, nan_step, steps, out):
+    """One rank of a gloo run of `train_step` on the toy model under `distributed_model`: rank
+    `nan_rank`'s targets are NaN at step `nan_step`. Saves each step's problem and the weights
+    after it to `out`/rank<rank>.pt. (torch.multiprocessing.spawn target: importable here.)"""
+    import torch.distributed as dist
+
+    from detection.engine.setup import distributed_model
+    from detection.engine.train_loop import train_step
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        torch.manual_seed(rank)  # different replicas: DDP must broadcast rank 0's weights
+        model = distributed_model(ToyModel(), torch.device("cpu"))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        problems, weights = [], []
+        for step, (images, targets, _) in enumerate(toy_loader(0, steps)):
+            shard = slice(rank, rank + 1)
+            images, targets = Images(images.tensors[shard]), targets[shard]
+            if rank == nan_rank and step == nan_step:
+                targets = tuple(Target(torch.full_like(t.y, float("nan"))) for t in targets)
+            _, problem = train_step(
+                model, images, targets, opt, None, torch.device("cpu"), None, 0.0
+            )
+            problems.append(problem)
+            weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        torch.save({"problems": problems, "weights": weights}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
