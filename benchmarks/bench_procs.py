@@ -33,7 +33,7 @@ CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shape
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from bench_threads import omp_env, start_background  # noqa: E402
+from bench_threads import omp_env, spin_counts, start_background  # noqa: E402
 
 
 def cpu_times() -> list[int]:
@@ -169,8 +169,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.iters <= args.skip:
         parser.error(f"--iters ({args.iters}) must exceed --skip ({args.skip})")
-    spins = [int(v) for v in args.spin.split(",") if v]
-    table = modes(args.procs, args.one_thread, spins, args.independent)
+    table = modes(args.procs, args.one_thread, spin_counts(args.spin), args.independent)
     base_name = next(iter(table))
     print("| round | mode | s / iteration | vs one process | loader s | user | idle | steal |")
     print("|---|---|---|---|---|---|---|---|")

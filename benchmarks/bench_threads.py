@@ -52,6 +52,11 @@ def omp_env(extra: dict) -> dict:
     return env
 
 
+def spin_counts(text: str) -> list[int]:
+    """The --spin option's comma-separated GOMP_SPINCOUNT values ("" = none)."""
+    return [int(v) for v in text.split(",") if v]
+
+
 def start_background(cmd: list[str], settle_s: float) -> subprocess.Popen:
     """`cmd` at one OpenMP thread, output discarded; returns after `settle_s` seconds (past its
     start-up). The caller kills it."""
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "out"))
     args = parser.parse_args(argv)
     variants = dict(VARIANTS)
-    for n in [int(v) for v in args.spin.split(",") if v]:
+    for n in spin_counts(args.spin):
         variants[f"2 threads, GOMP_SPINCOUNT={n}"] = {
             "OMP_NUM_THREADS": "2",
             "GOMP_SPINCOUNT": str(n),

@@ -129,11 +129,10 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     detached = {k: v.detach() for k, v in loss_dict.items()}
     loss_bad = not bool(torch.isfinite(losses.detach()).all())
-    distributed = comm.get_world_size() > 1
-    if loss_bad and not distributed:
+    if loss_bad and comm.get_world_size() < 2:
         return detached, _nonfinite_loss_problem(detached)
     (scaler.scale(losses) if scaler is not None else losses).backward()
-    if distributed and any_rank(loss_bad, device):
+    if any_rank(loss_bad, device):  # one process: False here (returned above)
         optimizer.zero_grad(set_to_none=True)
         return detached, _nonfinite_loss_problem(detached)
     if scaler is not None:
