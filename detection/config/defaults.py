@@ -143,6 +143,7 @@ _C.DATASETS.EXTRA = ()
 _C.DATASETS.SHAPES = CN()
 _C.DATASETS.SHAPES.NUM_TRAIN = 2000  # images generated for shapes_train when missing
 _C.DATASETS.SHAPES.NUM_VAL = 200  # images generated for shapes_val when missing
+_C.DATASETS.SHAPES.NUM_TEST = 500  # held-out images generated for shapes_test when first named
 _C.DATASETS.SHAPES.MIN_SIZE = 128  # smallest generated image side
 _C.DATASETS.SHAPES.MAX_SIZE = 256  # largest generated image side
 _C.DATASETS.SHAPES.SEED = 0  # generator seed

@@ -1,13 +1,13 @@
 """Dataset names -> files. Every path is relative to `DATASETS.ROOT` (default "datasets").
 
 Built-in names: coco_2017_{train,val}, coco_2014_{train,val,minival,valminusminival} (the usual
-`ROOT/coco/{annotations,train2017,val2017,train2014,val2014}` layout, see datasets/README.md) and
-shapes_{train,val} (`ROOT/shapes`; the data layer generates it when missing,
-`detection.data.build.resolve_dataset`), mnist_det_{train,val} (`ROOT/mnist_det`, generated the
-same way from the MNIST digits), voc_2007_{train,val,trainval,test} and
-voc_2012_{train,val,trainval} (a VOCdevkit linked as `ROOT/voc`, read by
-`detection.data.datasets.voc.PascalVOCDataset`). More
-COCO-format sets come from DATASETS.EXTRA = ((name, annotation file, image folder), ...).
+`ROOT/coco/{annotations,train2017,val2017,train2014,val2014}` layout, see datasets/README.md),
+shapes_{train,val,test} (`ROOT/shapes`; the data layer generates it when missing,
+`detection.data.build.resolve_dataset`; test is a held-out split, generated when first named),
+mnist_det_{train,val} (`ROOT/mnist_det`, generated the same way from the MNIST digits),
+voc_2007_{train,val,trainval,test} and voc_2012_{train,val,trainval} (a VOCdevkit linked as
+`ROOT/voc`, read by `detection.data.datasets.voc.PascalVOCDataset`). More COCO-format sets come
+from DATASETS.EXTRA = ((name, annotation file, image folder), ...).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class DatasetCatalog:
         ),
         "shapes_train": ("shapes/train", "shapes/annotations/instances_train.json"),
         "shapes_val": ("shapes/val", "shapes/annotations/instances_val.json"),
+        "shapes_test": ("shapes/test", "shapes/annotations/instances_test.json"),
         "mnist_det_train": ("mnist_det/train", "mnist_det/annotations/instances_train.json"),
         "mnist_det_val": ("mnist_det/val", "mnist_det/annotations/instances_val.json"),
         # Pascal VOC (a VOCdevkit linked as ROOT/voc): the year's folder and its split file

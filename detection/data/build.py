@@ -18,7 +18,7 @@ from detection.data.batch_scale import BatchScaledLoader, BatchScaleSchedule
 from detection.data.collate import BatchCollator
 from detection.data.datasets.coco import COCODataset
 from detection.data.datasets.mnist_det import ensure_mnist_det
-from detection.data.datasets.shapes import generate_shapes_dataset
+from detection.data.datasets.shapes import generate_shapes_dataset, generate_split
 from detection.data.datasets.voc import PascalVOCDataset
 from detection.data.samplers import (
     DistributedSampler,
@@ -57,11 +57,39 @@ def ensure_shapes_dataset(cfg) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ensure_shapes_test(cfg) -> None:
+    """Write the held-out split ROOT/shapes/test (DATASETS.SHAPES.NUM_TEST images) beside an
+    existing shapes set when it is missing: generated into a temporary folder, then the images'
+    folder and the JSON renamed into place, the JSON last."""
+    ensure_shapes_dataset(cfg)
+    s = cfg.DATASETS.SHAPES
+    final = os.path.join(cfg.DATASETS.ROOT, "shapes")
+    ann = os.path.join(final, "annotations", "instances_test.json")
+    if os.path.isfile(ann):
+        return
+    logger.info(
+        "%s is missing: generating the shapes test split (%d images, seed %d)",
+        ann,
+        s.NUM_TEST,
+        s.SEED,
+    )
+    tmp = f"{final}.test.tmp{os.getpid()}"
+    generate_split(tmp, "test", s.NUM_TEST, s.SEED, s.MIN_SIZE, s.MAX_SIZE)
+    try:
+        os.rename(os.path.join(tmp, "test"), os.path.join(final, "test"))
+    except OSError:  # another process moved its copy first: identical files (same seed)
+        pass
+    os.replace(os.path.join(tmp, "annotations", "instances_test.json"), ann)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def resolve_dataset(name: str, cfg) -> dict:
     """`DatasetCatalog.get(name, cfg)`, generating a missing generated set first: the shapes set
     for a shapes name, the digit-detection set (from the MNIST digits) for an mnist_det name."""
     if name.startswith("shapes_"):
         ensure_shapes_dataset(cfg)
+    if name == "shapes_test":
+        ensure_shapes_test(cfg)
     if name.startswith("mnist_det_"):
         ensure_mnist_det(cfg.DATASETS.ROOT)
     return DatasetCatalog.get(name, cfg)

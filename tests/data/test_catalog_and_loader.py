@@ -37,6 +37,32 @@ def _cfg(root):
     return cfg
 
 
+def test_shapes_test_generated_when_first_named(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    cfg.DATASETS.SHAPES.NUM_TEST = 3
+    make_data_loader(cfg, is_train=False)
+    assert not os.path.exists(tmp_path / "shapes" / "test")  # only when a config names it
+    cfg.DATASETS.TEST = ("shapes_test", "shapes_val")
+    with caplog.at_level(logging.INFO):
+        loaders = make_data_loader(cfg, is_train=False)
+    assert "generating the shapes test split" in caplog.text
+    assert [len(loader.dataset) for loader in loaders] == [3, 5]
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]  # no temporary folder left
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        make_data_loader(cfg, is_train=False)
+    assert "generating" not in caplog.text  # generated once
+
+
+def test_shapes_test_on_an_empty_root(tmp_path):
+    """Naming only shapes_test still writes the whole set (train and val are not skipped later)."""
+    cfg = _cfg(tmp_path)
+    cfg.DATASETS.SHAPES.NUM_TEST = 2
+    cfg.DATASETS.TEST = ("shapes_test",)
+    assert len(make_data_loader(cfg, is_train=False)[0].dataset) == 2
+    assert len(make_data_loader(cfg, is_train=True).dataset) == 12
+
+
 def test_missing_coco_message(tmp_path):
     cfg = _cfg(tmp_path)
     with pytest.raises(FileNotFoundError) as err:

@@ -35,6 +35,20 @@ def test_same_seed_same_files(tmp_path):
     )
 
 
+def test_test_split_is_held_out(tmp_path):
+    """The test split draws its own images: none repeats a val or train image of the same seed."""
+    out = generate_shapes_dataset(str(tmp_path), 4, 4, seed=3, min_size=64, max_size=96, num_test=4)
+    assert sorted(out) == ["test", "train", "val"]
+    pixels = {}
+    for split in out:
+        for f in sorted(os.listdir(tmp_path / split)):
+            pixels[(split, f)] = cv2.imread(str(tmp_path / split / f)).tobytes()
+    assert len(pixels) == 12 and len(set(pixels.values())) == 12
+    coco = COCO(out["test"])
+    assert len(coco.imgs) == 4 and len(coco.anns) >= 4
+    assert "test" not in generate_shapes_dataset(str(tmp_path / "none"), 1, 1, seed=3)
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
@@ -108,7 +122,27 @@ def test_cli(tmp_path, capsys):
     assert tool.main(argv) == 0
     data = json.loads((out / "annotations/instances_val.json").read_text())
     assert len(data["images"]) == 1 and data["images"][0]["width"] == 64
-    assert len(os.listdir(out / "train")) == 3
+    assert len(os.listdir(out / "train")) == 3 and not (out / "test").exists()
+    assert (
+        tool.main(
+            [
+                "--out",
+                str(tmp_path / "held"),
+                "--num-train",
+                "1",
+                "--num-val",
+                "1",
+                "--num-test",
+                "2",
+                "--min-size",
+                "64",
+                "--max-size",
+                "64",
+            ]
+        )
+        == 0
+    )
+    assert len(os.listdir(tmp_path / "held" / "test")) == 2
     assert tool.main(["--out", str(out), "--min-size", "300", "--max-size", "200"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--min-size" in err

@@ -7,9 +7,10 @@ from the visible pixels, `area` and `bbox` measured on the rasterised polygons (
 a mask never leaves its box. Placements that would hide more than half of an earlier object or
 cut a hole into it are re-drawn, so every object stays recognisable.
 
-Layout written under `out_dir`: `annotations/instances_{train,val}.json`, `train/*.jpg`,
-`val/*.jpg` (JPEG, quality 95). Generation is deterministic for a seed (each image has its own
-seeded generator).
+Layout written under `out_dir`: `annotations/instances_{train,val,test}.json`, `train/*.jpg`,
+`val/*.jpg`, `test/*.jpg` (JPEG, quality 95). Generation is deterministic for a seed (each image
+has its own generator, seeded by the seed, the split and its index, so the splits never share an
+image). The test split is a held-out set: no config trains or is tuned on it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CATEGORIES = [
     {"id": 2, "name": "square", "supercategory": "shape"},
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 ]
-_SPLIT_IDS = {"train": 0, "val": 1}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 _MAX_OBJECTS = 5
 _MIN_VISIBLE_FRACTION = 0.5
 
@@ -168,7 +169,8 @@ def _annotations(objects: List[Dict], h: int, w: int, image_id: int, next_id: in
 def generate_split(
     out_dir: str, split: str, num_images: int, seed: int, min_size: int = 128, max_size: int = 256
 ) -> str:
-    """Write `num_images` images of `split` ("train"/"val") and their COCO JSON; return its path."""
+    """Write `num_images` images of `split` ("train"/"val"/"test") and their COCO JSON; return
+    its path."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
     if not 16 <= min_size <= max_size:
@@ -209,18 +211,22 @@ def generate_shapes_dataset(
     min_size: int = 128,
     max_size: int = 256,
     log: Optional[logging.Logger] = None,
+    num_test: int = 0,
 ) -> Dict[str, str]:
-    """Generate both splits under `out_dir`; returns {"train": json path, "val": json path}."""
+    """Generate the splits under `out_dir`: train and val, and test when `num_test` > 0;
+    returns {split: json path}."""
     log = log or logger
     start = time.time()
     out = {}
-    for split, n in (("train", num_train), ("val", num_val)):
-        out[split] = generate_split(out_dir, split, n, seed, min_size, max_size)
+    for split, n in (("train", num_train), ("val", num_val), ("test", num_test)):
+        if split != "test" or n > 0:
+            out[split] = generate_split(out_dir, split, n, seed, min_size, max_size)
     log.info(
-        "generated the shapes dataset in %s (%d train / %d val images, seed %d) in %.1f s",
+        "generated the shapes dataset in %s (%d train / %d val / %d test images, seed %d) in %.1f s",
         out_dir,
         num_train,
         num_val,
+        num_test,
         seed,
         time.time() - start,
     )
