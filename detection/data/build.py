@@ -86,10 +86,10 @@ def ensure_shapes_test(cfg) -> None:
 def resolve_dataset(name: str, cfg) -> dict:
     """`DatasetCatalog.get(name, cfg)`, generating a missing generated set first: the shapes set
     for a shapes name, the digit-detection set (from the MNIST digits) for an mnist_det name."""
-    if name.startswith("shapes_"):
-        ensure_shapes_dataset(cfg)
     if name == "shapes_test":
-        ensure_shapes_test(cfg)
+        ensure_shapes_test(cfg)  # the set first, then its test split
+    elif name.startswith("shapes_"):
+        ensure_shapes_dataset(cfg)
     if name.startswith("mnist_det_"):
         ensure_mnist_det(cfg.DATASETS.ROOT)
     return DatasetCatalog.get(name, cfg)

@@ -123,25 +123,8 @@ def test_cli(tmp_path, capsys):
     data = json.loads((out / "annotations/instances_val.json").read_text())
     assert len(data["images"]) == 1 and data["images"][0]["width"] == 64
     assert len(os.listdir(out / "train")) == 3 and not (out / "test").exists()
-    assert (
-        tool.main(
-            [
-                "--out",
-                str(tmp_path / "held"),
-                "--num-train",
-                "1",
-                "--num-val",
-                "1",
-                "--num-test",
-                "2",
-                "--min-size",
-                "64",
-                "--max-size",
-                "64",
-            ]
-        )
-        == 0
-    )
+    held = "--num-train 1 --num-val 1 --num-test 2 --min-size 64 --max-size 64".split()
+    assert tool.main(["--out", str(tmp_path / "held"), *held]) == 0
     assert len(os.listdir(tmp_path / "held" / "test")) == 2
     assert tool.main(["--out", str(out), "--min-size", "300", "--max-size", "200"]) == 2
     err = capsys.readouterr().err

@@ -218,9 +218,9 @@ def generate_shapes_dataset(
     log = log or logger
     start = time.time()
     out = {}
-    for split, n in (("train", num_train), ("val", num_val), ("test", num_test)):
-        if split != "test" or n > 0:
-            out[split] = generate_split(out_dir, split, n, seed, min_size, max_size)
+    splits = [("train", num_train), ("val", num_val)] + ([("test", num_test)] if num_test else [])
+    for split, n in splits:
+        out[split] = generate_split(out_dir, split, n, seed, min_size, max_size)
     log.info(
         "generated the shapes dataset in %s (%d train / %d val / %d test images, seed %d) in %.1f s",
         out_dir,
