@@ -4,6 +4,7 @@ DATASETS.TEST."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Sequence
@@ -112,13 +113,21 @@ def distributed_model(
     broadcast would be a collective at the start of each forward, where every rank waits for the
     slowest one's previous step. The gradients live in the all-reduce buckets
     (`gradient_as_bucket_view`): no copy into and out of them, and one gradient's memory less.
+    torch 2.13 calls the forward's broadcast `forward_sync_buffers` and warns at every
+    `broadcast_buffers`; older releases (the GPU machine's 2.11) know only `broadcast_buffers`.
     """
-    return nn.parallel.DistributedDataParallel(
+    sync = has_running_stats(model)
+    ddp = nn.parallel.DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        buffers = {"forward_sync_buffers": sync}
+    else:
+        buffers = {"broadcast_buffers": sync}
+    return ddp(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
-        broadcast_buffers=has_running_stats(model),
         gradient_as_bucket_view=True,
+        **buffers,
     )
 
 

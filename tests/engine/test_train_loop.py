@@ -1,10 +1,12 @@
 """The loop alone: what it calls, in which order, with a recording hook and the toy model."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
-from detection.engine.setup import has_running_stats
+from detection.engine.setup import distributed_model, has_running_stats
 from detection.engine.train_loop import HookBase, TrainLoop
 from detection.layers import FrozenBatchNorm2d
 from testutils.toy_training import ToyModel, ddp_nan_worker, toy_loader
@@ -97,6 +99,24 @@ def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     assert all(torch.equal(r0["weights"][1][k], r0["weights"][2][k]) for k in r0["weights"][1])
     assert not torch.equal(r0["weights"][2]["fc.weight"], r0["weights"][3]["fc.weight"])
     assert not torch.equal(r0["weights"][0]["fc.weight"], r0["weights"][1]["fc.weight"])
+
+
+def test_distributed_model_uses_the_buffer_option_this_torch_knows(tmp_path):
+    """One gloo rank in this process: no deprecation warning from DDP (torch 2.13 warns at
+    `broadcast_buffers`), and the forward's buffer broadcast is on only with a BatchNorm."""
+    init = f"file://{tmp_path / 'rendezvous'}"
+    torch.distributed.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            cpu = torch.device("cpu")
+            gn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.GroupNorm(2, 4)), cpu)
+            bn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4)), cpu)
+        flag = [getattr(m, "forward_sync_buffers", getattr(m, "broadcast_buffers", None))
+                for m in (gn, bn)]  # fmt: skip
+        assert flag == [False, True]
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_ddp_broadcasts_buffers_only_where_training_changes_them():
