@@ -1,13 +1,13 @@
 """One training process of N threads against N processes of one thread (`tools/demo.py --procs N`:
 torchrun, gloo, the batch split between the processes), on the 10-minute shapes config by default.
 
-Each round trains every mode from scratch for --iters iterations with `tools/train.py` (the
-modes in turn, so that a slow hour hits them alike) and takes the median of the logged per-iteration
-times past --skip; rank 0 logs them, and its iteration includes the gradient all-reduce, so it
-waits for the slower process. Beside each run, the CPU's user, idle and steal shares from
-/proc/stat. The figure is the ratio of the medians in the same round. --spin adds one process
-whose OpenMP threads spin N rounds at a barrier before they sleep (`GOMP_SPINCOUNT`; the tools
-default to `OMP_WAIT_POLICY=PASSIVE`, no spinning); --loaded runs everything beside another
+Each round trains every mode from scratch for --iters iterations with `tools/train.py` (the modes
+in turn, so that a slow hour hits them alike) and takes the median of the logged per-iteration
+times past --skip, and their mean; rank 0 logs them, and its iteration includes the gradient
+all-reduce, so it waits for the slower process. Beside each run, the CPU's user, idle and steal
+shares from /proc/stat. The figure is the ratio of the medians in the same round. --spin adds one
+process whose OpenMP threads spin N rounds at a barrier before they sleep (`GOMP_SPINCOUNT`; the
+tools default to `OMP_WAIT_POLICY=PASSIVE`, no spinning); --loaded runs everything beside another
 training of the config at one thread. --independent adds N trainings of one thread at once, each
 with its share of the batch and its own seed, that never communicate: what the N processes would
 take without the gradient all-reduce and the waits for the slower one (the figure is the first
@@ -126,11 +126,25 @@ def run_once(
         train = [r for r in records if r["type"] == "train" and r["iter"] > skip]
         return {
             "s_per_it": statistics.median(r["time"] for r in train),
+            "mean_s_per_it": mean_time(records, skip, iters),
             "data_s": statistics.median(r["data"] for r in train),
             **shares,
         }
     finally:
         shutil.rmtree(ws, ignore_errors=True)
+
+
+def mean_time(records: list[dict], skip: int, iters: int) -> float:
+    """The mean seconds per iteration over iterations skip+1 .. iters-1 (the logged medians hide
+    an iteration that is slow now and then). Each record's `eta_seconds` is the mean iteration
+    time so far times the iterations left, which gives the sum of the iteration times up to
+    each record's iteration."""
+    by_iter = {r["iter"]: r for r in records if r["type"] == "train"}
+
+    def total(it: int) -> float:
+        return by_iter[it]["eta_seconds"] / (iters - it) * it
+
+    return (total(iters - 1) - total(skip)) / (iters - 1 - skip)
 
 
 def start_load(config: str) -> tuple[subprocess.Popen, str]:
@@ -171,8 +185,11 @@ def main(argv=None) -> int:
         parser.error(f"--iters ({args.iters}) must exceed --skip ({args.skip})")
     table = modes(args.procs, args.one_thread, spin_counts(args.spin), args.independent)
     base_name = next(iter(table))
-    print("| round | mode | s / iteration | vs one process | loader s | user | idle | steal |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| round | mode | s / iteration | vs one process | mean s / iteration | loader s | user "
+        "| idle | steal |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     load = start_load(args.config) if args.loaded else None
     try:
         ratios = measure(args, table)
@@ -208,8 +225,8 @@ def measure(args, table: dict) -> dict[str, list[float]]:
             base = r["s_per_it"] if base is None else base
             ratios[name].append(r["s_per_it"] / base)
             print(f"| {k} | {name} | {r['s_per_it']:.3f} | {r['s_per_it'] / base:.2f} | "
-                  f"{r['data_s']:.3f} | {r['user']:.0%} | {r['idle']:.0%} | {r['steal']:.0%} |",
-                  flush=True)  # fmt: skip
+                  f"{r['mean_s_per_it']:.3f} | {r['data_s']:.3f} | {r['user']:.0%} | "
+                  f"{r['idle']:.0%} | {r['steal']:.0%} |", flush=True)  # fmt: skip
     return ratios
 
 
