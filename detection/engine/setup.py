@@ -116,18 +116,15 @@ def distributed_model(
     torch 2.13 calls the forward's broadcast `forward_sync_buffers` and warns at every
     `broadcast_buffers`; older releases (the GPU machine's 2.11) know only `broadcast_buffers`.
     """
-    sync = has_running_stats(model)
     ddp = nn.parallel.DistributedDataParallel
-    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
-        buffers = {"forward_sync_buffers": sync}
-    else:
-        buffers = {"broadcast_buffers": sync}
+    new_name = "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+    buffers_key = "forward_sync_buffers" if new_name else "broadcast_buffers"
     return ddp(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
         gradient_as_bucket_view=True,
-        **buffers,
+        **{buffers_key: has_running_stats(model)},
     )
 
 
