@@ -29,6 +29,7 @@ def test_all_shipped_configs_present():
         "e2e_deformconv_mask_rcnn_R_50_C5_1x_no_ohem.yaml",
         "shapes/e2e_deformconv_mask_rcnn_shapes.yaml",
         "shapes/e2e_deformconv_mask_rcnn_shapes_10min.yaml",
+        "shapes/e2e_deformconv_mask_rcnn_shapes_under10min.yaml",
     } <= names
 
 
