@@ -204,9 +204,17 @@ def _register() -> None:
     # CUDA: the native kernel in the autocast dtype (read at call time, so float16 or bfloat16).
     _LIB = torch.library.Library("detection", "IMPL")
     _LIB.impl("modulated_deform_conv2d", _cuda_autocast, "AutocastCUDA", with_keyset=True)
-    # The same rule for the Python dispatcher (torch.compile tracing), as register_autocast does.
-    op = torch.ops.detection.modulated_deform_conv2d.default
-    op.py_impl(torch._C.DispatchKey.AutocastCUDA)(lambda *args: _cuda_autocast(None, *args))
+    _register_cuda_autocast_python_kernel(torch.ops.detection.modulated_deform_conv2d.default)
+
+
+def _register_cuda_autocast_python_kernel(op) -> None:
+    """The AutocastCUDA rule for the Python dispatcher (torch.compile tracing), as
+    register_autocast does. torch 2.11's register_autocast(..., "cpu") puts its float32 rule on
+    AutocastCUDA too (2.13 only on AutocastCPU), and py_impl refuses to override a Python kernel:
+    ours replaces it."""
+    key = torch._C.DispatchKey.AutocastCUDA
+    op.py_kernels.pop(key, None)
+    op.py_impl(key)(lambda *args: _cuda_autocast(None, *args))
 
 
 if _ext.HAS_OPS:

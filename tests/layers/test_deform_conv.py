@@ -384,6 +384,32 @@ def test_cpu_autocast_runs_in_float32():
     torch.testing.assert_close(out, ref)
 
 
+def test_cuda_autocast_python_kernel_replaces_one_already_there():
+    # torch 2.11's register_autocast(op, "cpu") also leaves a float32 Python kernel on
+    # AutocastCUDA, and py_impl refuses to override one: our registration must replace it (on
+    # 2.11 `import detection` failed here before it did). Simulated with a stand-in kernel.
+    from detection.layers import deform_conv as dc
+
+    op = torch.ops.detection.modulated_deform_conv2d.default
+    key = torch._C.DispatchKey.AutocastCUDA
+    ours = op.py_kernels[key]
+
+    def stand_in(*args):
+        raise AssertionError("the stand-in kernel was kept")
+
+    op.py_kernels.pop(key)
+    op.py_impl(key)(stand_in)
+    try:
+        dc._register_cuda_autocast_python_kernel(op)
+        kernel = op.py_kernels[key]
+        assert kernel is not stand_in
+        # the kernel now in place is ours: it casts to the autocast dtype and calls the op
+        assert kernel.__code__.co_names == ours.__code__.co_names
+    finally:
+        op.py_kernels.pop(key, None)
+        op.py_impl(key)(ours)
+
+
 def test_double_backward_raises():
     args, kw = make_case(1, 2, 2, 4, 4, 3, padding=1)
     leaves = [a.requires_grad_() for a in args]
