@@ -50,7 +50,8 @@ def test_export_backbone_onnx(ckpt, tmp_path, capsys):
     "extra,needle",
     [
         (["--format", "tflite", "--output", "m.onnx"], "--format"),
-        (["--format", "onnx", "--output", "/no/such/folder/m.onnx"], "--output"),
+        # torch-export: no optional package needed (onnx would first ask for the deploy extra)
+        (["--format", "torch-export", "--output", "/no/such/folder/m.pt2"], "--output"),
     ],
 )
 def test_export_bad_arguments(tmp_path, capsys, extra, needle):
