@@ -97,5 +97,8 @@ def ddp_nan_worker(rank, world_size, init_file, nan_rank, nan_step, steps, out):
             problems.append(problem)
             weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
         torch.save({"problems": problems, "weights": weights}, f"{out}/rank{rank}.pt")
+        # both ranks done before either tears gloo down: once (2026-12-04, torch 2.11, full suite)
+        # rank 1 aborted at exit ("terminate called without an active exception"); not reproduced
+        dist.barrier()
     finally:
         dist.destroy_process_group()
