@@ -29,6 +29,12 @@ def setup(tiny_cfg):
     return model, images, targets
 
 
+@pytest.mark.xfail(
+    torch.__version__ < "2.13",
+    strict=True,
+    reason="torch < 2.13 (seen on 2.11): dynamo breaks the graph at torch.sym_min in "
+    "modeling/rpn/inference.py ('torch.* op returned non-Tensor'), 3 breaks",
+)
 def test_inference_graph_breaks_do_not_grow(setup):
     from detection.deploy.compile_check import explain, inference_fn
 

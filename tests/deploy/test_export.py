@@ -27,6 +27,12 @@ def _offsets_are_large(model, image) -> float:
     return seen[0][:, :channels].abs().max().item()
 
 
+@pytest.mark.xfail(
+    torch.__version__ < "2.13",
+    strict=True,
+    reason="torch < 2.13 (seen on 2.11): torch.export cannot prove a guard on the image size "
+    "((H - 1) // 2 odd) for a dynamic height and width; the static-size exports pass",
+)
 def test_backbone_torch_export_dynamic_size(model):
     from detection.deploy.export_model import BackboneForExport
     from detection.deploy.onnx_export import export_program
