@@ -19,6 +19,10 @@ OUT_DIR=${1:-${OUT:-/tmp/gpu_checks}}
 DEADLINE=${DEADLINE:-540}
 STEPS=${STEPS:-"tests memcheck racecheck initcheck bench_ops bench_determinism bench_memory bench_model demo"}
 PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "error: no CUDA GPU visible to $PY's torch: tools/gpu_checks.sh runs on a GPU machine" >&2
+  exit 2
+fi
 mkdir -p "$OUT_DIR"
 T0=$(date +%s)
 left() { echo $((DEADLINE - ($(date +%s) - T0))); }
