@@ -25,16 +25,18 @@ inline void check_input_and_rois(const at::Tensor& input, const at::Tensor& rois
               input.device(), "), got ", rois.device());
   if (rois.size(0) == 0) return;
   // NaN/inf box corners would give undefined float-to-int casts in the sampling grid (a NaN
-  // batch index fails the range check below)
+  // batch index fails the range check below). Both conditions in one reduction, so that valid
+  // RoIs cost one host synchronisation on CUDA (one .item()), not two; the checks below, which
+  // name what is wrong, run only when it fails.
   const auto finite_rows = at::isfinite(rois.slice(1, 1, 5)).all(1);
+  const auto batch_index = rois.select(1, 0);
+  const auto in_range_rows = at::logical_and(batch_index >= 0, batch_index < input.size(0));
+  if (at::logical_and(finite_rows, in_range_rows).all().item<bool>()) return;
   TORCH_CHECK(finite_rows.all().item<bool>(), op,
               ": rois must be finite (x1, y1, x2, y2 of rois[:, 1:5]); got NaN or inf in ",
               rois.size(0) - finite_rows.sum().item<int64_t>(), " of ", rois.size(0), " rows");
-  const auto batch_index = rois.select(1, 0);
-  const bool in_range =
-      at::logical_and(batch_index >= 0, batch_index < input.size(0)).all().item<bool>();
-  TORCH_CHECK(in_range, op, ": rois[:, 0] (batch index) must lie in [0, ", input.size(0),
-              ") for an input of batch size ", input.size(0), "; got values from ",
+  TORCH_CHECK(in_range_rows.all().item<bool>(), op, ": rois[:, 0] (batch index) must lie in [0, ",
+              input.size(0), ") for an input of batch size ", input.size(0), "; got values from ",
               batch_index.min().item<double>(), " to ", batch_index.max().item<double>());
 }
 
