@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # The checks tests/GPU_RUNS.md asks of a GPU machine, as one call that fits a short lease: build
 # (unless the library is there), the CUDA tests, compute-sanitizer memcheck / racecheck /
-# initcheck, the CUDA benchmarks (each section alone), the demo on the GPU. Every step is capped
-# by a shared deadline, so one slow step cannot take the others' time, and its log is written as
-# it runs: what finished comes back even if the call is cut. Record the results in GPU_RUNS.md.
+# initcheck, the CUDA benchmarks (each section alone), a profile of the demo model's training
+# step and of its dense twin (does the GPU wait for the host?), the demo on the GPU. Every step
+# is capped by a shared deadline, so one slow step cannot take the others' time, and its log is
+# written as it runs: what finished comes back even if the call is cut. Record the results in
+# GPU_RUNS.md.
 #
 #   tools/gpu_checks.sh [OUT_DIR]        default $OUT (the device tool's folder), else /tmp/gpu_checks
 #   DEADLINE=540 STEPS="tests memcheck racecheck initcheck bench_ops bench_determinism
-#     bench_memory bench_model demo" tools/gpu_checks.sh        (the defaults)
+#     bench_memory bench_model profile demo" tools/gpu_checks.sh        (the defaults)
 #
 # At most 8 files land in OUT_DIR (the device tool brings back no more): steps.txt (the
 # environment, each step's start, exit status and last lines), tests.log, memcheck.log,
-# racecheck.log, initcheck.log, bench.log (the sections' Markdown tables), demo.log, build.log.
+# racecheck.log, initcheck.log, bench.log (the sections' Markdown tables and the profiles),
+# demo.log, build.log.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 OUT_DIR=${1:-${OUT:-/tmp/gpu_checks}}
 DEADLINE=${DEADLINE:-540}
-STEPS=${STEPS:-"tests memcheck racecheck initcheck bench_ops bench_determinism bench_memory bench_model demo"}
+STEPS=${STEPS:-"tests memcheck racecheck initcheck bench_ops bench_determinism bench_memory bench_model profile demo"}
 PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo "error: no CUDA GPU visible to $PY's torch: tools/gpu_checks.sh runs on a GPU machine" >&2
@@ -74,6 +77,12 @@ for s in ops determinism memory model; do
   run $c "$OUT_DIR/bench.log" "$PY" benchmarks/run.py --sections $s --devices cuda --repeat 3 \
     --out "/tmp/gpu_checks_bench_$s"
   cat "/tmp/gpu_checks_bench_$s/results.md" >>"$OUT_DIR/bench.log" 2>/dev/null
+done
+# the demo config's step, 4 synthetic images: kernel time against the wall, launches, syncs
+for twin in "" --dense; do
+  # shellcheck disable=SC2086  # $twin is empty or one flag
+  has profile && run 90 "$OUT_DIR/bench.log" "$PY" benchmarks/profile_step.py --device cuda \
+    --steps 5 --top 30 $twin
 done
 has demo && run 480 "$OUT_DIR/demo.log" "$PY" tools/demo.py --workspace /tmp/gpu_checks_demo \
   MODEL.DEVICE cuda
