@@ -11,7 +11,9 @@ One thread (OMP_NUM_THREADS=1; --threads to change), small shapes so that every 
 several times per round, plus the shapes demo's: the deformable conv at its stage shapes (batch
 4, 16-128 channels, `DEMO_DCN_SHAPES`) with `F.conv2d` forward plus backward on each (the same
 code in A and B: its B/A shows the run's noise) and its deformable RoI pooling (64 channels on
-16x22, 256 RoIs, 7x7 and 14x14).
+16x22, 256 RoIs, 7x7 and 14x14). `--resnet50` adds the ResNet-50 shapes: the deformable conv at
+res3-res5 (`bench_ops.SHAPES`, `F.conv2d` beside it as the noise row) and the RoI ops on the
+paper config's res4 features (2 images, 1024 channels, 50x68, 512 RoIs, 14x14 bins).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 DEMO_DCN_SHAPES = ((16, 64, 88), (32, 32, 44), (64, 16, 22), (128, 16, 22))
 
 
-def _worker(lib: str) -> dict:
+def _worker(lib: str, resnet50: bool = False) -> dict:
     import torch
 
     torch.ops.load_library(lib)
@@ -98,6 +100,54 @@ def _worker(lib: str) -> dict:
         out[f"demo deform_roi_pool {size} bwd"] = best(
             lambda: ops._modulated_deform_roi_pool_backward(g, xd, rd, o, m, *p)
         )
+    if resnet50:
+        out.update(_resnet50(ops, best))
+    return out
+
+
+# bench_ops.SHAPES, the ResNet-50 shapes (N, C_in, C_out, H, W, kernel, stride, padding,
+# dilation); not imported from there: bench_ops loads the tree's own library, not A or B.
+RESNET50_SHAPES = {
+    "res3": (2, 128, 128, 100, 136, 3, 1, 1, 1),
+    "res4": (2, 256, 256, 50, 68, 3, 1, 1, 1),
+    "res5": (2, 512, 512, 50, 68, 3, 1, 2, 2),
+}
+
+
+def _resnet50(ops, best) -> dict:
+    import torch
+
+    out = {}
+    for name, (n, cin, cout, h, w, k, s, p, d) in RESNET50_SHAPES.items():
+        ho, wo = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+        a = (torch.randn(n, cin, h, w), torch.randn(n, 2 * k * k, ho, wo) * 2,
+             torch.rand(n, k * k, ho, wo), torch.randn(cout, cin, k, k) * 0.05, None,
+             s, s, p, p, d, d, 1, 1, 64)  # fmt: skip
+        go = torch.randn(n, cout, ho, wo)
+        out[f"{name} dcn fwd"] = best(lambda: ops.modulated_deform_conv2d(*a), 3)
+        out[f"{name} dcn bwd"] = best(lambda: ops._modulated_deform_conv2d_backward(go, *a), 3)
+        xc, wc = a[0].clone().requires_grad_(), a[3].clone().requires_grad_()
+        out[f"{name} conv fwd+bwd"] = best(  # the same code in A and B: the noise
+            lambda: torch.nn.functional.conv2d(xc, wc, None, s, p, d).backward(go), 3
+        )
+    x = torch.randn(2, 1024, 50, 68)
+    xy = torch.rand(512, 2) * torch.tensor([1000.0, 700.0])
+    rois = torch.cat(
+        [torch.randint(0, 2, (512, 1)).float(), xy, xy + torch.rand(512, 2) * 300 + 16], 1
+    )
+    o, m = torch.randn(512, 2, 14, 14) * 0.1, torch.rand(512, 1, 14, 14)
+    g = torch.randn(512, 1024, 14, 14)
+    p = (14, 14, 1.0 / 16, 2, 0.1)
+    out["paper roi_align fwd"] = best(lambda: ops.roi_align(x, rois, 1.0 / 16, 14, 14, 2, True), 3)
+    out["paper roi_align bwd"] = best(
+        lambda: ops._roi_align_backward(g, rois, 1.0 / 16, 14, 14, 2, 1024, 50, 68, 2, True), 3
+    )
+    out["paper deform_roi_pool fwd"] = best(
+        lambda: ops.modulated_deform_roi_pool(x, rois, o, m, *p), 3
+    )
+    out["paper deform_roi_pool bwd"] = best(
+        lambda: ops._modulated_deform_roi_pool_backward(g, x, rois, o, m, *p), 3
+    )
     return out
 
 
@@ -125,12 +175,14 @@ def main(argv=None) -> int:
     parser.add_argument("lib_b")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resnet50", action="store_true", help="add the ResNet-50 shapes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.lib_a)))
+        print(json.dumps(_worker(args.lib_a, args.resnet50)))
         return 0
-    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads)
+    extra = ["--resnet50"] if args.resnet50 else []
+    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads, extra)
     if runs is None:
         return 2
     print("| op | A best ms | B best ms | B/A best | A median ms | B median ms | B/A median |")

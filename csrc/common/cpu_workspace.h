@@ -28,6 +28,7 @@ enum WorkspaceSlot : int {
   kDcnGradColumns,  // deformable conv: their gradient
   kDcnGradPadded,   // deformable conv: the padded gradient of the images
   kDcnPartial,      // deformable conv: coordinate-gradient partial sums
+  kDcnGradRows,     // deformable conv: a tile of the output gradient as rows [positions, C_out]
   kWorkspaceSlots
 };
 

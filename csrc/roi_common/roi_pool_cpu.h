@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/cpu_isa.h"
+#include "common/cpu_layout.h"
 #include "roi_common/roi_sampling.h"
 
 namespace detection {
@@ -139,10 +140,9 @@ std::vector<RoISamples<scalar_t>> build_tables(const scalar_t* rois, const scala
 // element and per input-gradient element the additions are those of the per-channel loops they
 // replaced, in the same order.
 
-// [N, C, H, W] -> contiguous [N, H, W, C].
-inline at::Tensor channels_last(const at::Tensor& t) {
-  return t.permute({0, 2, 3, 1}).contiguous();
-}
+// [N, C, H, W] -> contiguous [N, H, W, C] (common/cpu_layout.h: ATen's permuted copy is up to 10x
+// slower at the paper config's feature maps).
+inline at::Tensor channels_last(const at::Tensor& t) { return layout::nchw_to_nhwc(t); }
 
 // grad [R, C, ph, pw] -> contiguous [R, ph * pw, C].
 inline at::Tensor bins_last(const at::Tensor& grad) {

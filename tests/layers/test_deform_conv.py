@@ -120,7 +120,17 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS)
+# The CPU kernel's layout copies (csrc/common/cpu_layout.h) work in blocks of 16 channels over
+# runs of max(16, 16384 // C) pixels of a row: 20 channels end in a block of 4; 600 channels cut a
+# row of 40 pixels into runs of 27 and 13 and end in a block of 8; 2 output channels are less
+# than a block.
+LAYOUT_CONFIGS = [
+    dict(n=2, c=20, cout=2, h=3, w=5, k=3, padding=1),
+    dict(n=1, c=600, cout=3, h=2, w=40, k=3, padding=1, dg=2),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS + LAYOUT_CONFIGS)
 def test_forward_backward_match_reference(cfg):
     args, kw = make_case(**cfg)
     leaves = [a.clone().requires_grad_() if a is not None else None for a in args]

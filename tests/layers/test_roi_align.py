@@ -49,6 +49,24 @@ def test_matches_torchvision_forward_backward(aligned, sampling_ratio, dtype):
         torch.testing.assert_close(x1.grad, x2.grad, **tol)
 
 
+@pytest.mark.parametrize("channels,width", [(20, 15), (600, 40)])
+def test_layout_blocks_and_runs_match_torchvision(channels, width):
+    """The CPU kernels convert to and from channels-last in blocks of 16 channels over runs of
+    max(16, 16384 // C) pixels of a row (csrc/common/cpu_layout.h): 20 channels end in a block of
+    4; 600 cut a row of 40 pixels into runs of 27 and 13 and end in a block of 8."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, channels, 3, width, generator=g, dtype=torch.float64)
+    rois = _random_rois(9, 2, 2 * width, 6, seed=1, outside=2.0)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = roi_align(x1, rois, (2, 3), 0.5, 2, True)
+    ref = torchvision.ops.roi_align(x2, rois, (2, 3), 0.5, 2, True)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    ours.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("sampling_ratio", [0, 40])
 def test_rois_far_outside_match_torchvision(sampling_ratio):
     """The kernels evaluate only the samples inside the band [-1, H] x [-1, W] (a binary search

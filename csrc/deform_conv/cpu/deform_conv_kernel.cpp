@@ -30,7 +30,9 @@
 // deterministic mode needs nothing else on CPU; grad_weight's GEMM may block by thread count).
 // Scratch (padded images, plan, column tile, gradient buffers) comes from the calling thread's
 // workspace (common/cpu_workspace.h), reused from one call to the next rather than allocated
-// as fresh pages each time.
+// as fresh pages each time. Every change of layout (the input into its padded channels-last
+// copy, a tile's output rows into NCHW, a tile of the output gradient into rows, the padded
+// gradient back into NCHW) is a blocked copy of common/cpu_layout.h, not ATen's permuted copy.
 // im2col_step is checked but does not matter on CPU (the column buffer is bounded by the tile).
 // Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
@@ -45,6 +47,7 @@
 #include <vector>
 
 #include "common/cpu_isa.h"
+#include "common/cpu_layout.h"
 #include "common/cpu_workspace.h"
 #include "deform_conv/deform_conv_common.h"
 #include "deform_conv/deform_conv_math.h"
@@ -261,29 +264,26 @@ struct Prepared {
 };
 
 // dst [N, H+3, W+2, C] = src [N, C, H, W] transposed into the interior (rows 1..H, columns
-// 1..W), zeros elsewhere: one zero pixel on every side plus one extra zero row at the bottom
-// (the zero block). Every element is written once (no zero-fill first); parallel over rows.
+// 1..W, common/cpu_layout.h), zeros elsewhere: one zero pixel on every side plus one extra zero
+// row at the bottom (the zero block). Every element is written once (no zero-fill first).
 template <typename scalar_t>
 void pad_channels_last(const scalar_t* src, int64_t batch, const Geometry& geo, scalar_t* dst) {
   const int64_t H = geo.height, W = geo.width, C = geo.channels, Wp = geo.padded_w();
-  at::parallel_for(0, batch * (H + 3), grain(Wp * C), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * (H + 3), grain(2 * C), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / (H + 3), y = t % (H + 3);
+      const int64_t y = t % (H + 3);
       scalar_t* row = dst + t * Wp * C;
       if (y == 0 || y > H) {
         std::fill(row, row + Wp * C, scalar_t(0));
-        continue;
-      }
-      std::fill(row, row + C, scalar_t(0));
-      std::fill(row + (W + 1) * C, row + Wp * C, scalar_t(0));
-      const scalar_t* plane = src + b * C * H * W + (y - 1) * W;
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* s = plane + c * H * W;
-        scalar_t* d = row + C + c;
-        for (int64_t x = 0; x < W; ++x) d[x * C] = s[x];
+      } else {
+        std::fill(row, row + C, scalar_t(0));
+        std::fill(row + (W + 1) * C, row + Wp * C, scalar_t(0));
       }
     }
   });
+  layout::to_channels_last<scalar_t>(
+      layout::planar(src, C, H, W), batch, C, H, W,
+      layout::ChannelsLast<scalar_t>{dst + (Wp + 1) * C, (H + 3) * Wp * C, Wp * C});
 }
 
 Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
@@ -357,6 +357,27 @@ at::Tensor weight_in_column_order(const at::Tensor& weight, int64_t K) {
   return weight.reshape({cout, Cg, K}).transpose(1, 2).reshape({cout, K * Cg, 1, 1});
 }
 
+// A tile's rows [rows, Cout] (row (b - b0) * T + (q - q0)) into planes [N, Cout, P] at positions
+// [q0, q1) of images [b0, b1), and back: the tile seen as channels-last images [b1 - b0, 1, T,
+// Cout] against a window of the planes (common/cpu_layout.h).
+template <typename scalar_t>
+void rows_to_planes(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P,
+                    scalar_t* planes) {
+  const int64_t T = t.positions();
+  layout::to_planar<scalar_t>(
+      layout::ChannelsLast<const scalar_t>{rows, T * cout, 0}, t.b1 - t.b0, cout, 1, T,
+      layout::Planar<scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0});
+}
+
+template <typename scalar_t>
+void planes_to_rows(const scalar_t* planes, const Tile& t, int64_t cout, int64_t P,
+                    scalar_t* rows) {
+  const int64_t T = t.positions();
+  layout::to_channels_last<scalar_t>(
+      layout::Planar<const scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0}, t.b1 - t.b0,
+      cout, 1, T, layout::ChannelsLast<scalar_t>{rows, T * cout, 0});
+}
+
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                        const std::optional<at::Tensor>& mask_, const at::Tensor& weight_,
                        const std::optional<at::Tensor>& bias_, int64_t stride_h, int64_t stride_w,
@@ -386,15 +407,16 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
   at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
-  const at::Tensor out_planes = output.view({s.batch, s.out_channels, P});
   for (const Tile& t : tiles) {
     fill_columns(pr, geo, p.groups, segs, t, columns);
     const at::Tensor out =
         as_rows(at::convolution(as_image(columns.narrow(0, 0, t.rows())), w, std::nullopt, c.stride,
-                                c.padding, c.dilation, false, c.output_padding, p.groups));
-    out_planes.narrow(0, t.b0, t.b1 - t.b0)
-        .narrow(2, t.q0, t.positions())
-        .copy_(out.view({t.b1 - t.b0, t.positions(), s.out_channels}).transpose(1, 2));
+                                c.padding, c.dilation, false, c.output_padding, p.groups))
+            .contiguous();
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_output", [&] {
+      rows_to_planes<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
+                               output.mutable_data_ptr<scalar_t>());
+    });
   }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
   return output;
@@ -433,7 +455,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const int64_t Cg = s.channels / p.groups;
   const Conv1x1 c(input.scalar_type());
   const at::Tensor w = weight_in_column_order(weight_.detach(), K);
-  const at::Tensor grad_planes = grad_output_.detach().reshape({s.batch, s.out_channels, P});
+  const at::Tensor grad_planes = grad_output_.detach().contiguous();
   const std::vector<Segment> segs = segments(geo, p.groups);
   const std::vector<Segment> chunks = channel_chunks(segs);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
@@ -448,10 +470,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     fill_columns(pr, geo, p.groups, segs, t, columns);
     const at::Tensor cols = columns.narrow(0, 0, t.rows());
     // the tile's grad_output as rows [rows, Cout], the GEMMs' layout
-    const at::Tensor g = grad_planes.narrow(0, t.b0, t.b1 - t.b0)
-                             .narrow(2, t.q0, t.positions())
-                             .transpose(1, 2)
-                             .reshape({t.rows(), s.out_channels});
+    const at::Tensor g = workspace(kDcnGradRows, {t.rows(), s.out_channels}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_grad_rows", [&] {
+      planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), t, s.out_channels, P,
+                               g.mutable_data_ptr<scalar_t>());
+    });
     at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
     if (backward_gemms_as_mm(p.groups)) {
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
@@ -476,7 +499,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                                      s.batch, geo, chunks, grad_offset.data_ptr<scalar_t>(),
                                      mask.has_value() ? grad_mask.data_ptr<scalar_t>() : nullptr);
   });
-  grad_input.copy_(grad_padded.narrow(1, 1, s.height).narrow(2, 1, s.width).permute({0, 3, 1, 2}));
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_grad_input", [&] {
+    // the padded channels-last interior (from pixel (1, 1)) into NCHW
+    const int64_t C = s.channels, row = geo.padded_w() * C;
+    layout::to_planar<scalar_t>(
+        layout::ChannelsLast<const scalar_t>{grad_padded.const_data_ptr<scalar_t>() + row + C,
+                                             (s.height + 3) * row, row},
+        s.batch, C, s.height, s.width,
+        layout::planar(grad_input.mutable_data_ptr<scalar_t>(), C, s.height, s.width));
+  });
   // back from the column order [Cout, K, Cg] to [Cout, Cg, kh, kw]
   at::Tensor grad_weight = gw.view({s.out_channels, K, Cg})
                                .transpose(1, 2)

@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> deform_roi_pool_backward_cpu(
           msk ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr, channels, height, width, args);
     }
   });
-  return {grad_input_cl.permute({0, 3, 1, 2}).contiguous(), grad_offset, grad_mask};
+  return {layout::nhwc_to_nchw(grad_input_cl), grad_offset, grad_mask};
 }
 
 }  // namespace

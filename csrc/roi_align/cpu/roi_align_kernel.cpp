@@ -62,7 +62,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                                static_cast<int>(height), static_cast<int>(width),
                                                args);
   });
-  return grad_input.contiguous();
+  return layout::nhwc_to_nchw(grad_input_cl);
 }
 
 }  // namespace
