@@ -107,8 +107,13 @@ ChannelsLast<T> channels_last(T* data, int64_t C, int64_t H, int64_t W) {
   return ChannelsLast<T>{data, H * W * C, W * C};
 }
 
-// [N, C, H, W] -> a new contiguous [N, H, W, C] (the same as t.permute({0, 2, 3, 1}).contiguous()).
+// [N, C, H, W] -> a contiguous [N, H, W, C] (the same as t.permute({0, 2, 3, 1}).contiguous()):
+// a view of t where t is already channels-last in memory, else a new tensor.
 inline at::Tensor nchw_to_nhwc(const at::Tensor& t) {
+  if (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+      !t.is_contiguous(at::MemoryFormat::Contiguous)) {
+    return t.permute({0, 2, 3, 1});
+  }
   const at::Tensor src = t.contiguous();
   const int64_t N = t.size(0), C = t.size(1), H = t.size(2), W = t.size(3);
   at::Tensor dst = at::empty({N, H, W, C}, t.options());

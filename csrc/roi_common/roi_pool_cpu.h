@@ -144,11 +144,11 @@ std::vector<RoISamples<scalar_t>> build_tables(const scalar_t* rois, const scala
 // slower at the paper config's feature maps).
 inline at::Tensor channels_last(const at::Tensor& t) { return layout::nchw_to_nhwc(t); }
 
-// grad [R, C, ph, pw] -> contiguous [R, ph * pw, C].
+// grad [R, C, ph, pw] -> contiguous [R, ph * pw, C] (as channels_last, with one row of ph * pw
+// pixels per RoI: ATen's transposed copy took 1.6x a plain copy of the tensor at 14x14 bins).
 inline at::Tensor bins_last(const at::Tensor& grad) {
-  return grad.reshape({grad.size(0), grad.size(1), grad.size(2) * grad.size(3)})
-      .transpose(1, 2)
-      .contiguous();
+  return layout::nchw_to_nhwc(grad.reshape({grad.size(0), grad.size(1), 1, -1}))
+      .view({grad.size(0), -1, grad.size(1)});
 }
 
 // The channel loops, compiled once per instruction-set variant (before, for the baseline ISA only:

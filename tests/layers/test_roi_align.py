@@ -65,6 +65,12 @@ def test_layout_blocks_and_runs_match_torchvision(channels, width):
     ours.backward(grad)
     ref.backward(grad)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    # an input channels-last in memory is read in place, and a channels-last gradient too
+    x3 = x.to(memory_format=torch.channels_last).requires_grad_()
+    out3 = roi_align(x3, rois, (2, 3), 0.5, 2, True)
+    torch.testing.assert_close(out3, ours, rtol=0, atol=0)
+    out3.backward(grad.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(x3.grad, x1.grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("sampling_ratio", [0, 40])
