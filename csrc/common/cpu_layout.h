@@ -96,6 +96,23 @@ void to_channels_last(Planar<const scalar_t> src, int64_t N, int64_t C, int64_t 
   });
 }
 
+// dst = src, both channels-last: per pixel run one contiguous copy of its channels.
+template <typename scalar_t>
+void copy_channels_last(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, int64_t H,
+                        int64_t W, ChannelsLast<scalar_t> dst) {
+  for_pixel_runs(N, C, H, W, [&](int64_t n, int64_t y, int64_t x0, int64_t x1) {
+    const scalar_t* s = src.data + n * src.image + y * src.row + x0 * C;
+    std::copy(s, s + (x1 - x0) * C, dst.data + n * dst.image + y * dst.row + x0 * C);
+  });
+}
+
+// Whether a 4-d tensor is channels-last in memory and not also contiguous NCHW (as for C = 1 or
+// H = W = 1): the kernels then read it in place instead of through an NCHW copy.
+inline bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         !t.is_contiguous(at::MemoryFormat::Contiguous);
+}
+
 // A contiguous [N, C, H, W] tensor's layout, and a contiguous [N, H, W, C] one's.
 template <typename T>
 Planar<T> planar(T* data, int64_t C, int64_t H, int64_t W) {
@@ -110,10 +127,7 @@ ChannelsLast<T> channels_last(T* data, int64_t C, int64_t H, int64_t W) {
 // [N, C, H, W] -> a contiguous [N, H, W, C] (the same as t.permute({0, 2, 3, 1}).contiguous()):
 // a view of t where t is already channels-last in memory, else a new tensor.
 inline at::Tensor nchw_to_nhwc(const at::Tensor& t) {
-  if (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-      !t.is_contiguous(at::MemoryFormat::Contiguous)) {
-    return t.permute({0, 2, 3, 1});
-  }
+  if (is_channels_last(t)) return t.permute({0, 2, 3, 1});
   const at::Tensor src = t.contiguous();
   const int64_t N = t.size(0), C = t.size(1), H = t.size(2), W = t.size(3);
   at::Tensor dst = at::empty({N, H, W, C}, t.options());

@@ -201,6 +201,23 @@ def _grads(args, kw, grad_out=None, **extra):
     return out, [a.grad if a is not None else None for a in leaves]
 
 
+def test_channels_last_input_and_gradient_read_in_place():
+    """A channels-last model's activations: the CPU kernel reads a channels-last input and output
+    gradient in place (no NCHW copy); the results are those of the NCHW tensors, bit for bit,
+    but for the bias gradient: ATen's sum of the output gradient adds in memory order."""
+    args, kw = make_case(2, 20, 24, 7, 9, 3, padding=1, dg=2, dtype=torch.float32)
+    grad_out = torch.randn(2, 24, 7, 9, generator=torch.Generator().manual_seed(1))
+    out, grads = _grads(args, kw, grad_out)
+    cl = torch.channels_last
+    args_cl = (args[0].to(memory_format=cl),) + args[1:]
+    assert args_cl[0].is_contiguous(memory_format=cl) and not args_cl[0].is_contiguous()
+    out_cl, grads_cl = _grads(args_cl, kw, grad_out.to(memory_format=cl))
+    torch.testing.assert_close(out_cl, out, rtol=0, atol=0)
+    for name, g, g_cl in zip(["input", "offset", "mask", "weight"], grads, grads_cl):
+        torch.testing.assert_close(g_cl, g, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(grads_cl[4], grads[4], rtol=1e-5, atol=1e-5)
+
+
 def test_batch_zero():
     args, kw = make_case(0, 4, 6, 5, 5, 3, padding=1)
     out, grads = _grads(args, kw, grad_out=torch.zeros(0, 6, 5, 5, dtype=torch.float64))

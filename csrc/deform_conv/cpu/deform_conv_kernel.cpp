@@ -263,11 +263,13 @@ struct Prepared {
   }
 };
 
-// dst [N, H+3, W+2, C] = src [N, C, H, W] transposed into the interior (rows 1..H, columns
-// 1..W, common/cpu_layout.h), zeros elsewhere: one zero pixel on every side plus one extra zero
-// row at the bottom (the zero block). Every element is written once (no zero-fill first).
+// dst [N, H+3, W+2, C] = src [N, C, H, W] into the interior (rows 1..H, columns 1..W,
+// common/cpu_layout.h: transposed, or copied where src is channels-last in memory), zeros
+// elsewhere: one zero pixel on every side plus one extra zero row at the bottom (the zero block).
+// Every element is written once (no zero-fill first).
 template <typename scalar_t>
-void pad_channels_last(const scalar_t* src, int64_t batch, const Geometry& geo, scalar_t* dst) {
+void pad_channels_last(const scalar_t* src, bool src_channels_last, int64_t batch,
+                       const Geometry& geo, scalar_t* dst) {
   const int64_t H = geo.height, W = geo.width, C = geo.channels, Wp = geo.padded_w();
   at::parallel_for(0, batch * (H + 3), grain(2 * C), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -281,9 +283,13 @@ void pad_channels_last(const scalar_t* src, int64_t batch, const Geometry& geo, 
       }
     }
   });
-  layout::to_channels_last<scalar_t>(
-      layout::planar(src, C, H, W), batch, C, H, W,
-      layout::ChannelsLast<scalar_t>{dst + (Wp + 1) * C, (H + 3) * Wp * C, Wp * C});
+  const layout::ChannelsLast<scalar_t> interior{dst + (Wp + 1) * C, (H + 3) * Wp * C, Wp * C};
+  if (src_channels_last) {
+    layout::copy_channels_last<scalar_t>(layout::channels_last(src, C, H, W), batch, C, H, W,
+                                         interior);
+  } else {
+    layout::to_channels_last<scalar_t>(layout::planar(src, C, H, W), batch, C, H, W, interior);
+  }
 }
 
 Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
@@ -297,7 +303,8 @@ Prepared prepare_batch(const at::Tensor& input, const at::Tensor& offset,
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_plan", [&] {
     pr.plan = workspace(kDcnPlan, {entries * int64_t(sizeof(Sample<scalar_t>))},
                         input.options().dtype(at::kByte));
-    pad_channels_last<scalar_t>(input.data_ptr<scalar_t>(), N, geo, pr.padded.data_ptr<scalar_t>());
+    pad_channels_last<scalar_t>(input.const_data_ptr<scalar_t>(), layout::is_channels_last(input),
+                                N, geo, pr.padded.mutable_data_ptr<scalar_t>());
     DETECTION_CPU_ISA_CALL(make_plan<scalar_t>, offset.data_ptr<scalar_t>(),
                            mask.has_value() ? mask->data_ptr<scalar_t>() : nullptr, N, geo, p,
                            reinterpret_cast<Sample<scalar_t>*>(pr.plan.data_ptr<uint8_t>()));
@@ -369,13 +376,26 @@ void rows_to_planes(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P
       layout::Planar<scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0});
 }
 
+// The same from planes channels-last in memory ([N, P, Cout]) where `channels_last`.
 template <typename scalar_t>
-void planes_to_rows(const scalar_t* planes, const Tile& t, int64_t cout, int64_t P,
-                    scalar_t* rows) {
+void planes_to_rows(const scalar_t* planes, bool channels_last, const Tile& t, int64_t cout,
+                    int64_t P, scalar_t* rows) {
   const int64_t T = t.positions();
+  if (channels_last) {
+    layout::copy_channels_last<scalar_t>(
+        layout::ChannelsLast<const scalar_t>{planes + (t.b0 * P + t.q0) * cout, P * cout, 0},
+        t.b1 - t.b0, cout, 1, T, layout::ChannelsLast<scalar_t>{rows, T * cout, 0});
+    return;
+  }
   layout::to_channels_last<scalar_t>(
       layout::Planar<const scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0}, t.b1 - t.b0,
       cout, 1, T, layout::ChannelsLast<scalar_t>{rows, T * cout, 0});
+}
+
+// An input or output gradient as the kernels read it: as it is where it is channels-last in
+// memory (a channels-last model's activations: read in place, no NCHW copy), else contiguous.
+at::Tensor contiguous_input(const at::Tensor& t) {
+  return layout::is_channels_last(t) ? t : t.contiguous();
 }
 
 at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
@@ -387,7 +407,7 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p);
   check_cpu(input_, s);
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor input = contiguous_input(input_), offset = offset_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
   at::Tensor output = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, input.options());
@@ -432,7 +452,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                                    deform_groups, im2col_step);
   const ConvShape s = check_args(input_, offset_, mask_, weight_, bias_, p, &grad_output_);
   check_cpu(input_, s);
-  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor input = contiguous_input(input_), offset = offset_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
 
@@ -455,7 +475,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const int64_t Cg = s.channels / p.groups;
   const Conv1x1 c(input.scalar_type());
   const at::Tensor w = weight_in_column_order(weight_.detach(), K);
-  const at::Tensor grad_planes = grad_output_.detach().contiguous();
+  const at::Tensor grad_planes = contiguous_input(grad_output_.detach());
+  const bool grad_channels_last = layout::is_channels_last(grad_planes);
   const std::vector<Segment> segs = segments(geo, p.groups);
   const std::vector<Segment> chunks = channel_chunks(segs);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
@@ -472,8 +493,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     // the tile's grad_output as rows [rows, Cout], the GEMMs' layout
     const at::Tensor g = workspace(kDcnGradRows, {t.rows(), s.out_channels}, input.options());
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_grad_rows", [&] {
-      planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), t, s.out_channels, P,
-                               g.mutable_data_ptr<scalar_t>());
+      planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), grad_channels_last, t,
+                               s.out_channels, P, g.mutable_data_ptr<scalar_t>());
     });
     at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
     if (backward_gemms_as_mm(p.groups)) {
