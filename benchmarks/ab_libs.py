@@ -12,7 +12,8 @@ several times per round, plus the shapes demo's: the deformable conv at its stag
 4, 16-128 channels, `DEMO_DCN_SHAPES`) with `F.conv2d` forward plus backward on each (the same
 code in A and B: its B/A shows the run's noise) and its deformable RoI pooling (64 channels on
 16x22, 256 RoIs, 7x7 and 14x14). `--resnet50` adds the ResNet-50 shapes: the deformable conv at
-res3-res5 (`bench_ops.SHAPES`, `F.conv2d` beside it as the noise row) and the RoI ops on the
+res3-res5 (`bench_ops.SHAPES`, `F.conv2d` beside it as the noise row; at res3 also with a
+channels-last input and output gradient) and the RoI ops on the
 paper config's res4 features (2 images, 1024 channels, 50x68, 512 RoIs, 14x14 bins).
 """
 
@@ -130,6 +131,13 @@ def _resnet50(ops, best) -> dict:
         out[f"{name} conv fwd+bwd"] = best(  # the same code in A and B: the noise
             lambda: torch.nn.functional.conv2d(xc, wc, None, s, p, d).backward(go), 3
         )
+        if name == "res3":  # a channels-last model's activations and gradients
+            cl = torch.channels_last
+            a_cl, go_cl = (a[0].to(memory_format=cl),) + a[1:], go.to(memory_format=cl)
+            out["res3 dcn fwd, channels-last"] = best(lambda: ops.modulated_deform_conv2d(*a_cl), 3)
+            out["res3 dcn bwd, channels-last"] = best(
+                lambda: ops._modulated_deform_conv2d_backward(go_cl, *a_cl), 3
+            )
     x = torch.randn(2, 1024, 50, 68)
     xy = torch.rand(512, 2) * torch.tensor([1000.0, 700.0])
     rois = torch.cat(
