@@ -5,10 +5,10 @@
 // on the way in and out. ATen's copy of a permuted tensor (`t.permute(...).contiguous()`) walks
 // the destination in order and reads the source at a stride of C elements: every source line is
 // read C / 16 times, from farther than the cache once an image passes it. One thread, float32, on
-// the development machine (AMD EPYC, AVX-512): channels-last -> NCHW of [2, 128, 100, 136] took
-// 26.6 ms and of [2, 1024, 50, 68] 50.7 ms, against 1.2 and 3.5 ms for a plain copy of the same
-// tensors, and 2.4 and 11 ms here (benchmarks/RESULTS.md: the deformable conv's input gradient at
-// the ResNet-50 res3 shape was a tenth of the op's forward plus backward).
+// a 2-core Intel Xeon VM (AVX-512): channels-last -> NCHW of [2, 128, 100, 136] took 26.6 ms and
+// of [2, 1024, 50, 68] 50.7 ms, against 1.2 and 3.5 ms for a plain copy of the same tensors, and
+// 2.4 and 11 ms with these loops (benchmarks/RESULTS.md, fifteenth round: the deformable conv's
+// input gradient at the ResNet-50 res3 shape was a tenth of the op's forward plus backward).
 // A task is a run of pixels of one image row (about 16 K elements); within it, blocks of kBlock
 // channels: per pixel one contiguous run of kBlock channels on the channels-last side against
 // kBlock rows written (or read) in order on the planar side. Plain copies: nothing depends on the
