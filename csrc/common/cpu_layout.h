@@ -60,19 +60,20 @@ void for_pixel_runs(int64_t N, int64_t C, int64_t H, int64_t W, const F& pixel_r
   });
 }
 
-// dst = src, images [N, C, H, W].
-template <typename scalar_t>
-void to_planar(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, int64_t H, int64_t W,
-               Planar<scalar_t> dst) {
+// move(planar element, channels-last element) for every element of images [N, C, H, W], in
+// the blocked order above: per pixel run, per block of kBlock channels, per pixel, per channel.
+template <typename P, typename Q, typename Move>
+void for_blocked_elements(Planar<P> planar, ChannelsLast<Q> cl, int64_t N, int64_t C, int64_t H,
+                          int64_t W, const Move& move) {
   for_pixel_runs(N, C, H, W, [&](int64_t n, int64_t y, int64_t x0, int64_t x1) {
-    const scalar_t* s = src.data + n * src.image + y * src.row;
-    scalar_t* d = dst.data + n * dst.image + y * dst.row;
+    P* p = planar.data + n * planar.image + y * planar.row;
+    Q* q = cl.data + n * cl.image + y * cl.row;
     for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
       const int64_t cn = std::min(kBlock, C - c0);
-      scalar_t* dc = d + c0 * dst.channel;
+      P* pc = p + c0 * planar.channel;
       for (int64_t x = x0; x < x1; ++x) {
-        const scalar_t* sp = s + x * C + c0;
-        for (int64_t j = 0; j < cn; ++j) dc[j * dst.channel + x] = sp[j];
+        Q* qx = q + x * C + c0;
+        for (int64_t j = 0; j < cn; ++j) move(pc[j * planar.channel + x], qx[j]);
       }
     }
   });
@@ -80,20 +81,16 @@ void to_planar(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, int64_t H
 
 // dst = src, images [N, C, H, W].
 template <typename scalar_t>
+void to_planar(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, int64_t H, int64_t W,
+               Planar<scalar_t> dst) {
+  for_blocked_elements(dst, src, N, C, H, W, [](scalar_t& d, const scalar_t& s) { d = s; });
+}
+
+// dst = src, images [N, C, H, W].
+template <typename scalar_t>
 void to_channels_last(Planar<const scalar_t> src, int64_t N, int64_t C, int64_t H, int64_t W,
                       ChannelsLast<scalar_t> dst) {
-  for_pixel_runs(N, C, H, W, [&](int64_t n, int64_t y, int64_t x0, int64_t x1) {
-    const scalar_t* s = src.data + n * src.image + y * src.row;
-    scalar_t* d = dst.data + n * dst.image + y * dst.row;
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      const int64_t cn = std::min(kBlock, C - c0);
-      const scalar_t* sc = s + c0 * src.channel;
-      for (int64_t x = x0; x < x1; ++x) {
-        scalar_t* dp = d + x * C + c0;
-        for (int64_t j = 0; j < cn; ++j) dp[j] = sc[j * src.channel + x];
-      }
-    }
-  });
+  for_blocked_elements(src, dst, N, C, H, W, [](const scalar_t& s, scalar_t& d) { d = s; });
 }
 
 // dst = src, both channels-last: per pixel run one contiguous copy of its channels.
