@@ -653,7 +653,7 @@ from detection import _ext
 from detection.layers import modulated_deform_conv2d
 sys.path.insert(0, sys.argv[2])
 from test_deform_conv import make_case
-args, kw = make_case(2, 40, 8, 9, 11, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
+args, kw = make_case(2, 40, 16, 9, 21, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
 leaves = [a.clone().requires_grad_() for a in args]
 out = modulated_deform_conv2d(*leaves, **kw)
 out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
@@ -666,7 +666,9 @@ print(_ext.cpu_backward_gemm(), _ext.cpu_isa())
 def test_cpu_isa_variants_match_float64(isa, tmp_path):
     """The CPU sampling loops are compiled for the baseline ISA, AVX2 and AVX-512 and picked at
     run time following ATEN_CPU_CAPABILITY: each variant, run in its own process, must match the
-    float64 result (computed here) to float32 rounding."""
+    float64 result (computed here) to float32 rounding. 40 input and 16 output channels over rows
+    of 21 pixels: the layout copies (csrc/common/cpu_layout.h) take their in-register transposes of
+    16 x 16 blocks (AVX2, AVX-512) and their scalar tails."""
     root = os.path.dirname(os.path.dirname(DATA))
     env = {**os.environ, "PYTHONPATH": root, "ATEN_CPU_CAPABILITY": isa, "OMP_NUM_THREADS": "1"}
     path = tmp_path / "grads.pt"
@@ -679,7 +681,7 @@ def test_cpu_isa_variants_match_float64(isa, tmp_path):
     if res.stdout.split()[-1] != isa:
         pytest.skip(f"this CPU (or this build) has no {isa} variant: ran {res.stdout.split()[-1]}")
     got = torch.load(path)
-    args, kw = make_case(2, 40, 8, 9, 11, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
+    args, kw = make_case(2, 40, 16, 9, 21, 3, padding=1, dg=2, groups=2, dtype=torch.float32)
     leaves = [a.double().requires_grad_() for a in args]
     out = modulated_deform_conv2d(*leaves, **kw)
     out.backward(torch.cos(torch.arange(out.numel(), dtype=torch.float32)).double().view_as(out))

@@ -334,7 +334,7 @@ def test_cpu_isa_variants_agree_with_the_baseline(tmp_path):
     xy = torch.rand(24, 2, generator=g) * torch.tensor([13.0, 11.0]) - 2
     wh = torch.rand(24, 2, generator=g) * 8
     inputs = [
-        torch.randn(2, 40, 9, 11, generator=g),  # 40 channels: 16 + 16 + a tail
+        torch.randn(2, 40, 9, 21, generator=g),  # channels 16 + 16 + 8, pixels 16 + 5 per row
         torch.cat([torch.randint(0, 2, (24, 1), generator=g).float(), xy, xy + wh], 1),
         torch.randn(24, 2, 3, 4, generator=g) * 0.3,
         torch.rand(24, 1, 3, 4, generator=g),

@@ -49,27 +49,32 @@ def test_matches_torchvision_forward_backward(aligned, sampling_ratio, dtype):
         torch.testing.assert_close(x1.grad, x2.grad, **tol)
 
 
-@pytest.mark.parametrize("channels,width", [(20, 15), (600, 40)])
-def test_layout_blocks_and_runs_match_torchvision(channels, width):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels,width", [(20, 37), (600, 40)])
+def test_layout_blocks_and_runs_match_torchvision(channels, width, dtype):
     """The CPU kernels convert to and from channels-last in blocks of 16 channels over runs of
-    max(16, 16384 // C) pixels of a row (csrc/common/cpu_layout.h): 20 channels end in a block of
-    4; 600 cut a row of 40 pixels into runs of 27 and 13 and end in a block of 8."""
+    max(16, 16384 // C) pixels of a row (csrc/common/cpu_layout.h), float32 blocks of 16 x 16
+    transposed in registers where the CPU has AVX2 or AVX-512: 20 channels end in a block of 4
+    and a row of 37 pixels in 5 after two blocks; 600 cut a row of 40 pixels into runs of 27 and
+    13 and end in a block of 8. float32 against torchvision in float64: a misplaced element is an
+    error of the order of the values."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, channels, 3, width, generator=g, dtype=torch.float64)
     rois = _random_rois(9, 2, 2 * width, 6, seed=1, outside=2.0)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ours = roi_align(x1, rois, (2, 3), 0.5, 2, True)
+    x1, x2 = x.to(dtype, copy=True).requires_grad_(), x.clone().requires_grad_()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    ours = roi_align(x1, rois.to(dtype), (2, 3), 0.5, 2, True)
     ref = torchvision.ops.roi_align(x2, rois, (2, 3), 0.5, 2, True)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours, ref.to(dtype), **tol)
     grad = torch.randn(ours.shape, generator=g, dtype=torch.float64)
-    ours.backward(grad)
+    ours.backward(grad.to(dtype))
     ref.backward(grad)
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x1.grad, x2.grad.to(dtype), **tol)
     # an input channels-last in memory is read in place, and a channels-last gradient too
-    x3 = x.to(memory_format=torch.channels_last).requires_grad_()
-    out3 = roi_align(x3, rois, (2, 3), 0.5, 2, True)
+    x3 = x.to(dtype).to(memory_format=torch.channels_last).requires_grad_()
+    out3 = roi_align(x3, rois.to(dtype), (2, 3), 0.5, 2, True)
     torch.testing.assert_close(out3, ours, rtol=0, atol=0)
-    out3.backward(grad.to(memory_format=torch.channels_last))
+    out3.backward(grad.to(dtype).to(memory_format=torch.channels_last))
     torch.testing.assert_close(x3.grad, x1.grad, rtol=0, atol=0)
 
 
