@@ -6,13 +6,16 @@
 // the destination in order and reads the source at a stride of C elements: every source line is
 // read C / 16 times, from farther than the cache once an image passes it. One thread, float32, on
 // a 2-core Intel Xeon VM (AVX-512): channels-last -> NCHW of [2, 128, 100, 136] took 26.6 ms and
-// of [2, 1024, 50, 68] 50.7 ms, against 1.2 and 3.5 ms for a plain copy of the same tensors, and
-// 2.4 and 11 ms with these loops (benchmarks/RESULTS.md, fifteenth round: the deformable conv's
-// input gradient at the ResNet-50 res3 shape was a tenth of the op's forward plus backward).
+// of [2, 1024, 50, 68] 50.7 ms, against 1.2 and 3.5 ms for a plain copy of the same tensors
+// (benchmarks/RESULTS.md, fifteenth round: the deformable conv's input gradient at the ResNet-50
+// res3 shape was a tenth of the op's forward plus backward). These loops: 4.1-5.3 and 13 ms with
+// a scalar loop per block, 1.7-1.8 and 6.7-7.2 ms with the blocks transposed in registers
+// (sixteenth round).
 // A task is a run of pixels of one image row (about 16 K elements); within it, blocks of kBlock
 // channels: per pixel one contiguous run of kBlock channels on the channels-last side against
-// kBlock rows written (or read) in order on the planar side. Plain copies: nothing depends on the
-// thread count.
+// kBlock rows written (or read) in order on the planar side; float32 blocks of kBlock pixels
+// go through an AVX2 / AVX-512 transpose in registers. Plain copies: nothing depends on the
+// thread count, and the result is the same bit for bit on every path.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -80,9 +83,8 @@ using TransposeBlock = void (*)(const float* src, int64_t src_row, float* dst, i
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 __attribute__((target("avx512f"))) inline void transpose_block_avx512(const float* src,
-                                                                       int64_t src_row,
-                                                                       float* dst,
-                                                                       int64_t dst_row) {
+                                                                      int64_t src_row, float* dst,
+                                                                      int64_t dst_row) {
   __m512 r[16], t[16];
   for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * src_row);
   for (int j = 0; j < 16; j += 2) {  // pairs of rows: elements interleaved by one
@@ -112,7 +114,7 @@ __attribute__((target("avx512f"))) inline void transpose_block_avx512(const floa
 #pragma GCC diagnostic pop
 
 __attribute__((target("avx2"))) inline void transpose_8x8_avx2(const float* src, int64_t src_row,
-                                                                float* dst, int64_t dst_row) {
+                                                               float* dst, int64_t dst_row) {
   __m256 r[8], t[8];
   for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * src_row);
   for (int j = 0; j < 8; j += 2) {
@@ -132,7 +134,7 @@ __attribute__((target("avx2"))) inline void transpose_8x8_avx2(const float* src,
 }
 
 __attribute__((target("avx2"))) inline void transpose_block_avx2(const float* src, int64_t src_row,
-                                                                  float* dst, int64_t dst_row) {
+                                                                 float* dst, int64_t dst_row) {
   for (int a = 0; a < 16; a += 8) {
     for (int b = 0; b < 16; b += 8) {
       transpose_8x8_avx2(src + a * src_row + b, src_row, dst + b * dst_row + a, dst_row);
