@@ -80,8 +80,10 @@ Geometry geometry(const ConvShape& s, const ConvParams& p) {
 // Channels per task of the backward sweep. Fixed (never derived from the thread count), so the
 // chunked sums of the coordinate gradients are the same whatever the number of threads. Each
 // (position, kernel point) of a task ends in three horizontal sums, so small chunks pay for
-// them: at the res3 shape (128 channels) the sweep takes 60 / 38 / 19 ms per image with 32 / 64
-// / 128 (one thread, AVX-512); 64 keeps two tasks per image there for two threads.
+// them: at the res3 shape (128 channels) the sweep took 60 / 38 / 19 ms per image with 32 / 64
+// / 128 (one thread, AVX-512; measured before the sums went through lanes, sixteenth round of
+// benchmarks/RESULTS.md, which made them cheaper; not measured again since); 64 keeps two tasks
+// per image there for two threads.
 constexpr int64_t kChannelChunk = 64;
 
 // A run of channels [c_lo, c_hi) inside one conv group and one deformable group. Column layout
