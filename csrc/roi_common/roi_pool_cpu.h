@@ -156,9 +156,10 @@ inline at::Tensor bins_last(const at::Tensor& grad) {
 // AVX-512 variants do not contract a * b + c into an FMA (fp-contract=off), so every variant
 // computes the forward and the input gradient bit for bit as the baseline one does, and as the
 // CUDA kernels' emulation build does (tests/layers/test_shared_math.py). The offset/mask
-// gradients' channel sums are vectorized reductions: their order, hence their rounding, follows
-// the vector width.
+// gradients' channel sums run in lanes of a fixed order (common/cpu_lanes.inc), so they too are
+// the same bit for bit on every variant.
 namespace isa_default {
+#include "common/cpu_lanes.inc"
 #include "roi_common/roi_pool_loops.inc"
 }  // namespace isa_default
 #if DETECTION_CPU_MULTIVERSION
@@ -166,6 +167,7 @@ namespace isa_default {
 #pragma GCC target("avx2,fma")
 #pragma GCC optimize("fp-contract=off")
 namespace isa_avx2 {
+#include "common/cpu_lanes.inc"
 #include "roi_common/roi_pool_loops.inc"
 }  // namespace isa_avx2
 #pragma GCC pop_options
@@ -173,6 +175,7 @@ namespace isa_avx2 {
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")
 #pragma GCC optimize("fp-contract=off")
 namespace isa_avx512 {
+#include "common/cpu_lanes.inc"
 #include "roi_common/roi_pool_loops.inc"
 }  // namespace isa_avx512
 #pragma GCC pop_options

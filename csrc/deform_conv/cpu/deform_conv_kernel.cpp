@@ -148,18 +148,21 @@ struct Tile {
 
 // The sampling loops, compiled once per instruction-set variant (csrc/common/cpu_isa.h).
 namespace isa_default {
+#include "common/cpu_lanes.inc"
 #include "deform_conv/cpu/deform_conv_loops.inc"
 }  // namespace isa_default
 #if DETECTION_CPU_MULTIVERSION
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace isa_avx2 {
+#include "common/cpu_lanes.inc"
 #include "deform_conv/cpu/deform_conv_loops.inc"
 }  // namespace isa_avx2
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")
 namespace isa_avx512 {
+#include "common/cpu_lanes.inc"
 #include "deform_conv/cpu/deform_conv_loops.inc"
 }  // namespace isa_avx512
 #pragma GCC pop_options
