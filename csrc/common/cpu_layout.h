@@ -164,11 +164,12 @@ TransposeBlock transpose_block() {
 
 // move(planar element, channels-last element) for every element of images [N, C, H, W], in
 // the blocked order above: per pixel run, per block of kBlock channels, per pixel, per channel.
-// Where `block` is given, full blocks of kBlock pixels x kBlock channels go through
-// block(planar block, channels-last block) instead (a copy in one direction: the same result).
-template <typename P, typename Q, typename Move, typename Block>
+// Full float32 blocks of kBlock pixels x kBlock channels go through this CPU's block transpose
+// instead, where it has one: a copy in one direction, from the const side (the same result).
+template <typename P, typename Q, typename Move>
 void for_blocked_elements(Planar<P> planar, ChannelsLast<Q> cl, int64_t N, int64_t C, int64_t H,
-                          int64_t W, const Move& move, const Block& block) {
+                          int64_t W, const Move& move) {
+  const TransposeBlock tr = transpose_block<std::remove_const_t<P>>();
   for_pixel_runs(N, C, H, W, [&](int64_t n, int64_t y, int64_t x0, int64_t x1) {
     P* p = planar.data + n * planar.image + y * planar.row;
     Q* q = cl.data + n * cl.image + y * cl.row;
@@ -176,8 +177,14 @@ void for_blocked_elements(Planar<P> planar, ChannelsLast<Q> cl, int64_t N, int64
       const int64_t cn = std::min(kBlock, C - c0);
       P* pc = p + c0 * planar.channel;
       int64_t x = x0;
-      if (cn == kBlock) {
-        while (x + kBlock <= x1 && block(pc + x, q + x * C + c0)) x += kBlock;
+      if constexpr (std::is_same_v<std::remove_const_t<P>, float>) {
+        for (; tr != nullptr && cn == kBlock && x + kBlock <= x1; x += kBlock) {
+          if constexpr (std::is_const_v<P>) {
+            tr(pc + x, planar.channel, q + x * C + c0, C);
+          } else {
+            tr(q + x * C + c0, C, pc + x, planar.channel);
+          }
+        }
       }
       for (; x < x1; ++x) {
         Q* qx = q + x * C + c0;
@@ -191,30 +198,14 @@ void for_blocked_elements(Planar<P> planar, ChannelsLast<Q> cl, int64_t N, int64
 template <typename scalar_t>
 void to_planar(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, int64_t H, int64_t W,
                Planar<scalar_t> dst) {
-  const TransposeBlock tr = transpose_block<scalar_t>();
-  for_blocked_elements(
-      dst, src, N, C, H, W, [](scalar_t& d, const scalar_t& s) { d = s; },
-      [&](scalar_t* d, const scalar_t* s) {
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (tr != nullptr) tr(s, C, d, dst.channel);
-        }
-        return tr != nullptr;
-      });
+  for_blocked_elements(dst, src, N, C, H, W, [](scalar_t& d, const scalar_t& s) { d = s; });
 }
 
 // dst = src, images [N, C, H, W].
 template <typename scalar_t>
 void to_channels_last(Planar<const scalar_t> src, int64_t N, int64_t C, int64_t H, int64_t W,
                       ChannelsLast<scalar_t> dst) {
-  const TransposeBlock tr = transpose_block<scalar_t>();
-  for_blocked_elements(
-      src, dst, N, C, H, W, [](const scalar_t& s, scalar_t& d) { d = s; },
-      [&](const scalar_t* s, scalar_t* d) {
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (tr != nullptr) tr(s, src.channel, d, C);
-        }
-        return tr != nullptr;
-      });
+  for_blocked_elements(src, dst, N, C, H, W, [](const scalar_t& s, scalar_t& d) { d = s; });
 }
 
 // dst = src, both channels-last: per pixel run one contiguous copy of its channels.
