@@ -168,45 +168,6 @@ namespace isa_avx512 {
 #pragma GCC pop_options
 #endif
 
-// grad_offset / grad_mask rows r = (b, g, k) of the batch from the chunk partials
-// [N, chunks, K, 3, P], summed over the chunks in order.
-template <typename scalar_t>
-void reduce_coordinate_grad(const scalar_t* partial, const Sample<scalar_t>* plan, int64_t batch,
-                            const Geometry& geo, const std::vector<Segment>& chunks,
-                            scalar_t* grad_offset, scalar_t* grad_mask) {
-  const int64_t K = geo.kk(), P = geo.positions(), dgK = geo.deform_groups * K;
-  const int64_t nch = static_cast<int64_t>(chunks.size());
-  at::parallel_for(0, batch * dgK, grain(3 * P), [&](int64_t begin, int64_t end) {
-    std::vector<const scalar_t*> parts;
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / dgK, g = (r % dgK) / K, k = r % K;
-      parts.clear();
-      for (int64_t j = 0; j < nch; ++j) {
-        if (chunks[j].deform_group == g) {
-          parts.push_back(partial + ((b * nch + j) * K + k) * 3 * P);
-        }
-      }
-      // the mask of sample (b, g, k) at position q: plan[(b * P + q) * dgK + g * K + k]
-      const Sample<scalar_t>* pm = plan + b * P * dgK + (r % dgK);
-      scalar_t* go_y = grad_offset + 2 * r * P;
-      scalar_t* go_x = go_y + P;
-      scalar_t* gm = grad_mask != nullptr ? grad_mask + r * P : nullptr;
-      for (int64_t q = 0; q < P; ++q) {
-        scalar_t sy = 0, sx = 0, sv = 0;
-        for (const scalar_t* part : parts) {
-          sy += part[q];
-          sx += part[P + q];
-          sv += part[2 * P + q];
-        }
-        const scalar_t m = pm[q * dgK].mask;
-        go_y[q] = m * sy;
-        go_x[q] = m * sx;
-        if (gm != nullptr) gm[q] = sv;
-      }
-    }
-  });
-}
-
 ConvParams make_params(int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                        int64_t dilation_h, int64_t dilation_w, int64_t groups,
                        int64_t deform_groups, int64_t im2col_step) {
@@ -521,9 +482,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
     });
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_reduce", [&] {
-    reduce_coordinate_grad<scalar_t>(partial.data_ptr<scalar_t>(), pr.batch<scalar_t>(geo).plan,
-                                     s.batch, geo, chunks, grad_offset.data_ptr<scalar_t>(),
-                                     mask.has_value() ? grad_mask.data_ptr<scalar_t>() : nullptr);
+    const scalar_t* m = mask.has_value() ? mask->const_data_ptr<scalar_t>() : nullptr;
+    DETECTION_CPU_ISA_CALL(reduce_coordinate_grad<scalar_t>, partial.const_data_ptr<scalar_t>(), m,
+                           s.batch, geo, chunks, grad_offset.mutable_data_ptr<scalar_t>(),
+                           m != nullptr ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr);
   });
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_grad_input", [&] {
     // the padded channels-last interior (from pixel (1, 1)) into NCHW
