@@ -34,21 +34,20 @@ template <typename scalar_t>
 __global__ void nms_mask_kernel(int n, double iou_threshold, const scalar_t* __restrict__ boxes,
                                 unsigned long long* __restrict__ mask) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int row_block = blockIdx.y, col_block = blockIdx.x;
+  const int row_block = blockIdx.y, col_block = blockIdx.x, t = threadIdx.x;
   if (row_block > col_block) return;
   const int row_size = min(n - row_block * kBlockBits, kBlockBits);
   const int col_size = min(n - col_block * kBlockBits, kBlockBits);
   __shared__ scalar_t col_boxes[kBlockBits * 4];
-  if (threadIdx.x < col_size) {
-    for (int k = 0; k < 4; ++k)
-      col_boxes[threadIdx.x * 4 + k] = boxes[(col_block * kBlockBits + threadIdx.x) * 4 + k];
+  if (t < col_size) {
+    for (int k = 0; k < 4; ++k) col_boxes[t * 4 + k] = boxes[(col_block * kBlockBits + t) * 4 + k];
   }
   __syncthreads();
-  if (threadIdx.x >= row_size) return;
-  const int i = row_block * kBlockBits + threadIdx.x;
+  if (t >= row_size) return;
+  const int i = row_block * kBlockBits + t;
   const scalar_t* box = boxes + i * 4;
   unsigned long long bits = 0;
-  const int start = row_block == col_block ? threadIdx.x + 1 : 0;
+  const int start = row_block == col_block ? t + 1 : 0;
   for (int j = start; j < col_size; ++j) {
     if (suppresses<acc_t, scalar_t>(box, col_boxes + j * 4, iou_threshold)) bits |= 1ULL << j;
   }
