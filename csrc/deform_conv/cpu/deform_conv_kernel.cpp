@@ -82,8 +82,10 @@ Geometry geometry(const ConvShape& s, const ConvParams& p) {
 // (position, kernel point) of a task ends in three horizontal sums, so small chunks pay for
 // them: at the res3 shape (128 channels) the sweep took 60 / 38 / 19 ms per image with 32 / 64
 // / 128 (one thread, AVX-512; measured before the sums went through lanes, sixteenth round of
-// benchmarks/RESULTS.md, which made them cheaper; not measured again since); 64 keeps two tasks
-// per image there for two threads.
+// benchmarks/RESULTS.md, which made them cheaper). With the lanes (seventeenth round), 128 and
+// 256 still made the backward 0.91-0.95x at res3 / res4 on the 2-core VM, but the chunk also sets
+// the sweep's task count (images x chunks), so a larger one idles threads on bigger CPUs, which
+// that VM cannot measure; 64 keeps two tasks per image at res3 and eight at res5.
 constexpr int64_t kChannelChunk = 64;
 
 // A run of channels [c_lo, c_hi) inside one conv group and one deformable group. Column layout
