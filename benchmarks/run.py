@@ -332,16 +332,27 @@ def bench_model(device: str, repeat: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-def environment() -> str:
-    cpu = platform.processor() or platform.machine()
+def _cpu_name() -> str:
+    """The CPU's model name with its vendor, family and model numbers from /proc/cpuinfo (a
+    VM's model name can be as vague as "AMD EPYC": family 25 is Zen 3/4, 26 Zen 5)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    ids = [fields[k] for k in ("vendor_id",) if k in fields]
+    ids += [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+    return f"{cpu} ({', '.join(ids)})" if ids else cpu
+
+
+def environment() -> str:
+    cpu = _cpu_name()
     lines = [
         f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}",

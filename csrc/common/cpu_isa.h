@@ -69,7 +69,9 @@ inline CpuIsa cpu_isa() {
 // only (on AMD ones its AVX2 kernels, about half the speed), while oneDNN's convolution_backward
 // runs its AVX-512 kernels on both, but at these shapes slower than MKL. Measured (RESULTS.md):
 // BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel Xeon (with AMX), oneDNN faster on
-// an AVX-512 AMD one (Zen 5). So oneDNN only where the CPU has AVX-512 and is not Intel's.
+// an AVX-512 AMD one (recorded as Zen 5); on a Zen 4 EPYC (family 25, model 17) the two tie in
+// the training step (BLAS faster at 16-32 channels, oneDNN at 64-512). So oneDNN only where the
+// CPU has AVX-512 and is not Intel's.
 enum class CpuGemm { kBlas, kOneDnn };
 
 inline CpuGemm cpu_backward_gemm_pick() {
