@@ -44,10 +44,11 @@ clean:
 	rm -rf build detection/_C*.so *.egg-info
 
 # Layering (import-linter, .importlinter), Python lint and format (ruff, ruff.toml) and C++/CUDA
-# format (clang-format, .clang-format). `make format` applies the two formatters.
+# format (clang-format, .clang-format; also benchmarks/*.c). `make format` applies the two
+# formatters.
 # Pinned: another formatter version formats differently and would fail the check.
 LINT_TOOLS := import-linter==2.17 ruff==0.17.6 clang-format==23.1.5
-CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') $(wildcard benchmarks/*.c)
 
 lint:
 	$(PIP) install -q $(LINT_TOOLS)

@@ -32,9 +32,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -351,12 +355,49 @@ def _cpu_name() -> str:
     return f"{cpu} ({', '.join(ids)})" if ids else cpu
 
 
+def core_round_trip_ns() -> tuple[int, int, float] | None:
+    """(cpu_a, cpu_b, ns): the round trip of one cache line between the first two CPUs this
+    process may run on (`core_latency.c`, compiled once with the system's C compiler into the
+    temporary directory), or None where that cannot run (one CPU, no compiler, not Linux). Tens
+    of ns: the two share a cache; hundreds: they do not, and a kernel whose parallel phases pass
+    data between threads pays for it (RESULTS.md, nineteenth round)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if len(cpus) < 2 or cc is None:
+        return None
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_latency.c")
+    with open(src, "rb") as f:
+        tag = hashlib.sha256(f.read()).hexdigest()[:12]
+    exe = os.path.join(tempfile.gettempdir(), f"detection-core-latency-{tag}")
+    try:
+        if not os.path.exists(exe):
+            tmp = f"{exe}.{os.getpid()}"
+            subprocess.run([cc, "-O2", "-pthread", "-o", tmp, src], check=True, capture_output=True)
+            os.replace(tmp, exe)
+        out = subprocess.run(
+            [exe, str(cpus[0]), str(cpus[1])],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return cpus[0], cpus[1], float(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 def environment() -> str:
     cpu = _cpu_name()
     lines = [
         f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}",
     ]
+    trip = core_round_trip_ns()
+    if trip is not None:
+        lines.insert(
+            1,
+            f"- core-to-core round trip, CPUs {trip[0]} and {trip[1]}: {trip[2]:.0f} ns (one cache line)",
+        )
     try:
         import torchvision
 
