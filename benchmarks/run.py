@@ -350,30 +350,42 @@ def _cpu_name() -> str:
     except OSError:
         pass
     cpu = fields.get("model name") or platform.processor() or platform.machine()
-    ids = [fields[k] for k in ("vendor_id",) if k in fields]
+    ids = [fields["vendor_id"]] if "vendor_id" in fields else []
     ids += [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
     return f"{cpu} ({', '.join(ids)})" if ids else cpu
 
 
-def core_round_trip_ns() -> tuple[int, int, float] | None:
-    """(cpu_a, cpu_b, ns): the round trip of one cache line between the first two CPUs this
-    process may run on (`core_latency.c`, compiled once with the system's C compiler into the
-    temporary directory), or None where that cannot run (one CPU, no compiler, not Linux). Tens
-    of ns: the two share a cache; hundreds: they do not, and a kernel whose parallel phases pass
-    data between threads pays for it (RESULTS.md, nineteenth round)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+def core_latency_exe() -> str | None:
+    """`core_latency.c` compiled with the system's C compiler, once per version of the source,
+    into the temporary directory; None where there is no compiler or it fails (not Linux)."""
     cc = shutil.which("cc") or shutil.which("gcc")
-    if len(cpus) < 2 or cc is None:
+    if cc is None:
         return None
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_latency.c")
     with open(src, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:12]
     exe = os.path.join(tempfile.gettempdir(), f"detection-core-latency-{tag}")
-    try:
-        if not os.path.exists(exe):
-            tmp = f"{exe}.{os.getpid()}"
+    if not os.path.exists(exe):
+        tmp = f"{exe}.{os.getpid()}"
+        try:
             subprocess.run([cc, "-O2", "-pthread", "-o", tmp, src], check=True, capture_output=True)
             os.replace(tmp, exe)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return exe
+
+
+def core_round_trip_ns() -> tuple[int, int, float] | None:
+    """(cpu_a, cpu_b, ns): the round trip of one cache line between the first two CPUs this
+    process may run on (`core_latency_exe()`), or None where that cannot run (one CPU, no
+    compiler, not Linux). Tens of ns: the two share a cache; hundreds: they do not, and a kernel
+    whose parallel phases pass data between threads pays for it (RESULTS.md, nineteenth
+    round)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    exe = core_latency_exe() if len(cpus) >= 2 else None
+    if exe is None:
+        return None
+    try:
         out = subprocess.run(
             [exe, str(cpus[0]), str(cpus[1])],
             check=True,
@@ -389,15 +401,13 @@ def core_round_trip_ns() -> tuple[int, int, float] | None:
 def environment() -> str:
     cpu = _cpu_name()
     lines = [
-        f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}",
-        f"- python {platform.python_version()}, torch {torch.__version__}",
+        f"- machine: {cpu}, {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}"
     ]
     trip = core_round_trip_ns()
     if trip is not None:
-        lines.insert(
-            1,
-            f"- core-to-core round trip, CPUs {trip[0]} and {trip[1]}: {trip[2]:.0f} ns (one cache line)",
-        )
+        a, b, ns = trip
+        lines.append(f"- core-to-core round trip, CPUs {a} and {b}: {ns:.0f} ns (one cache line)")
+    lines.append(f"- python {platform.python_version()}, torch {torch.__version__}")
     try:
         import torchvision
 

@@ -10,7 +10,6 @@ import pytest
 
 from testutils import ROOT
 
-SRC = os.path.join(ROOT, "benchmarks", "core_latency.c")
 CC = shutil.which("cc") or shutil.which("gcc")
 CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
@@ -20,10 +19,19 @@ pytestmark = [
 ]
 
 
+def _bench_run():
+    spec = importlib.util.spec_from_file_location(
+        "bench_run", os.path.join(ROOT, "benchmarks", "run.py")
+    )
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run
+
+
 @pytest.fixture(scope="module")
-def exe(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("core_latency") / "core_latency")
-    subprocess.run([CC, "-O2", "-pthread", "-o", path, SRC], check=True)
+def exe():
+    path = _bench_run().core_latency_exe()
+    assert path is not None, "core_latency.c did not compile"
     return path
 
 
@@ -47,11 +55,7 @@ def test_bad_cpus_give_one_error_line(exe, case):
 
 
 def test_environment_line():
-    spec = importlib.util.spec_from_file_location(
-        "bench_run", os.path.join(ROOT, "benchmarks", "run.py")
-    )
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
+    run = _bench_run()
     trip = run.core_round_trip_ns()
     assert trip is not None and trip[:2] == (CPUS[0], CPUS[1]) and trip[2] > 0
     assert f"core-to-core round trip, CPUs {CPUS[0]} and {CPUS[1]}: " in run.environment()
