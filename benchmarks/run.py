@@ -59,6 +59,9 @@ from detection.layers import modulated_deform_conv2d  # noqa: E402
 
 SHAPES_CONFIG = os.path.join(ROOT, "configs", "shapes", "e2e_deformconv_mask_rcnn_shapes.yaml")
 PAPER_CONFIG = os.path.join(ROOT, "configs", "e2e_deformconv_mask_rcnn_R_50_C5_1x.yaml")
+# what decides whether OpenMP's threads spin or sleep at a barrier: 2-thread steps differ by up
+# to 1.4x between the two on a quiet machine (RESULTS.md, eighth and twentieth rounds)
+OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +410,8 @@ def environment() -> str:
     if trip is not None:
         a, b, ns = trip
         lines.append(f"- core-to-core round trip, CPUs {a} and {b}: {ns:.0f} ns (one cache line)")
+    waits = ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in OPENMP_WAITS)
+    lines.append(f"- OpenMP's waiting threads: {waits} (libgomp spins when both are unset)")
     lines.append(f"- python {platform.python_version()}, torch {torch.__version__}")
     try:
         import torchvision
