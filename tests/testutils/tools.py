@@ -1,6 +1,8 @@
-"""The tools as importable modules, and the tiny shapes run the tool and fault tests share."""
+"""The tools and benchmark scripts as importable modules, and the tiny shapes run the tool and
+fault tests share."""
 
 import importlib
+import importlib.util
 import os
 
 from detection import HAS_OPS
@@ -50,3 +52,14 @@ TINY = [
 def load_tool(name: str):
     """`tools/<name>.py` as the module `tools.<name>` (its `main(argv)` runs the tool)."""
     return importlib.import_module(f"tools.{name}")
+
+
+def load_benchmark(name: str):
+    """`benchmarks/<name>.py` loaded from its file as the module `<name>` (the scripts are not a
+    package: each puts `benchmarks/` on sys.path itself)."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, "benchmarks", f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

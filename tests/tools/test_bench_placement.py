@@ -1,24 +1,18 @@
 """benchmarks/bench_placement.py: each step labelled by the round trips before and after it, the
 medians and ratios per placement, a tiny config's run, and one error line for bad arguments."""
 
-import importlib.util
 import os
 import shutil
 
 import pytest
 
-from testutils import ROOT
-from testutils.tools import CONFIG, OPS_READY
+from testutils.tools import CONFIG, OPS_READY, load_benchmark
 
 CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def _bench():
-    path = os.path.join(ROOT, "benchmarks", "bench_placement.py")
-    spec = importlib.util.spec_from_file_location("bench_placement", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_placement")
 
 
 @pytest.mark.parametrize(

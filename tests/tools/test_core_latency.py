@@ -1,14 +1,13 @@
 """benchmarks/core_latency.c and run.py's line on it: a round trip in ns between two CPUs, one
 error line and exit 1 (never a hang) for one CPU twice or a CPU the process cannot run on."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from testutils import ROOT
+from testutils.tools import load_benchmark
 
 CC = shutil.which("cc") or shutil.which("gcc")
 CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -20,12 +19,7 @@ pytestmark = [
 
 
 def _bench_run():
-    spec = importlib.util.spec_from_file_location(
-        "bench_run", os.path.join(ROOT, "benchmarks", "run.py")
-    )
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
-    return run
+    return load_benchmark("run")
 
 
 @pytest.fixture(scope="module")

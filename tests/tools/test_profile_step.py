@@ -2,25 +2,18 @@
 synchronisations) computed from a profile's events, a CPU profile of a tiny config's step with
 the Python-level torch calls by where they come from, and one error line for bad arguments."""
 
-import importlib.util
-import os
 import types
 
 import pytest
 import torch
 
-from testutils import ROOT
-from testutils.tools import CONFIG, OPS_READY
+from testutils.tools import CONFIG, OPS_READY, load_benchmark
 
 CPU, CUDA = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
 
 
 def _profile_step():
-    path = os.path.join(ROOT, "benchmarks", "profile_step.py")
-    spec = importlib.util.spec_from_file_location("profile_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("profile_step")
 
 
 def _event(key, count, device_type=CPU, self_cpu=0.0, device=0.0, device_total=None):
