@@ -69,6 +69,13 @@ def _stepper(config: str, dense: bool, n_img: int):
     return step
 
 
+def _round_trip() -> float:
+    """The round trip in ns between the first two CPUs; NaN where it failed (the step is then
+    dropped: NaN is neither close nor far)."""
+    trip = run.core_round_trip_ns()
+    return float("nan") if trip is None else trip[2]
+
+
 def label(before: float, after: float, close_ns: float, far_ns: float) -> str | None:
     """'close', 'far', or None (the placement changed, or a round trip between the bounds)."""
     if before < close_ns and after < close_ns:
@@ -133,7 +140,7 @@ def main(argv=None) -> int:
             "run on, a C compiler and Linux)"
         )
     if not detection._ext.HAS_OPS:
-        return _error("the compiled ops are missing: build them first (README, Install)")
+        return _error("the compiled ops are missing: `make build` first (README, Building)")
 
     print(run.environment())
     steppers = {name: _stepper(args.config, name == "dense", args.images) for name in MODELS}
@@ -141,12 +148,12 @@ def main(argv=None) -> int:
         step()
         step()
     steps = []
-    before = run.core_round_trip_ns()[2]
+    before = _round_trip()
     end = time.time() + args.seconds
     while time.time() < end:
         for name, step in steppers.items():
             ms = step()
-            after = run.core_round_trip_ns()[2]
+            after = _round_trip()
             steps.append((name, label(before, after, args.close_ns, args.far_ns), ms))
             before = after
     dropped = sum(p is None for _, p, _ in steps)

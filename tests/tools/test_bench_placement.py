@@ -18,7 +18,7 @@ def _bench():
 @pytest.mark.parametrize(
     "before,after,expected",
     [(60, 70, "close"), (330, 360, "far"), (60, 330, None), (330, 60, None), (200, 200, None),
-     (150, 60, None), (250, 330, None)],
+     (150, 60, None), (250, 330, None), (float("nan"), 60, None), (330, float("nan"), None)],
 )  # fmt: skip
 def test_label(before, after, expected):
     assert _bench().label(before, after, close_ns=150, far_ns=250) == expected
