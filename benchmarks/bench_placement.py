@@ -22,6 +22,7 @@ their barriers (`OMP_WAIT_POLICY=PASSIVE`) as in training.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -37,6 +38,7 @@ for _p in (ROOT, HERE):
 import detection  # noqa: E402
 
 # isort: split
+from bench_batch_scale import _step_ms  # noqa: E402
 import run  # noqa: E402
 import torch  # noqa: E402
 
@@ -49,24 +51,10 @@ def _error(msg: str) -> int:
 
 
 def _stepper(config: str, dense: bool, n_img: int):
-    """A function running one training step of the config's model (dense: the dense twin)."""
-    from detection.modeling import build_detection_model
-
+    """A function running one training step of the config's model (dense: the dense twin) and
+    returning its time in ms."""
     cfg = run._model_cfg(config, dense, "cpu", None)
-    torch.manual_seed(0)
-    model = build_detection_model(cfg).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
-    images, targets = run._batch(cfg, n_img, "cpu")
-
-    def step() -> float:
-        t0 = time.perf_counter()
-        losses = model(images, targets)
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
-        return (time.perf_counter() - t0) * 1e3
-
-    return step
+    return functools.partial(_step_ms, *run._model_setup(cfg, "cpu", n_img))
 
 
 def _round_trip() -> float:

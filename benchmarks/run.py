@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import hashlib
 import os
 import platform
@@ -259,13 +260,19 @@ def ops_as_dense():
         deform_conv.modulated_deform_conv2d, deform_roi_pool.modulated_deform_roi_pool = saved
 
 
-def _model_numbers(cfg, device: str, n_img: int, iters: int, amp_dtype) -> dict:
+def _model_setup(cfg, device: str, n_img: int):
+    """(model, optimizer, images, targets): `cfg`'s model in training mode (seed 0), SGD, and a
+    synthetic batch of `n_img` images at the config's input size."""
     from detection.modeling import build_detection_model
 
     torch.manual_seed(0)
     model = build_detection_model(cfg).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    images, targets = _batch(cfg, n_img, device)
+    return (model, opt, *_batch(cfg, n_img, device))
+
+
+def _model_numbers(cfg, device: str, n_img: int, iters: int, amp_dtype) -> dict:
+    model, opt, images, targets = _model_setup(cfg, device, n_img)
     amp = (
         torch.autocast(device_type=device, dtype=amp_dtype)
         if amp_dtype is not None
@@ -358,9 +365,11 @@ def _cpu_name() -> str:
     return f"{cpu} ({', '.join(ids)})" if ids else cpu
 
 
+@functools.cache
 def core_latency_exe() -> str | None:
     """`core_latency.c` compiled with the system's C compiler, once per version of the source,
-    into the temporary directory; None where there is no compiler or it fails (not Linux)."""
+    into the temporary directory, and looked up once per process; None where there is no
+    compiler or it fails (not Linux)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
