@@ -63,6 +63,11 @@ PAPER_CONFIG = os.path.join(ROOT, "configs", "e2e_deformconv_mask_rcnn_R_50_C5_1
 # what decides whether OpenMP's threads spin or sleep at a barrier: 2-thread steps differ by up
 # to 1.4x between the two on a quiet machine (RESULTS.md, eighth and twentieth rounds)
 OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# what decides whether a large tensor is fresh pages (a page fault per 4 KiB) or reused heap: set
+# by environment, glibc's thresholds stop adapting; an allocator may also be preloaded. The same
+# `F.conv2d` forward plus backward took 2.2 or 4.4 ms by the heap's state (RESULTS.md,
+# twenty-first round)
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +426,9 @@ def environment() -> str:
         lines.append(f"- core-to-core round trip, CPUs {a} and {b}: {ns:.0f} ns (one cache line)")
     waits = ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in OPENMP_WAITS)
     lines.append(f"- OpenMP's waiting threads: {waits} (libgomp spins when both are unset)")
+    libc, libc_version = platform.libc_ver()
+    allocator = ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in ALLOCATOR_ENV)
+    lines.append(f"- memory allocator: {libc or 'libc'} {libc_version}".rstrip() + f"; {allocator}")
     lines.append(f"- python {platform.python_version()}, torch {torch.__version__}")
     try:
         import torchvision
