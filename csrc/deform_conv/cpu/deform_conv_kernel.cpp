@@ -476,7 +476,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       grad_columns = as_rows(std::get<0>(grads)).contiguous();
       gw_tile = std::get<1>(grads);
     }
-    gw = gw.defined() ? gw + gw_tile : gw_tile;
+    // in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh pages,
+    // 30,000-40,000 more page faults per call there (benchmarks/RESULTS.md, twenty-first round)
+    if (gw.defined()) {
+      gw.add_(gw_tile);
+    } else {
+      gw = gw_tile;
+    }
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       DETECTION_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
                              pr.batch<scalar_t>(geo), geo, p.groups, chunks, t,
