@@ -415,6 +415,11 @@ def core_round_trip_ns() -> tuple[int, int, float] | None:
         return None
 
 
+def _env_values(names: tuple[str, ...]) -> str:
+    """'NAME value, ...' for the environment variables `names` ('unset' where absent)."""
+    return ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in names)
+
+
 def environment() -> str:
     cpu = _cpu_name()
     lines = [
@@ -424,11 +429,11 @@ def environment() -> str:
     if trip is not None:
         a, b, ns = trip
         lines.append(f"- core-to-core round trip, CPUs {a} and {b}: {ns:.0f} ns (one cache line)")
-    waits = ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in OPENMP_WAITS)
-    lines.append(f"- OpenMP's waiting threads: {waits} (libgomp spins when both are unset)")
-    libc, libc_version = platform.libc_ver()
-    allocator = ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in ALLOCATOR_ENV)
-    lines.append(f"- memory allocator: {libc or 'libc'} {libc_version}".rstrip() + f"; {allocator}")
+    lines.append(
+        f"- OpenMP's waiting threads: {_env_values(OPENMP_WAITS)} (libgomp spins when both are unset)"
+    )
+    libc = " ".join(filter(None, platform.libc_ver())) or "libc"
+    lines.append(f"- memory allocator: {libc}; {_env_values(ALLOCATOR_ENV)}")
     lines.append(f"- python {platform.python_version()}, torch {torch.__version__}")
     try:
         import torchvision
