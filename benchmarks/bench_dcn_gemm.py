@@ -3,13 +3,14 @@ as the kernel runs them), at the GEMM shapes of one column tile of the shapes de
 of ResNet-50's res3-res5: which library the kernel should use on this CPU.
 
 The kernel multiplies a tile of columns [rows, K*C] by the weight [Cout, K*C]. Forward: output =
-columns x W^T. Backward: grad_columns = grad_rows x W and grad_weight = grad_rows^T x columns,
-either two `at::mm` calls or one `convolution_backward` of the 1x1 convolution (dilation 2, as
-the kernel calls it). The kernel's pick for the backward on this CPU
-(`detection._ext.cpu_backward_gemm()`, static: oneDNN only on AVX-512 CPUs that are not Intel's,
-where MKL runs its AVX2 kernels) is printed with the environment; the table says whether it is the
-faster one here. The forward always runs through oneDNN (BLAS's result can depend on the thread
-count there, the op's output must not).
+columns x W^T. Backward: grad_columns = grad_rows x W and grad_weight += grad_rows^T x columns
+(summed over the tiles), each either by `at::mm` / `addmm_` or by a `convolution_backward` of the
+1x1 convolution (dilation 2, as the kernel calls it), timed apart here. The kernel's pick for the
+backward on this CPU (`detection._ext.cpu_backward_gemm()`, static: oneDNN only on AVX-512 CPUs
+that are not Intel's, where MKL runs its AVX2 kernels; there a weight gradient over 1 MiB still
+goes to BLAS, `detection._ext.cpu_weight_grad_gemm`) is printed with the environment; the table
+says whether it is the faster one here. The forward always runs through oneDNN (BLAS's result
+can depend on the thread count there, the op's output must not).
 
 Each shape: the two libraries alternated for `--rounds` rounds, the best of each; the ratio is
 BLAS over oneDNN (below 1: BLAS faster). Then the whole training step of the 10-minute shapes
@@ -68,18 +69,30 @@ def _gemms(rows: int, kc: int, cout: int):
     grad = torch.randn(rows, cout, generator=g)
     weight = torch.randn(cout, kc, generator=g)
     w4 = weight.view(cout, kc, 1, 1)
+    grad_columns = torch.empty(rows, kc)  # BLAS writes it into the kernel's kept scratch
+    grad_weight = torch.zeros(cout, kc)  # the sum over the tiles, in place as in the kernel
     conv = dict(stride=[1, 1], padding=[0, 0], dilation=[2, 2], transposed=False,
                 output_padding=[0, 0], groups=1)  # fmt: skip
     aten = torch.ops.aten
+
+    def onednn_backward(mask):
+        return aten.convolution_backward(
+            _as_image(grad), _as_image(cols), w4, None, *conv.values(), mask
+        )
+
     return {
         "forward": {
             "blas": lambda: torch.mm(cols, weight.t()),
             "onednn": lambda: aten.convolution(_as_image(cols), w4, None, *conv.values()),
         },
-        "backward": {
-            "blas": lambda: (torch.mm(grad, weight), torch.mm(grad.t(), cols)),
-            "onednn": lambda: aten.convolution_backward(
-                _as_image(grad), _as_image(cols), w4, None, *conv.values(), [True, True, False]
+        "grad_columns": {
+            "blas": lambda: torch.mm(grad, weight, out=grad_columns),
+            "onednn": lambda: onednn_backward([True, False, False]),
+        },
+        "grad_weight": {
+            "blas": lambda: grad_weight.addmm_(grad.t(), cols),
+            "onednn": lambda: grad_weight.add_(
+                onednn_backward([False, True, False])[1].view_as(grad_weight)
             ),
         },
     }

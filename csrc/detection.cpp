@@ -38,6 +38,12 @@ std::string cpu_isa_in_use() { return cpu_isa_name(cpu_isa()); }
 // "onednn" (csrc/common/cpu_isa.h).
 std::string cpu_backward_gemm_in_use() { return cpu_gemm_name(cpu_backward_gemm()); }
 
+// The library of its weight gradient's GEMM for a gradient of `weight_grad_bytes` (one conv
+// group): "blas" also where oneDNN takes the rest, above kOneDnnWeightGradMaxBytes.
+std::string cpu_weight_grad_gemm_in_use(int64_t weight_grad_bytes) {
+  return cpu_gemm_name(cpu_weight_grad_gemm(weight_grad_bytes));
+}
+
 // Forces that library for the process ("blas" or "onednn"), or restores the CPU's pick ("auto").
 void cpu_set_backward_gemm(const std::string& name) {
   TORCH_CHECK(name == "auto" || name == "blas" || name == "onednn",
@@ -58,6 +64,8 @@ TORCH_LIBRARY(detection, m) {
   m.def("_cuda_version() -> int", &detection::cuda_version);
   m.def("_cpu_isa() -> str", &detection::cpu_isa_in_use);
   m.def("_cpu_backward_gemm() -> str", &detection::cpu_backward_gemm_in_use);
+  m.def("_cpu_weight_grad_gemm(int weight_grad_bytes) -> str",
+        &detection::cpu_weight_grad_gemm_in_use);
   m.def("_cpu_set_backward_gemm(str name) -> ()", &detection::cpu_set_backward_gemm);
   m.def("_cpu_workspace(bool release=False) -> int", &detection::cpu_workspace);
   detection::define_op_schemas(m);

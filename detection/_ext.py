@@ -63,6 +63,15 @@ def cpu_backward_gemm() -> str:
     return torch.ops.detection._cpu_backward_gemm()
 
 
+def cpu_weight_grad_gemm(weight_grad_bytes: int) -> str:
+    """Library of the weight gradient's GEMM for a layer whose weight gradient takes
+    ``weight_grad_bytes`` (one conv group): that of ``cpu_backward_gemm()``, except that where it
+    is ``"onednn"`` a gradient over 1 MiB goes to ``"blas"`` (oneDNN's backward-by-weights falls
+    behind MKL's sgemm once the gradient outgrows an L2 cache)."""
+    require_ops()
+    return torch.ops.detection._cpu_weight_grad_gemm(weight_grad_bytes)
+
+
 def set_cpu_backward_gemm(name: str | None) -> None:
     """Force the library of the CPU deformable conv's backward GEMMs for this process
     (``"blas"`` or ``"onednn"``), or restore this CPU's pick (``None``). For benchmarks and

@@ -97,6 +97,22 @@ inline CpuGemm cpu_backward_gemm() {
   return forced < 0 ? cpu_backward_gemm_pick() : static_cast<CpuGemm>(forced);
 }
 
+// The weight gradient's GEMM (grad_weight += grad_rows^T x columns, one per column tile) on CPUs
+// where oneDNN multiplies the rest: oneDNN's 1x1 backward-by-weights falls behind MKL's sgemm
+// (AVX2 kernels and all) once the gradient outgrows an L2 cache, so BLAS takes it above
+// kOneDnnWeightGradMaxBytes. On the Zen 4 EPYC (1 MB of L2 per core; benchmarks/RESULTS.md,
+// twenty-second round), the gradient of one tile at 352-4096 rows: BLAS 0.72-0.87x oneDNN's
+// time at 512 channels (9.4 MB) and 0.85-0.99x at 256 (2.4 MB) at one thread, 0.77-0.92x and
+// 0.95-1.03x at two; at 128 channels (0.6 MB) and below oneDNN is ahead from 704 rows on (BLAS
+// 1.04-1.26x). Where BLAS is the pick it takes both GEMMs whatever the size.
+constexpr int64_t kOneDnnWeightGradMaxBytes = int64_t(1) << 20;
+
+inline CpuGemm cpu_weight_grad_gemm(int64_t weight_grad_bytes) {
+  return cpu_backward_gemm() == CpuGemm::kOneDnn && weight_grad_bytes <= kOneDnnWeightGradMaxBytes
+             ? CpuGemm::kOneDnn
+             : CpuGemm::kBlas;
+}
+
 inline const char* cpu_gemm_name(CpuGemm gemm) {
   return gemm == CpuGemm::kOneDnn ? "onednn" : "blas";
 }

@@ -622,6 +622,32 @@ def test_cpu_backward_gemm_libraries_match_float64(groups):
         _ext.set_cpu_backward_gemm("mkl")
 
 
+def test_cpu_large_weight_gradient_by_blas_matches_reference():
+    """Where oneDNN multiplies the backward's GEMMs, a weight gradient over 1 MiB still goes to
+    BLAS (`_ext.cpu_weight_grad_gemm`), summed over the column tiles inside the GEMM (addmm_):
+    128 -> 256 channels make a 1.2 MB float32 gradient, and 2 images of 30 x 40 two tiles of
+    1200 rows. Both libraries forced in turn: the small gradient follows the forced library, the
+    large one is BLAS's, and every float32 gradient matches the float64 reference."""
+    args, kw = make_case(2, 128, 256, 30, 40, 3, padding=1, dg=2, seed=8)
+    grad_out = torch.randn(2, 256, 30, 40, generator=torch.Generator().manual_seed(9),
+                           dtype=torch.float64)  # fmt: skip
+    ref_leaves = [a.clone().requires_grad_() for a in args]
+    call_reference(ref_leaves, kw).backward(grad_out)
+    args32 = [a.float() for a in args]
+    try:
+        for lib in ("blas", "onednn"):
+            _ext.set_cpu_backward_gemm(lib)
+            assert _ext.cpu_weight_grad_gemm(256 * 128 * 9 * 4) == "blas"
+            assert _ext.cpu_weight_grad_gemm(2**20) == lib
+            _, grads = _grads(args32, kw, grad_out.float())
+            for name, g, r in zip(["input", "offset", "mask", "weight", "bias"], grads, ref_leaves):
+                scale = r.grad.abs().max().item()
+                torch.testing.assert_close(g.double(), r.grad, rtol=1e-4, atol=1e-5 * scale,
+                                           msg=f"{lib}: {name}")  # fmt: skip
+    finally:
+        _ext.set_cpu_backward_gemm(None)
+
+
 def test_cpu_workspace_reuse_gives_fresh_results_and_releases():
     """The CPU kernel keeps its scratch (padded images, plan, column tiles, gradient buffers) per
     thread between calls (csrc/common/cpu_workspace.h). A call that follows larger ones, float32

@@ -12,3 +12,19 @@ def test_environment_names_the_allocator_settings(monkeypatch):
     assert len(lines) == 1
     assert "MALLOC_TRIM_THRESHOLD_ 1073741824" in lines[0]
     assert "MALLOC_MMAP_THRESHOLD_ unset" in lines[0]
+
+
+def test_environment_names_both_gemm_libraries():
+    """Where oneDNN multiplies the DCN backward's GEMMs, large weight gradients go to BLAS: the
+    line says so; where BLAS takes both, it names BLAS alone."""
+    from detection import _ext
+
+    run = load_benchmark("run")
+    try:
+        for lib, expected in (("onednn", "onednn (weight gradients over 1 MiB: blas)"),
+                              ("blas", "blas")):  # fmt: skip
+            _ext.set_cpu_backward_gemm(lib)
+            line = [s for s in run.environment().splitlines() if "backward GEMMs" in s][0]
+            assert line.endswith(f"the DCN backward GEMMs' library: {expected}"), line
+    finally:
+        _ext.set_cpu_backward_gemm(None)

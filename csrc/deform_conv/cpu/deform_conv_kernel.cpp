@@ -19,15 +19,16 @@
 // tiles (bands of positions across the images, see `tiling`). Per tile: im2col (parallel over
 // positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
 // and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
-// runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_weight and
-// grad_columns by two at::mm calls (BLAS) or, where oneDNN is faster on the CPU, in one
-// convolution_backward (see backward_gemms_as_mm); then one sweep over grad_columns does both the
-// col2im (into a padded channels-last grad) and the offset/mask gradients. Its tasks are (image,
-// chunk of kChannelChunk channels) pairs: a task owns its channels of its image's grad pixels
-// (no atomics) and visits positions in a fixed order, and writes its partial sums over channels
-// of the coordinate gradients; the chunks are then summed in a fixed order. Nothing depends on the
-// thread count, so the sampling results are bit-identical across runs and thread counts (the
-// deterministic mode needs nothing else on CPU; grad_weight's GEMM may block by thread count).
+// runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_columns and
+// grad_weight (summed over the tiles) by at::mm / at::addmm_ (BLAS) or by oneDNN's
+// convolution_backward, whichever is faster on the CPU at the shape (see backward_gemms); then
+// one sweep over grad_columns does both the col2im (into a padded channels-last grad) and the
+// offset/mask gradients. Its tasks are (image, chunk of kChannelChunk channels) pairs: a task
+// owns its channels of its image's grad pixels (no atomics) and visits positions in a fixed
+// order, and writes its partial sums over channels of the coordinate gradients; the chunks are
+// then summed in a fixed order. Nothing depends on the thread count, so the sampling results
+// are bit-identical across runs and thread counts (the deterministic mode needs nothing else on
+// CPU; grad_weight's GEMM may block by thread count).
 // Scratch (padded images, plan, column tile, gradient buffers) comes from the calling thread's
 // workspace (common/cpu_workspace.h), reused from one call to the next rather than allocated
 // as fresh pages each time. Every change of layout (the input into its padded channels-last
@@ -313,8 +314,17 @@ struct Conv1x1 {
 // Xeon (with AMX) 1.3-2.4x at one and two threads (12.1 vs 9.2 ms at 128 channels, one thread),
 // and 1.1-1.5x at the ResNet-50 res3-res5 shapes; the AVX-512 AMD machine measured the
 // opposite (oneDNN's AVX-512 kernels against MKL's AVX2 ones there), so it keeps the convolution.
-bool backward_gemms_as_mm(int64_t groups) {
-  return groups == 1 && cpu_backward_gemm() == CpuGemm::kBlas;
+// There the weight gradient still goes to BLAS once it outgrows the L2 cache
+// (cpu_weight_grad_gemm): on the Zen 4 EPYC ResNet-50's res4 and res5 layers (2.4 and 9.4 MB).
+// BLAS's weight gradient sums over the tiles inside the GEMM (addmm_, beta 1).
+struct BackwardGemms {
+  bool columns_by_mm, weight_by_mm;
+};
+
+BackwardGemms backward_gemms(int64_t groups, int64_t weight_grad_bytes) {
+  if (groups != 1) return {false, false};
+  return {cpu_backward_gemm() == CpuGemm::kBlas,
+          cpu_weight_grad_gemm(weight_grad_bytes) == CpuGemm::kBlas};
 }
 
 // rows [n, F] (contiguous) as the channels-last image [1, F, 1, n], and back.
@@ -450,7 +460,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
   at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
-  at::Tensor gw;  // [Cout, K*Cg, 1, 1], summed over the tiles in order
+  const BackwardGemms gemms =
+      backward_gemms(p.groups, s.out_channels * KC * static_cast<int64_t>(input.element_size()));
+  at::Tensor gw;  // [Cout, K*Cg] (BLAS) or [Cout, K*Cg, 1, 1], summed over the tiles in order
   // the padded channels-last grad of every image, and the chunks' coordinate partials
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
   at::Tensor partial = workspace(
@@ -464,24 +476,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), grad_channels_last, t,
                                s.out_channels, P, g.mutable_data_ptr<scalar_t>());
     });
-    at::Tensor grad_columns, gw_tile;  // [rows, K*C], and this tile's grad_weight
-    if (backward_gemms_as_mm(p.groups)) {
+    at::Tensor grad_columns;  // [rows, K*C]
+    if (gemms.columns_by_mm) {
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
-      gw_tile = at::mm(g.t(), cols);
-    } else {
-      const auto grads = at::convolution_backward(as_image(g), as_image(cols), w, std::nullopt,
-                                                  c.stride, c.padding, c.dilation, false,
-                                                  c.output_padding, p.groups, {true, true, false});
-      grad_columns = as_rows(std::get<0>(grads)).contiguous();
-      gw_tile = std::get<1>(grads);
     }
-    // in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh pages,
-    // 30,000-40,000 more page faults per call there (benchmarks/RESULTS.md, twenty-first round)
-    if (gw.defined()) {
-      gw.add_(gw_tile);
-    } else {
-      gw = gw_tile;
+    if (!gemms.columns_by_mm || !gemms.weight_by_mm) {
+      const auto grads = at::convolution_backward(
+          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
+          c.output_padding, p.groups, {!gemms.columns_by_mm, !gemms.weight_by_mm, false});
+      if (!gemms.columns_by_mm) grad_columns = as_rows(std::get<0>(grads)).contiguous();
+      // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as
+      // fresh pages, 30,000-40,000 more page faults per call there (RESULTS.md, twenty-first
+      // round)
+      if (!gemms.weight_by_mm && gw.defined()) {
+        gw.add_(std::get<1>(grads));
+      } else if (!gemms.weight_by_mm) {
+        gw = std::get<1>(grads);
+      }
+    }
+    if (gemms.weight_by_mm && gw.defined()) {
+      gw.addmm_(g.t(), cols);
+    } else if (gemms.weight_by_mm) {
+      gw = at::mm(g.t(), cols);
     }
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       DETECTION_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
