@@ -70,8 +70,9 @@ inline CpuIsa cpu_isa() {
 // runs its AVX-512 kernels on both, but at these shapes slower than MKL. Measured (RESULTS.md):
 // BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel Xeon (with AMX), oneDNN faster on
 // an AVX-512 AMD one (recorded as Zen 5); on a Zen 4 EPYC (family 25, model 17) the two tie in
-// the training step (BLAS faster at 16-32 channels, oneDNN at 64-512). So oneDNN only where the
-// CPU has AVX-512 and is not Intel's.
+// the training step (BLAS faster at 16-32 channels, oneDNN at 64-512 but for the weight gradient
+// at 256-512: cpu_weight_grad_gemm below). So oneDNN only where the CPU has AVX-512 and is not
+// Intel's.
 enum class CpuGemm { kBlas, kOneDnn };
 
 inline CpuGemm cpu_backward_gemm_pick() {
@@ -103,8 +104,10 @@ inline CpuGemm cpu_backward_gemm() {
 // kOneDnnWeightGradMaxBytes. On the Zen 4 EPYC (1 MB of L2 per core; benchmarks/RESULTS.md,
 // twenty-second round), the gradient of one tile at 352-4096 rows: BLAS 0.72-0.87x oneDNN's
 // time at 512 channels (9.4 MB) and 0.85-0.99x at 256 (2.4 MB) at one thread, 0.77-0.92x and
-// 0.95-1.03x at two; at 128 channels (0.6 MB) and below oneDNN is ahead from 704 rows on (BLAS
-// 1.04-1.26x). Where BLAS is the pick it takes both GEMMs whatever the size.
+// 0.95-1.03x at two; at 128 channels (0.6 MB) oneDNN is ahead from 704 rows on, at 64 from 1408
+// (BLAS 1.04-1.26x). Smaller GEMMs (352 rows; the shapes demo's 16-32 channels) are BLAS's again,
+// by a margin the training step did not show (nineteenth round). Where BLAS is the pick it takes
+// both GEMMs whatever the size.
 constexpr int64_t kOneDnnWeightGradMaxBytes = int64_t(1) << 20;
 
 inline CpuGemm cpu_weight_grad_gemm(int64_t weight_grad_bytes) {
