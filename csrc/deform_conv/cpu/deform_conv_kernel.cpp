@@ -476,7 +476,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), grad_channels_last, t,
                                s.out_channels, P, g.mutable_data_ptr<scalar_t>());
     });
-    at::Tensor grad_columns;  // [rows, K*C]
+    at::Tensor grad_columns, gw_tile;  // [rows, K*C], and oneDNN's grad_weight of the tile
     if (gemms.columns_by_mm) {
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
@@ -486,19 +486,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
           as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
           c.output_padding, p.groups, {!gemms.columns_by_mm, !gemms.weight_by_mm, false});
       if (!gemms.columns_by_mm) grad_columns = as_rows(std::get<0>(grads)).contiguous();
-      // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as
-      // fresh pages, 30,000-40,000 more page faults per call there (RESULTS.md, twenty-first
-      // round)
-      if (!gemms.weight_by_mm && gw.defined()) {
-        gw.add_(std::get<1>(grads));
-      } else if (!gemms.weight_by_mm) {
-        gw = std::get<1>(grads);
-      }
+      gw_tile = std::get<1>(grads);  // undefined where BLAS takes the weight gradient
     }
-    if (gemms.weight_by_mm && gw.defined()) {
-      gw.addmm_(g.t(), cols);
+    // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh
+    // pages, 30,000-40,000 more page faults per call there (RESULTS.md, twenty-first round)
+    if (!gw.defined()) {
+      gw = gemms.weight_by_mm ? at::mm(g.t(), cols) : gw_tile;
     } else if (gemms.weight_by_mm) {
-      gw = at::mm(g.t(), cols);
+      gw.addmm_(g.t(), cols);
+    } else {
+      gw.add_(gw_tile);
     }
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       DETECTION_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
