@@ -140,8 +140,7 @@ def main(argv=None) -> int:
     try:
         evaluate(cfg, args.ckpt, progress=not args.no_progress)
     finally:
-        if comm.is_dist_avail_and_initialized():
-            torch.distributed.destroy_process_group()
+        comm.destroy_process_group()
     return 0
 
 

@@ -213,8 +213,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if comm.is_dist_avail_and_initialized():
-            torch.distributed.destroy_process_group()
+        comm.destroy_process_group()
     return 0
 
 

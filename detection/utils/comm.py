@@ -7,6 +7,8 @@ a world of size 1), so the same code runs under `python` and under `torchrun`.
 from __future__ import annotations
 
 import datetime
+import gc
+import importlib
 import os
 from typing import Any
 
@@ -70,10 +72,42 @@ def init_distributed(device: torch.device, timeout_s: float = 1800.0) -> bool:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(
+    init_process_group(
         backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s)
     )
     return True
+
+
+def init_process_group(backend: str, init_method: str, **kwargs: Any) -> None:
+    """`dist.init_process_group`, after importing `torch.distributed.nn` while no group exists.
+
+    That module's functions take `group=group.WORLD` as a default argument, evaluated at import.
+    DistributedDataParallel's constructor imports it; under a live group the defaults would hold
+    that group, and gloo's threads, to interpreter shutdown (see `destroy_process_group`).
+    Imported first, the defaults are None: the default group at call time.
+    """
+    importlib.import_module("torch.distributed.nn")
+    dist.init_process_group(backend=backend, init_method=init_method, **kwargs)  # noqa: TID251
+
+
+def destroy_process_group() -> None:
+    """`dist.destroy_process_group`, after a garbage collection. The group must end there.
+
+    A finished gloo collective is freed by gloo's worker thread, sometimes after the caller has
+    moved on (a barrier's work holds the all-reduces before it); freeing its tensors takes the
+    GIL. The group's destructor joins those threads, so it must run without the GIL: pybind
+    releases it where the group's own Python object goes, here, but not where a
+    DistributedDataParallel's reducer drops the last reference: that thread then waits for the
+    GIL its joiner holds, a hang. During interpreter shutdown it is ended instead, mid-unwind:
+    SIGABRT, "terminate called without an active exception". DDP wrappers sit in reference
+    cycles, freed only by the collector: collected here, while the world still holds the group,
+    their reducers' references go first. A DDP model still referenced by the caller would keep
+    the group alive past this call: drop it before. A no-op without a group.
+    """
+    if not is_dist_avail_and_initialized():
+        return
+    gc.collect()
+    dist.destroy_process_group()  # noqa: TID251
 
 
 def all_gather(data: Any) -> list[Any]:

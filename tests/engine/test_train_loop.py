@@ -1,5 +1,6 @@
 """The loop alone: what it calls, in which order, with a recording hook and the toy model."""
 
+from pathlib import Path
 import warnings
 
 import pytest
@@ -9,7 +10,8 @@ from torch import nn
 from detection.engine.setup import distributed_model, has_running_stats
 from detection.engine.train_loop import HookBase, TrainLoop
 from detection.layers import FrozenBatchNorm2d
-from testutils.toy_training import ToyModel, ddp_nan_worker, toy_loader
+from detection.utils import comm
+from testutils.toy_training import ToyModel, ddp_nan_worker, ddp_teardown_worker, toy_loader
 
 
 class _Recorder(HookBase):
@@ -101,22 +103,44 @@ def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     assert not torch.equal(r0["weights"][0]["fc.weight"], r0["weights"][1]["fc.weight"])
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux /proc")
+def test_the_process_group_ends_at_destroy_after_ddp(tmp_path):
+    """The group, and gloo's threads, end at `comm.destroy_process_group` after a DDP training.
+    They lived on: in torch.distributed.nn's default arguments (bound to the world group when
+    DDP's constructor imports the module under one) and in the DDP wrapper's reference cycle;
+    where the group then ended (a reducer freed later, or interpreter shutdown) a gloo thread
+    freeing a tensor hung or aborted the process (RELIABILITY.md)."""
+    out = tmp_path / "threads.pt"
+    torch.multiprocessing.spawn(
+        ddp_teardown_worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=1
+    )
+    threads = torch.load(out)
+    assert threads["living"], "no gloo thread seen while the group lives: the check sees nothing"
+    assert threads["destroyed"] == [], f"gloo threads outlive the group: {threads['destroyed']}"
+
+
+def _buffer_broadcast_flags():
+    """DDP's forward buffer broadcast flag for a GroupNorm and a BatchNorm model; warnings from
+    DDP's constructor are errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        cpu = torch.device("cpu")
+        gn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.GroupNorm(2, 4)), cpu)
+        bn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4)), cpu)
+    return [getattr(m, "forward_sync_buffers", getattr(m, "broadcast_buffers", None))
+            for m in (gn, bn)]  # fmt: skip
+
+
 def test_distributed_model_uses_the_buffer_option_this_torch_knows(tmp_path):
     """One gloo rank in this process: no deprecation warning from DDP (torch 2.13 warns at
-    `broadcast_buffers`), and the forward's buffer broadcast is on only with a BatchNorm."""
-    init = f"file://{tmp_path / 'rendezvous'}"
-    torch.distributed.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+    `broadcast_buffers`), and the forward's buffer broadcast is on only with a BatchNorm. The
+    DDP models end before the group does (`comm.destroy_process_group`)."""
+    comm.init_process_group("gloo", f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", FutureWarning)
-            cpu = torch.device("cpu")
-            gn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.GroupNorm(2, 4)), cpu)
-            bn = distributed_model(nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4)), cpu)
-        flag = [getattr(m, "forward_sync_buffers", getattr(m, "broadcast_buffers", None))
-                for m in (gn, bn)]  # fmt: skip
-        assert flag == [False, True]
+        flags = _buffer_broadcast_flags()
     finally:
-        torch.distributed.destroy_process_group()
+        comm.destroy_process_group()
+    assert flags == [False, True]
 
 
 def test_ddp_broadcasts_buffers_only_where_training_changes_them():

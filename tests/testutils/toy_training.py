@@ -1,5 +1,8 @@
 """The training-loop tests' stand-ins: a tiny model, its batches and a short SOLVER config."""
 
+import gc
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -69,36 +72,61 @@ def toy_cfg(workspace, **solver):
     return c
 
 
-def ddp_nan_worker(rank, world_size, init_file, nan_rank, nan_step, steps, out):
-    """One rank of a gloo run of `train_step` on the toy model under `distributed_model`: rank
-    `nan_rank`'s targets are NaN at step `nan_step`. Saves each step's problem and the weights
-    after it to `out`/rank<rank>.pt. (torch.multiprocessing.spawn target: importable here.)"""
-    import torch.distributed as dist
-
+def train_toy_ddp(rank, steps, nan_rank=-1, nan_step=-1):
+    """`train_step` on the toy model under `distributed_model` for `steps` steps, this rank's
+    share of each batch; rank `nan_rank`'s targets are NaN at step `nan_step`. Returns each
+    step's problem and the weights after it. The DDP model ends with this call, as in
+    tools/train.py's `train`."""
     from detection.engine.setup import distributed_model
     from detection.engine.train_loop import train_step
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
+    torch.manual_seed(rank)  # different replicas: DDP must broadcast rank 0's weights
+    model = distributed_model(ToyModel(), torch.device("cpu"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    problems, weights = [], []
+    for step, (images, targets, _) in enumerate(toy_loader(0, steps)):
+        shard = slice(rank, rank + 1)
+        images, targets = Images(images.tensors[shard]), targets[shard]
+        if rank == nan_rank and step == nan_step:
+            targets = tuple(Target(torch.full_like(t.y, float("nan"))) for t in targets)
+        _, problem = train_step(model, images, targets, opt, None, torch.device("cpu"), None, 0.0)
+        problems.append(problem)
+        weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+    return problems, weights
+
+
+def ddp_nan_worker(rank, world_size, init_file, nan_rank, nan_step, steps, out):
+    """One rank of a gloo run of `train_toy_ddp`. Saves each step's problem and the weights
+    after it to `out`/rank<rank>.pt. (torch.multiprocessing.spawn target: importable here.)"""
+    import torch.distributed as dist
+
+    from detection.utils import comm
+
+    comm.init_process_group("gloo", f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        torch.manual_seed(rank)  # different replicas: DDP must broadcast rank 0's weights
-        model = distributed_model(ToyModel(), torch.device("cpu"))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        problems, weights = [], []
-        for step, (images, targets, _) in enumerate(toy_loader(0, steps)):
-            shard = slice(rank, rank + 1)
-            images, targets = Images(images.tensors[shard]), targets[shard]
-            if rank == nan_rank and step == nan_step:
-                targets = tuple(Target(torch.full_like(t.y, float("nan"))) for t in targets)
-            _, problem = train_step(
-                model, images, targets, opt, None, torch.device("cpu"), None, 0.0
-            )
-            problems.append(problem)
-            weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        problems, weights = train_toy_ddp(rank, steps, nan_rank, nan_step)
         torch.save({"problems": problems, "weights": weights}, f"{out}/rank{rank}.pt")
-        # both ranks done before either tears gloo down: once (2026-12-04, torch 2.11, full suite)
-        # rank 1 aborted at exit ("terminate called without an active exception"); not reproduced
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        comm.destroy_process_group()
+
+
+def gloo_threads():
+    """Names of this process's threads that gloo started (Linux: /proc/self/task/*/comm)."""
+    tasks = Path("/proc/self/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+    return sorted(n for n in names if "gloo" in n)
+
+
+def ddp_teardown_worker(rank, init_file, out):
+    """A one-rank gloo group, two steps of `train_toy_ddp` and the group destroyed, as
+    tools/train.py ends. Saves gloo's thread names while the group lives and after
+    `comm.destroy_process_group` to `out`. (spawn target.)"""
+    from detection.utils import comm
+
+    gc.disable()  # whether the collector ran between the training and the destroy is chance
+    comm.init_process_group("gloo", f"file://{init_file}", rank=rank, world_size=1)
+    train_toy_ddp(rank, 2)
+    living = gloo_threads()
+    comm.destroy_process_group()
+    torch.save({"living": living, "destroyed": gloo_threads()}, out)
