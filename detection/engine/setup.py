@@ -115,6 +115,9 @@ def distributed_model(
     (`gradient_as_bucket_view`): no copy into and out of them, and one gradient's memory less.
     torch 2.13 calls the forward's broadcast `forward_sync_buffers` and warns at every
     `broadcast_buffers`; older releases (the GPU machine's 2.11) know only `broadcast_buffers`.
+    Start the group with `comm.init_process_group` and end it with `comm.destroy_process_group`,
+    with this model no longer referenced: otherwise the group outlives the destroy, and the
+    process can hang or abort at exit (RELIABILITY.md, "The end of a distributed run").
     """
     ddp = nn.parallel.DistributedDataParallel
     new_name = "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
