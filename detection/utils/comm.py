@@ -10,6 +10,8 @@ import datetime
 import gc
 import importlib
 import os
+import sys
+import traceback
 from typing import Any
 
 import torch
@@ -102,12 +104,30 @@ def destroy_process_group() -> None:
     SIGABRT, "terminate called without an active exception". DDP wrappers sit in reference
     cycles, freed only by the collector: collected here, while the world still holds the group,
     their reducers' references go first. A DDP model still referenced by the caller would keep
-    the group alive past this call: drop it before. A no-op without a group.
+    the group alive past this call: drop it before. Called from a `finally` that an exception
+    passes through, the frames of its traceback (and of the exceptions chained to it) hold the
+    failed training's locals, the DDP model among them: their locals are cleared first
+    (`traceback.clear_frames`; the traceback still prints, without locals to inspect). A no-op
+    without a group.
     """
     if not is_dist_avail_and_initialized():
         return
+    _clear_propagating_frames()
     gc.collect()
     dist.destroy_process_group()  # noqa: TID251
+
+
+def _clear_propagating_frames() -> None:
+    """Clear the locals of the frames in the traceback of the exception being handled or passing
+    through a `finally`, and of those chained to it (frames still running are left alone)."""
+    pending, seen = [sys.exc_info()[1]], set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        pending += [exc.__cause__, exc.__context__]
 
 
 def all_gather(data: Any) -> list[Any]:

@@ -104,15 +104,18 @@ def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names from Linux /proc")
-def test_the_process_group_ends_at_destroy_after_ddp(tmp_path):
-    """The group, and gloo's threads, end at `comm.destroy_process_group` after a DDP training.
-    They lived on: in torch.distributed.nn's default arguments (bound to the world group when
-    DDP's constructor imports the module under one) and in the DDP wrapper's reference cycle;
-    where the group then ended (a reducer freed later, or interpreter shutdown) a gloo thread
-    freeing a tensor hung or aborted the process (RELIABILITY.md)."""
+@pytest.mark.parametrize("fail", [False, True], ids=["returns", "raises"])
+def test_the_process_group_ends_at_destroy_after_ddp(tmp_path, fail):
+    """The group, and gloo's threads, end at `comm.destroy_process_group` after a DDP training,
+    one that returns and one whose exception passes through the destroy's `finally`. They lived
+    on: in torch.distributed.nn's default arguments (bound to the world group when DDP's
+    constructor imports the module under one), in the DDP wrapper's reference cycle, and in the
+    frames of the exception's traceback; where the group then ended (a reducer freed later, or
+    interpreter shutdown) a gloo thread freeing a tensor hung or aborted the process
+    (RELIABILITY.md)."""
     out = tmp_path / "threads.pt"
     torch.multiprocessing.spawn(
-        ddp_teardown_worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=1
+        ddp_teardown_worker, args=(str(tmp_path / "rendezvous"), str(out), fail), nprocs=1
     )
     threads = torch.load(out)
     assert threads["living"], "no gloo thread seen while the group lives: the check sees nothing"

@@ -72,11 +72,12 @@ def toy_cfg(workspace, **solver):
     return c
 
 
-def train_toy_ddp(rank, steps, nan_rank=-1, nan_step=-1):
+def train_toy_ddp(rank, steps, nan_rank=-1, nan_step=-1, fail=False):
     """`train_step` on the toy model under `distributed_model` for `steps` steps, this rank's
     share of each batch; rank `nan_rank`'s targets are NaN at step `nan_step`. Returns each
     step's problem and the weights after it. The DDP model ends with this call, as in
-    tools/train.py's `train`."""
+    tools/train.py's `train`; with `fail`, a RuntimeError after the last step instead, the
+    model in this frame (a training that fails)."""
     from detection.engine.setup import distributed_model
     from detection.engine.train_loop import train_step
 
@@ -92,6 +93,8 @@ def train_toy_ddp(rank, steps, nan_rank=-1, nan_step=-1):
         _, problem = train_step(model, images, targets, opt, None, torch.device("cpu"), None, 0.0)
         problems.append(problem)
         weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+    if fail:
+        raise RuntimeError("the toy training fails after its last step")
     return problems, weights
 
 
@@ -118,15 +121,23 @@ def gloo_threads():
     return sorted(n for n in names if "gloo" in n)
 
 
-def ddp_teardown_worker(rank, init_file, out):
-    """A one-rank gloo group, two steps of `train_toy_ddp` and the group destroyed, as
-    tools/train.py ends. Saves gloo's thread names while the group lives and after
-    `comm.destroy_process_group` to `out`. (spawn target.)"""
+def ddp_teardown_worker(rank, init_file, out, fail):
+    """A one-rank gloo group, two steps of `train_toy_ddp` (failing after them with `fail`) and
+    the group destroyed in a `finally`, as tools/train.py ends. Saves gloo's thread names while
+    the group lives and after `comm.destroy_process_group` to `out`. (spawn target.)"""
     from detection.utils import comm
 
     gc.disable()  # whether the collector ran between the training and the destroy is chance
     comm.init_process_group("gloo", f"file://{init_file}", rank=rank, world_size=1)
-    train_toy_ddp(rank, 2)
-    living = gloo_threads()
-    comm.destroy_process_group()
-    torch.save({"living": living, "destroyed": gloo_threads()}, out)
+    threads = {}
+    try:
+        try:
+            train_toy_ddp(rank, 2, fail=fail)
+        finally:
+            threads["living"] = gloo_threads()
+            comm.destroy_process_group()
+            threads["destroyed"] = gloo_threads()
+    except RuntimeError:
+        if not fail:
+            raise
+    torch.save(threads, out)
