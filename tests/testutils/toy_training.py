@@ -116,8 +116,12 @@ def ddp_nan_worker(rank, world_size, init_file, nan_rank, nan_step, steps, out):
 
 def gloo_threads():
     """Names of this process's threads that gloo started (Linux: /proc/self/task/*/comm)."""
-    tasks = Path("/proc/self/task")
-    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
     return sorted(n for n in names if "gloo" in n)
 
 
