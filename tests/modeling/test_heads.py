@@ -183,3 +183,38 @@ def test_mask_head_channels_last_matches_nchw():
     torch.testing.assert_close(g1, g0)
     for a, b in zip(p1, p0):
         torch.testing.assert_close(a, b)
+
+
+@needs_ops
+def test_mask_head_logits_gradient_keeps_the_parameters_strides():
+    # DDP's reducer compares each gradient's strides with its parameter's (the bucket view's)
+    # and warns on a mismatch. On the CPU's channels-last path oneDNN hands a 1x1 conv's weight
+    # gradient back with channels-last strides (at one thread too from about this size on), so
+    # the logits weight goes in through a view in training
+    from detection.modeling.roi_heads.mask_head import MaskHead
+    from detection.modeling.roi_heads.poolers import Pooler
+
+    torch.manual_seed(0)
+    pooler = Pooler(
+        name="RoIAlign",
+        output_size=14,
+        spatial_scale=1 / 16,
+        sampling_ratio=2,
+        gamma=0.1,
+        in_channels=8,
+        fc_channels=16,
+    )
+    head = MaskHead(in_channels=8, pooler=pooler, conv_layers=(32,), num_classes=4).train()
+    x = torch.randn(64, 32, 28, 28).contiguous(memory_format=torch.channels_last)
+    results = []
+    for logits in (head._logits, head.logits):
+        head.zero_grad()
+        y = logits(x)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), head.logits.weight.grad, head.logits.bias.grad))
+    (y, gw, gb), plain = results
+    assert gw.stride() == head.logits.weight.stride()
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # the view changes nothing in the values: the module's own conv on the same input
+    for a, b in zip((y, gw, gb), plain):
+        assert torch.equal(a, b)

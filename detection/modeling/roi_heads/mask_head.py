@@ -63,7 +63,19 @@ class MaskHead(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.relu(conv(x))
-        return self.logits(F.relu(self.deconv(x)))
+        return self._logits(F.relu(self.deconv(x)))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """`self.logits(x)`. In training on channels-last CPU tensors the 1x1 weight goes in as a
+        view: oneDNN returns its gradient with channels-last strides, which for a [K, C, 1, 1]
+        weight are the parameter's memory order under other strides, and DDP warns at the first
+        step ("Grad strides do not match bucket view strides", pytorch/pytorch issue 157862);
+        through the view the gradient reaches the parameter with the parameter's own strides.
+        The same conv on the same memory: the values are unchanged bit for bit."""
+        if self.training and self.channels_last and x.device.type == "cpu" and x.numel() > 0:
+            weight = self.logits.weight.flatten(1)[:, :, None, None]
+            return F.conv2d(x, weight, self.logits.bias)
+        return self.logits(x)
 
 
 def mask_targets(positives: List[BoxList], targets: List[BoxList], resolution: int) -> torch.Tensor:
