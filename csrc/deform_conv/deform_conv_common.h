@@ -1,5 +1,6 @@
 // Host-side helpers of the modulated deformable convolution shared by the CPU and CUDA kernels:
-// argument checking (every failure names the argument) and output-size arithmetic.
+// argument checking (every failure names the argument), output-size arithmetic and the
+// results' memory format.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -31,6 +32,17 @@ inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& 
 inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, "modulated_deform_conv2d: ", name, " must have shape ",
               expected, ", got ", t.sizes());
+}
+
+// The memory format of the op's output and grad_input: channels-last where the input is
+// channels-last in memory and not also contiguous NCHW (as for C = 1 or H = W = 1), the way
+// F.conv2d keeps a channels-last input's layout; NCHW otherwise. On every device
+// (docs/CONVENTIONS.md).
+inline at::MemoryFormat result_memory_format(const at::Tensor& input) {
+  const bool channels_last = input.dim() == 4 &&
+                             input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                             !input.is_contiguous(at::MemoryFormat::Contiguous);
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
 // Checks every argument of the forward (and, given grad_output, the backward) op and returns

@@ -123,19 +123,35 @@ def _check_fake(input, tensors: dict) -> None:
         torch._check(t.dim() == want, lambda: f"modulated_deform_conv2d: {name} must be {want}-D")
 
 
+def _result_memory_format(input) -> torch.memory_format:
+    """The kernels' `result_memory_format`: the output and grad_input are channels-last where the
+    input is channels-last in memory and not also contiguous NCHW, NCHW otherwise."""
+    channels_last = input.is_contiguous(memory_format=torch.channels_last)
+    return (
+        torch.channels_last
+        if channels_last and not input.is_contiguous()
+        else torch.contiguous_format
+    )
+
+
 def _fake_forward(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw, groups, dg, step):
     _check_fake(input, dict(offset=offset, mask=mask, weight=weight, bias=bias))
     n, _, h, w = input.shape
     kh, kw = weight.shape[2], weight.shape[3]
     ho, wo = _output_size(h, ph, dh, kh, sh), _output_size(w, pw, dw, kw, sw)
-    return input.new_empty((n, weight.shape[0], ho, wo))
+    return torch.empty(
+        (n, weight.shape[0], ho, wo),
+        dtype=input.dtype,
+        device=input.device,
+        memory_format=_result_memory_format(input),
+    )
 
 
 def _fake_backward(grad, input, offset, mask, weight, bias, *params):
     _check_fake(input, dict(grad_output=grad, offset=offset, mask=mask, weight=weight, bias=bias))
     empty = input.new_empty((0,))
     return (
-        input.new_empty(input.shape),
+        torch.empty_like(input, memory_format=_result_memory_format(input)),
         offset.new_empty(offset.shape),
         mask.new_empty(mask.shape) if mask is not None else empty,
         weight.new_empty(weight.shape),

@@ -203,8 +203,9 @@ def _grads(args, kw, grad_out=None, **extra):
 
 def test_channels_last_input_and_gradient_read_in_place():
     """A channels-last model's activations: the CPU kernel reads a channels-last input and output
-    gradient in place (no NCHW copy); the results are those of the NCHW tensors, bit for bit,
-    but for the bias gradient: ATen's sum of the output gradient adds in memory order."""
+    gradient in place (no NCHW copy) and returns the output and the input gradient channels-last,
+    as `F.conv2d` does (the NCHW case NCHW); the results are those of the NCHW tensors, bit for
+    bit, but for the bias gradient: ATen's sum of the output gradient adds in memory order."""
     args, kw = make_case(2, 20, 24, 7, 9, 3, padding=1, dg=2, dtype=torch.float32)
     grad_out = torch.randn(2, 24, 7, 9, generator=torch.Generator().manual_seed(1))
     out, grads = _grads(args, kw, grad_out)
@@ -212,6 +213,9 @@ def test_channels_last_input_and_gradient_read_in_place():
     args_cl = (args[0].to(memory_format=cl),) + args[1:]
     assert args_cl[0].is_contiguous(memory_format=cl) and not args_cl[0].is_contiguous()
     out_cl, grads_cl = _grads(args_cl, kw, grad_out.to(memory_format=cl))
+    assert out.is_contiguous() and grads[0].is_contiguous()
+    assert out_cl.is_contiguous(memory_format=cl) and not out_cl.is_contiguous()
+    assert grads_cl[0].is_contiguous(memory_format=cl) and not grads_cl[0].is_contiguous()
     torch.testing.assert_close(out_cl, out, rtol=0, atol=0)
     for name, g, g_cl in zip(["input", "offset", "mask", "weight"], grads, grads_cl):
         torch.testing.assert_close(g_cl, g, rtol=0, atol=0, msg=name)
@@ -387,6 +391,11 @@ def test_opcheck(modulated, bias):
     plain = [a.detach() if a is not None else None for a in args]
     torch.library.opcheck(torch.ops.detection._modulated_deform_conv2d_backward.default,
                           (grad, *plain, *params))  # fmt: skip
+    # a channels-last input: the fake kernels' results have the real ones' strides
+    cl = [x.detach().to(memory_format=torch.channels_last).requires_grad_(), *args[1:]]
+    torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*cl, *params))
+    torch.library.opcheck(torch.ops.detection._modulated_deform_conv2d_backward.default,
+                          (grad, cl[0].detach(), *plain[1:], *params))  # fmt: skip
 
 
 def test_torch_compile_fullgraph():
@@ -803,6 +812,9 @@ def test_cuda_kernels_empty_batch_zero_channels_and_non_contiguous(cuda_backend)
     grad_nc = grad_out.transpose(2, 3).contiguous().transpose(2, 3)
     assert not (x.is_contiguous() or offset.is_contiguous() or grad_nc.is_contiguous())
     out, grads = _backend_grads(cuda_backend, (x, offset, *args[2:]), kw, grad_nc)
+    # a channels-last input gives a channels-last output and input gradient, as on the CPU
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     for name, g, e in zip(["input", "offset", "mask", "weight", "bias"], grads, expected_grads):
         tol = 1e-12 if name == "input" else 0

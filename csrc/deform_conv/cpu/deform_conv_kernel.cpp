@@ -34,6 +34,8 @@
 // as fresh pages each time. Every change of layout (the input into its padded channels-last
 // copy, a tile's output rows into NCHW, a tile of the output gradient into rows, the padded
 // gradient back into NCHW) is a blocked copy of common/cpu_layout.h, not ATen's permuted copy.
+// Where the input is channels-last in memory, so are the output and grad_input (as F.conv2d's);
+// their rows and the padded gradient's interior then go there as plain copies.
 // im2col_step is checked but does not matter on CPU (the column buffer is bounded by the tile).
 // Accumulation is in the input dtype (float32 or float64).
 #include <ATen/ATen.h>
@@ -354,6 +356,17 @@ void rows_to_planes(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P
       layout::Planar<scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0});
 }
 
+// A tile's rows into planes channels-last in memory ([N, P, Cout], a channels-last output): the
+// rows of image b are its positions [q0, q1) there, a plain copy.
+template <typename scalar_t>
+void rows_to_channels_last(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P,
+                           scalar_t* planes) {
+  const int64_t T = t.positions();
+  layout::copy_channels_last<scalar_t>(
+      layout::ChannelsLast<const scalar_t>{rows, T * cout, 0}, t.b1 - t.b0, cout, 1, T,
+      layout::ChannelsLast<scalar_t>{planes + (t.b0 * P + t.q0) * cout, P * cout, 0});
+}
+
 // The same from planes channels-last in memory ([N, P, Cout]) where `channels_last`.
 template <typename scalar_t>
 void planes_to_rows(const scalar_t* planes, bool channels_last, const Tile& t, int64_t cout,
@@ -388,7 +401,9 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const at::Tensor input = contiguous_input(input_), offset = offset_.contiguous();
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
-  at::Tensor output = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, input.options());
+  const at::MemoryFormat format = result_memory_format(input_);
+  at::Tensor output =
+      at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, input.options().memory_format(format));
   if (s.batch == 0) return output;
   if (s.channels == 0 || s.out_channels == 0 || s.out_h * s.out_w == 0) {  // the bias only
     output.zero_();
@@ -412,8 +427,13 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                                 c.padding, c.dilation, false, c.output_padding, p.groups))
             .contiguous();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_output", [&] {
-      rows_to_planes<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
-                               output.mutable_data_ptr<scalar_t>());
+      if (format == at::MemoryFormat::ChannelsLast) {
+        rows_to_channels_last<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
+                                        output.mutable_data_ptr<scalar_t>());
+      } else {
+        rows_to_planes<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
+                                 output.mutable_data_ptr<scalar_t>());
+      }
     });
   }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
@@ -434,7 +454,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   std::optional<at::Tensor> mask;
   if (mask_.has_value()) mask = mask_->contiguous();
 
-  at::Tensor grad_input = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const at::MemoryFormat format = result_memory_format(input_);
+  at::Tensor grad_input = at::empty_like(input, format);
   at::Tensor grad_offset = at::empty_like(offset, at::MemoryFormat::Contiguous);
   at::Tensor grad_mask = mask.has_value() ? at::empty_like(*mask, at::MemoryFormat::Contiguous)
                                           : at::empty({0}, input.options());
@@ -510,13 +531,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
                            m != nullptr ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr);
   });
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_grad_input", [&] {
-    // the padded channels-last interior (from pixel (1, 1)) into NCHW
+    // the padded channels-last interior (from pixel (1, 1)) into NCHW, or into channels-last
     const int64_t C = s.channels, row = geo.padded_w() * C;
-    layout::to_planar<scalar_t>(
-        layout::ChannelsLast<const scalar_t>{grad_padded.const_data_ptr<scalar_t>() + row + C,
-                                             (s.height + 3) * row, row},
-        s.batch, C, s.height, s.width,
-        layout::planar(grad_input.mutable_data_ptr<scalar_t>(), C, s.height, s.width));
+    const layout::ChannelsLast<const scalar_t> interior{
+        grad_padded.const_data_ptr<scalar_t>() + row + C, (s.height + 3) * row, row};
+    scalar_t* dst = grad_input.mutable_data_ptr<scalar_t>();
+    if (format == at::MemoryFormat::ChannelsLast) {
+      layout::copy_channels_last<scalar_t>(interior, s.batch, C, s.height, s.width,
+                                           layout::channels_last(dst, C, s.height, s.width));
+    } else {
+      layout::to_planar<scalar_t>(interior, s.batch, C, s.height, s.width,
+                                  layout::planar(dst, C, s.height, s.width));
+    }
   });
   // back from the column order [Cout, K, Cg] to [Cout, Cg, kh, kw]
   at::Tensor grad_weight = gw.view({s.out_channels, K, Cg})

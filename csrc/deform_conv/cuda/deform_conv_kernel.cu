@@ -289,7 +289,8 @@ at::Tensor forward_cuda(const at::Tensor& input_, const at::Tensor& offset_,
     }
   }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
-  return output;
+  // the kernels write NCHW; a channels-last input gets a channels-last output, as on the CPU
+  return output.contiguous(result_memory_format(input_));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
@@ -376,8 +377,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
           });
     }
   }
-  return {grad_input_acc.to(input.scalar_type()), grad_offset, grad_mask,
-          grad_weight_acc.to(weight.scalar_type()), grad_bias};
+  return {grad_input_acc.to(input.scalar_type(), false, false, result_memory_format(input_)),
+          grad_offset, grad_mask, grad_weight_acc.to(weight.scalar_type()), grad_bias};
 }
 
 }  // namespace
