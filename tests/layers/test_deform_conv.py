@@ -854,6 +854,13 @@ def test_cuda_opcheck():
     torch.library.opcheck(
         torch.ops.detection._modulated_deform_conv2d_backward.default, (grad, *plain, *params)
     )
+    # a channels-last input: channels-last output and grad_input, the fakes' strides the same
+    cl = [args[0].detach().to(memory_format=torch.channels_last).requires_grad_(), *args[1:]]
+    torch.library.opcheck(torch.ops.detection.modulated_deform_conv2d.default, (*cl, *params))
+    torch.library.opcheck(
+        torch.ops.detection._modulated_deform_conv2d_backward.default,
+        (grad, cl[0].detach(), *plain[1:], *params),
+    )
 
 
 @pytest.mark.cuda
