@@ -148,22 +148,27 @@ def test_mask_loss_uses_gt_class_channel_of_positives_only():
     torch.testing.assert_close(losses["loss_mask"], expected)
 
 
-@needs_ops
-def test_mask_head_channels_last_matches_nchw():
+def _mask_head(pooler: str, output_size: int, conv_layers, num_classes: int):
+    """A MaskHead on 8-channel features (seeded)."""
     from detection.modeling.roi_heads.mask_head import MaskHead
     from detection.modeling.roi_heads.poolers import Pooler
 
     torch.manual_seed(0)
     pooler = Pooler(
-        name="ModulatedDeformRoIPool",
-        output_size=7,
+        name=pooler,
+        output_size=output_size,
         spatial_scale=1 / 16,
         sampling_ratio=2,
         gamma=0.1,
         in_channels=8,
         fc_channels=16,
     )
-    head = MaskHead(in_channels=8, pooler=pooler, conv_layers=(8, 8), num_classes=3).double()
+    return MaskHead(in_channels=8, pooler=pooler, conv_layers=conv_layers, num_classes=num_classes)
+
+
+@needs_ops
+def test_mask_head_channels_last_matches_nchw():
+    head = _mask_head("ModulatedDeformRoIPool", 7, (8, 8), 3).double()
     rois = torch.tensor([[0, 4.0, 4, 90, 70], [1, 30, 10, 60, 100], [0, 0, 0, 127, 127]])
     feature = torch.randn(2, 8, 8, 8, dtype=torch.float64)
     results = {}
@@ -191,20 +196,7 @@ def test_mask_head_logits_gradient_keeps_the_parameters_strides():
     # and warns on a mismatch. On the CPU's channels-last path oneDNN hands a 1x1 conv's weight
     # gradient back with channels-last strides (at one thread too from about this size on), so
     # the logits weight goes in through a view in training
-    from detection.modeling.roi_heads.mask_head import MaskHead
-    from detection.modeling.roi_heads.poolers import Pooler
-
-    torch.manual_seed(0)
-    pooler = Pooler(
-        name="RoIAlign",
-        output_size=14,
-        spatial_scale=1 / 16,
-        sampling_ratio=2,
-        gamma=0.1,
-        in_channels=8,
-        fc_channels=16,
-    )
-    head = MaskHead(in_channels=8, pooler=pooler, conv_layers=(32,), num_classes=4).train()
+    head = _mask_head("RoIAlign", 14, (32,), 4).train()
     x = torch.randn(64, 32, 28, 28).contiguous(memory_format=torch.channels_last)
     results = []
     for logits in (head._logits, head.logits):
