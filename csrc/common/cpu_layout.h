@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "common/cpu_isa.h"
+#include "common/memory_format.h"
 
 #if DETECTION_CPU_MULTIVERSION
 #include <immintrin.h>
@@ -216,13 +217,6 @@ void copy_channels_last(ChannelsLast<const scalar_t> src, int64_t N, int64_t C, 
     const scalar_t* s = src.data + n * src.image + y * src.row + x0 * C;
     std::copy(s, s + (x1 - x0) * C, dst.data + n * dst.image + y * dst.row + x0 * C);
   });
-}
-
-// Whether a 4-d tensor is channels-last in memory and not also contiguous NCHW (as for C = 1 or
-// H = W = 1): the kernels then read it in place instead of through an NCHW copy.
-inline bool is_channels_last(const at::Tensor& t) {
-  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-         !t.is_contiguous(at::MemoryFormat::Contiguous);
 }
 
 // A contiguous [N, C, H, W] tensor's layout, and a contiguous [N, H, W, C] one's.

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <tuple>
 
+#include "common/memory_format.h"
+
 namespace detection {
 namespace deform_conv {
 
@@ -39,10 +41,8 @@ inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef e
 // F.conv2d keeps a channels-last input's layout; NCHW otherwise. On every device
 // (docs/CONVENTIONS.md).
 inline at::MemoryFormat result_memory_format(const at::Tensor& input) {
-  const bool channels_last = input.dim() == 4 &&
-                             input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-                             !input.is_contiguous(at::MemoryFormat::Contiguous);
-  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return layout::is_channels_last(input) ? at::MemoryFormat::ChannelsLast
+                                         : at::MemoryFormat::Contiguous;
 }
 
 // Checks every argument of the forward (and, given grad_output, the backward) op and returns

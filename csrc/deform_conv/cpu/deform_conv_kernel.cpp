@@ -345,42 +345,40 @@ at::Tensor weight_in_column_order(const at::Tensor& weight, int64_t K) {
 }
 
 // A tile's rows [rows, Cout] (row (b - b0) * T + (q - q0)) into planes [N, Cout, P] at positions
-// [q0, q1) of images [b0, b1), and back: the tile seen as channels-last images [b1 - b0, 1, T,
+// [q0, q1) of images [b0, b1), or into planes channels-last in memory ([N, P, Cout]) where
+// `channels_last` (a plain copy there): the tile seen as channels-last images [b1 - b0, 1, T,
 // Cout] against a window of the planes (common/cpu_layout.h).
 template <typename scalar_t>
-void rows_to_planes(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P,
-                    scalar_t* planes) {
+void rows_to_planes(const scalar_t* rows, bool channels_last, const Tile& t, int64_t cout,
+                    int64_t P, scalar_t* planes) {
   const int64_t T = t.positions();
+  const layout::ChannelsLast<const scalar_t> tile{rows, T * cout, 0};
+  if (channels_last) {
+    layout::copy_channels_last<scalar_t>(
+        tile, t.b1 - t.b0, cout, 1, T,
+        layout::ChannelsLast<scalar_t>{planes + (t.b0 * P + t.q0) * cout, P * cout, 0});
+    return;
+  }
   layout::to_planar<scalar_t>(
-      layout::ChannelsLast<const scalar_t>{rows, T * cout, 0}, t.b1 - t.b0, cout, 1, T,
+      tile, t.b1 - t.b0, cout, 1, T,
       layout::Planar<scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0});
 }
 
-// A tile's rows into planes channels-last in memory ([N, P, Cout], a channels-last output): the
-// rows of image b are its positions [q0, q1) there, a plain copy.
-template <typename scalar_t>
-void rows_to_channels_last(const scalar_t* rows, const Tile& t, int64_t cout, int64_t P,
-                           scalar_t* planes) {
-  const int64_t T = t.positions();
-  layout::copy_channels_last<scalar_t>(
-      layout::ChannelsLast<const scalar_t>{rows, T * cout, 0}, t.b1 - t.b0, cout, 1, T,
-      layout::ChannelsLast<scalar_t>{planes + (t.b0 * P + t.q0) * cout, P * cout, 0});
-}
-
-// The same from planes channels-last in memory ([N, P, Cout]) where `channels_last`.
+// And back: the tile's rows from the planes (channels-last in memory where `channels_last`).
 template <typename scalar_t>
 void planes_to_rows(const scalar_t* planes, bool channels_last, const Tile& t, int64_t cout,
                     int64_t P, scalar_t* rows) {
   const int64_t T = t.positions();
+  const layout::ChannelsLast<scalar_t> tile{rows, T * cout, 0};
   if (channels_last) {
     layout::copy_channels_last<scalar_t>(
         layout::ChannelsLast<const scalar_t>{planes + (t.b0 * P + t.q0) * cout, P * cout, 0},
-        t.b1 - t.b0, cout, 1, T, layout::ChannelsLast<scalar_t>{rows, T * cout, 0});
+        t.b1 - t.b0, cout, 1, T, tile);
     return;
   }
   layout::to_channels_last<scalar_t>(
       layout::Planar<const scalar_t>{planes + t.b0 * cout * P + t.q0, cout * P, P, 0}, t.b1 - t.b0,
-      cout, 1, T, layout::ChannelsLast<scalar_t>{rows, T * cout, 0});
+      cout, 1, T, tile);
 }
 
 // An input or output gradient as the kernels read it: as it is where it is channels-last in
@@ -427,13 +425,9 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
                                 c.padding, c.dilation, false, c.output_padding, p.groups))
             .contiguous();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_output", [&] {
-      if (format == at::MemoryFormat::ChannelsLast) {
-        rows_to_channels_last<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
-                                        output.mutable_data_ptr<scalar_t>());
-      } else {
-        rows_to_planes<scalar_t>(out.const_data_ptr<scalar_t>(), t, s.out_channels, P,
-                                 output.mutable_data_ptr<scalar_t>());
-      }
+      rows_to_planes<scalar_t>(out.const_data_ptr<scalar_t>(),
+                               format == at::MemoryFormat::ChannelsLast, t, s.out_channels, P,
+                               output.mutable_data_ptr<scalar_t>());
     });
   }
   if (bias_.has_value()) output.add_(bias_->view({1, -1, 1, 1}));
