@@ -447,8 +447,10 @@ def environment() -> str:
         gemm, large = _ext.cpu_backward_gemm(), _ext.cpu_weight_grad_gemm(2**20 + 1)
         lines.append(
             f"- CPU ISA of our sampling loops: {_ext.cpu_isa()}; ATen's: "
-            f"{torch.backends.cpu.get_cpu_capability()}; the DCN backward GEMMs' library: "
-            f"{gemm}" + (f" (weight gradients over 1 MiB: {large})" if large != gemm else "")
+            f"{torch.backends.cpu.get_cpu_capability()}; the DCN forward: "
+            f"{'fused where a layer qualifies' if _ext.cpu_fused_forward() else 'columns'}; "
+            f"the DCN backward GEMMs' library: {gemm}"
+            + (f" (weight gradients over 1 MiB: {large})" if large != gemm else "")
         )
     if torch.cuda.is_available():
         lines.append(f"- GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")

@@ -54,6 +54,12 @@ void cpu_set_backward_gemm(const std::string& name) {
   cpu_backward_gemm_forced().store(forced);
 }
 
+// Whether the CPU deformable conv's forward runs fused where a layer qualifies
+// (csrc/common/cpu_isa.h), and turning it off or back on for the process.
+bool cpu_fused_forward_in_use() { return cpu_fused_forward(); }
+
+void cpu_set_fused_forward(bool enabled) { cpu_fused_forward_enabled().store(enabled); }
+
 // Bytes of CPU scratch the calling thread keeps between kernel calls (common/cpu_workspace.h);
 // `release` frees them.
 int64_t cpu_workspace(bool release) { return workspace_bytes(release); }
@@ -67,6 +73,8 @@ TORCH_LIBRARY(detection, m) {
   m.def("_cpu_weight_grad_gemm(int weight_grad_bytes) -> str",
         &detection::cpu_weight_grad_gemm_in_use);
   m.def("_cpu_set_backward_gemm(str name) -> ()", &detection::cpu_set_backward_gemm);
+  m.def("_cpu_fused_forward() -> bool", &detection::cpu_fused_forward_in_use);
+  m.def("_cpu_set_fused_forward(bool enabled) -> ()", &detection::cpu_set_fused_forward);
   m.def("_cpu_workspace(bool release=False) -> int", &detection::cpu_workspace);
   detection::define_op_schemas(m);
 }

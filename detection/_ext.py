@@ -80,6 +80,26 @@ def set_cpu_backward_gemm(name: str | None) -> None:
     torch.ops.detection._cpu_set_backward_gemm("auto" if name is None else name)
 
 
+def cpu_fused_forward() -> bool:
+    """Whether the CPU deformable conv's forward runs fused in this process: sampling and GEMM in
+    one pass over blocks of output positions, in our own AVX-512 kernel, with no column tile and
+    no oneDNN call. Where the AVX-512 loops run (``cpu_isa() == "avx512"``) and
+    ``set_cpu_fused_forward(False)`` did not turn it off; then for float32 layers of one conv
+    group whose output channels and channels per deformable group are multiples of 16 and whose
+    weight takes at most 1 MiB (the shapes demo's layers, ResNet-50's res3). Other layers take the
+    column tiles and oneDNN's GEMM."""
+    require_ops()
+    return torch.ops.detection._cpu_fused_forward()
+
+
+def set_cpu_fused_forward(enabled: bool) -> None:
+    """Turn the fused forward off (``False``) or back on where the CPU runs it (``True``) for
+    this process. For benchmarks and tests: the two forwards give the same output up to float
+    rounding."""
+    require_ops()
+    torch.ops.detection._cpu_set_fused_forward(bool(enabled))
+
+
 def cpu_workspace_bytes(release: bool = False) -> int:
     """Bytes of scratch the CPU kernels keep for the calling thread between calls (the
     deformable convolution's padded images, sampling plan and column tiles: reusing them spares

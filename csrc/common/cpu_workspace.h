@@ -29,6 +29,7 @@ enum WorkspaceSlot : int {
   kDcnGradPadded,   // deformable conv: the padded gradient of the images
   kDcnPartial,      // deformable conv: coordinate-gradient partial sums
   kDcnGradRows,     // deformable conv: a tile of the output gradient as rows [positions, C_out]
+  kDcnRows,         // deformable conv: a tile of the output as rows [positions, C_out]
   kWorkspaceSlots
 };
 

@@ -31,7 +31,8 @@ def test_schemas_are_those_of_detection(emu):
     ours = _schemas("detection")
     # library queries and settings, not ops
     for query in ("_cuda_version", "_cpu_isa", "_cpu_backward_gemm", "_cpu_weight_grad_gemm",
-                  "_cpu_set_backward_gemm", "_cpu_workspace"):  # fmt: skip
+                  "_cpu_set_backward_gemm", "_cpu_fused_forward", "_cpu_set_fused_forward",
+                  "_cpu_workspace"):  # fmt: skip
         ours.pop(query)
     emulated = {
         k: v for k, v in _schemas("detection_cuda_emu").items() if not k.startswith("_emu_")

@@ -657,6 +657,71 @@ def test_cpu_large_weight_gradient_by_blas_matches_reference():
         _ext.set_cpu_backward_gemm(None)
 
 
+FUSED_CASES = [  # each register blocking of im2col_gemm, with a tail block of rows
+    dict(n=2, c=16, cout=16, h=9, w=11, k=3, padding=1),  # 1 vector of C_out, 24 rows a block
+    dict(n=3, c=32, cout=32, h=7, w=10, k=3, stride=2, padding=1),  # 2 vectors, 12 rows
+    dict(n=1, c=32, cout=48, h=6, w=13, k=3, padding=2, dilation=2, dg=2),  # 3, 8; 16 ch per dg
+    dict(n=2, c=16, cout=64, h=5, w=7, k=(3, 1), padding=(1, 0), bias=False),  # 4, 6
+    dict(n=2, c=16, cout=80, h=4, w=5, k=3, padding=1, modulated=False),  # 5 passes of 1 vector
+    dict(n=1, c=48, cout=128, h=9, w=9, k=3, padding=1),  # 2 passes of 4 vectors
+]
+
+
+@pytest.mark.parametrize("cfg", FUSED_CASES)
+def test_cpu_fused_forward_matches_float64(cfg):
+    """Where the AVX-512 loops run, the float32 forward of a layer of one conv group whose output
+    channels and channels per deformable group are multiples of 16 runs fused (sampling and GEMM
+    per block of output positions, `_ext.cpu_fused_forward()`): it matches the float64 result
+    (the column path) to float32 rounding and the column path's float32 output (turned off and
+    on again here), is bit-identical across thread counts, and a channels-last input gives the
+    same output channels-last."""
+    if not _ext.cpu_fused_forward():
+        pytest.skip(f"the fused forward runs with the AVX-512 loops only; here: {_ext.cpu_isa()}")
+    args, kw = make_case(**cfg, seed=11)
+    ref = call_reference(args, kw)
+    x, offset, mask, weight, bias = [a.float() if a is not None else None for a in args]
+    out = modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    try:
+        _ext.set_cpu_fused_forward(False)
+        assert not _ext.cpu_fused_forward()
+        columns = modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+    finally:
+        _ext.set_cpu_fused_forward(True)
+    assert _ext.cpu_fused_forward()
+    torch.testing.assert_close(out, columns, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            again = modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
+            assert torch.equal(again, out), f"{t} threads"
+    finally:
+        torch.set_num_threads(threads)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    out_cl = modulated_deform_conv2d(x_cl, offset, mask, weight, bias, **kw)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out_cl, out)
+
+
+def test_cpu_fused_forward_leaves_other_layers_to_the_columns():
+    """Layers the fused forward does not take (24 output channels, two conv groups, 8 channels
+    per deformable group, float64) run the column path whether it is on or off, bit for bit."""
+    cases = [dict(n=2, c=16, cout=24, h=5, w=6, k=3, padding=1, dtype=torch.float32),
+             dict(n=2, c=32, cout=32, h=5, w=6, k=3, padding=1, groups=2, dtype=torch.float32),
+             dict(n=2, c=16, cout=16, h=5, w=6, k=3, padding=1, dg=2, dtype=torch.float32),
+             dict(n=2, c=16, cout=16, h=5, w=6, k=3, padding=1)]  # fmt: skip
+    for cfg in cases:
+        args, kw = make_case(**cfg, seed=12)
+        out = modulated_deform_conv2d(*args, **kw)
+        try:
+            _ext.set_cpu_fused_forward(False)
+            columns = modulated_deform_conv2d(*args, **kw)
+        finally:
+            _ext.set_cpu_fused_forward(True)
+        assert torch.equal(out, columns), cfg
+
+
 def test_cpu_workspace_reuse_gives_fresh_results_and_releases():
     """The CPU kernel keeps its scratch (padded images, plan, column tiles, gradient buffers) per
     thread between calls (csrc/common/cpu_workspace.h). A call that follows larger ones, float32
@@ -693,7 +758,7 @@ leaves = [a.clone().requires_grad_() for a in args]
 out = modulated_deform_conv2d(*leaves, **kw)
 out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).view_as(out))
 torch.save([out.detach()] + [a.grad for a in leaves], sys.argv[1])
-print(_ext.cpu_backward_gemm(), _ext.cpu_isa())
+print(_ext.cpu_fused_forward(), _ext.cpu_backward_gemm(), _ext.cpu_isa())
 """
 
 
@@ -711,8 +776,10 @@ def test_cpu_isa_variants_match_float64(isa, tmp_path):
     res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     gemm = res.stdout.split()[-2]
-    # oneDNN's backward GEMMs only beside the AVX-512 loops (on a CPU that is not Intel's)
+    # oneDNN's backward GEMMs only beside the AVX-512 loops (on a CPU that is not Intel's), and
+    # the fused forward with them only
     assert gemm == "blas" or (gemm == "onednn" and res.stdout.split()[-1] == "avx512"), res.stdout
+    assert (res.stdout.split()[-3] == "True") == (res.stdout.split()[-1] == "avx512"), res.stdout
     if res.stdout.split()[-1] != isa:
         pytest.skip(f"this CPU (or this build) has no {isa} variant: ran {res.stdout.split()[-1]}")
     got = torch.load(path)

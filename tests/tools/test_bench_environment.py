@@ -28,3 +28,21 @@ def test_environment_names_both_gemm_libraries():
             assert line.endswith(f"the DCN backward GEMMs' library: {expected}"), line
     finally:
         _ext.set_cpu_backward_gemm(None)
+
+
+def test_environment_names_the_forward_path():
+    """The line says whether the DCN forward runs fused where a layer qualifies, and follows the
+    switch."""
+    from detection import _ext
+
+    run = load_benchmark("run")
+    fused = _ext.cpu_fused_forward()
+    try:
+        _ext.set_cpu_fused_forward(False)
+        line = [s for s in run.environment().splitlines() if "DCN forward" in s][0]
+        assert "the DCN forward: columns;" in line, line
+    finally:
+        _ext.set_cpu_fused_forward(True)
+    line = [s for s in run.environment().splitlines() if "DCN forward" in s][0]
+    expected = "fused where a layer qualifies" if fused else "columns"
+    assert f"the DCN forward: {expected};" in line, line

@@ -19,7 +19,11 @@
 // tiles (bands of positions across the images, see `tiling`). Per tile: im2col (parallel over
 // positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
 // and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
-// runs with oneDNN (see Conv1x1). Forward: output = W x columns. Backward: grad_columns and
+// runs with oneDNN (see Conv1x1). Forward: output = W x columns; where the AVX-512 loops run
+// and the layer qualifies (float32, one conv group, C_out a multiple of 16, the weight in the L2
+// cache: fused_forward), the forward instead samples a few rows at a time into a buffer in the L1
+// cache and multiplies them there in registers (im2col_gemm), with no column tile and no oneDNN
+// call. Backward: grad_columns and
 // grad_weight (summed over the tiles) by at::mm / at::addmm_ (BLAS) or by oneDNN's
 // convolution_backward, whichever is faster on the CPU at the shape (see backward_gemms); then
 // one sweep over grad_columns does both the col2im (into a padded channels-last grad) and the
@@ -45,6 +49,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -292,6 +297,42 @@ void fill_columns(const Prepared& pr, const Geometry& geo, int64_t groups,
   });
 }
 
+// Where the forward runs fused (im2col_gemm in the loops, no column matrix and no oneDNN call):
+// the AVX-512 loops, float32, one conv group, C_out a multiple of kLanes, every deformable group's
+// channels in whole chunks of kLanes, and the weight [K*C, C_out] at most kFusedMaxWeightBytes
+// (each block of rows reads all of it, so it must stay in the L2 cache).
+constexpr int64_t kFusedMaxWeightBytes = int64_t(1) << 20;
+
+bool fused_forward(const at::Tensor& input, const ConvShape& s, const ConvParams& p) {
+#if DETECTION_CPU_MULTIVERSION
+  constexpr int64_t lanes = isa_avx512::kLanes;
+  return cpu_fused_forward() && input.scalar_type() == at::kFloat && p.groups == 1 &&
+         s.out_channels % lanes == 0 && (s.channels / p.deform_groups) % lanes == 0 &&
+         s.kernel_h * s.kernel_w * s.channels * s.out_channels * int64_t(sizeof(float)) <=
+             kFusedMaxWeightBytes;
+#else
+  return false;
+#endif
+}
+
+// rows [t.rows(), C_out] = bias + the tile's columns x wt [K*C, C_out], by im2col_gemm<R, V>:
+// V vectors of C_out per pass, R rows per block, R x V = 24 of the 32 vector registers.
+void im2col_gemm_forward(const Batch<float>& in, const Geometry& geo,
+                         const std::vector<Segment>& segs, const Tile& t, const float* wt,
+                         const float* bias, int64_t cout, float* rows) {
+#if DETECTION_CPU_MULTIVERSION
+  const int64_t vectors = cout / isa_avx512::kLanes;
+  if (vectors % 4 == 0)
+    return isa_avx512::im2col_gemm<6, 4>(in, geo, segs, t, wt, bias, cout, rows);
+  if (vectors % 3 == 0)
+    return isa_avx512::im2col_gemm<8, 3>(in, geo, segs, t, wt, bias, cout, rows);
+  if (vectors % 2 == 0) {
+    return isa_avx512::im2col_gemm<12, 2>(in, geo, segs, t, wt, bias, cout, rows);
+  }
+  isa_avx512::im2col_gemm<24, 1>(in, geo, segs, t, wt, bias, cout, rows);
+#endif
+}
+
 // The op's three GEMMs (output = W x columns, grad_weight = grad_output x columns^T,
 // grad_columns = W^T x grad_output) are those of a grouped 1x1 convolution of a tile of columns
 // seen as a channels-last image [1, K*C, 1, rows] -- exactly their memory layout [rows, K*C] --
@@ -417,6 +458,20 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
   const std::vector<Segment> segs = segments(geo, p.groups);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
+  if (fused_forward(input, s, p)) {
+    const at::Tensor wt = w.reshape({s.out_channels, KC}).t().contiguous();  // [K*C, C_out]
+    const at::Tensor rows =
+        workspace(kDcnRows, {tiles.front().rows(), s.out_channels}, input.options());
+    const at::Tensor bias = bias_.has_value() ? bias_->contiguous() : at::Tensor();
+    for (const Tile& t : tiles) {
+      im2col_gemm_forward(pr.batch<float>(geo), geo, segs, t, wt.const_data_ptr<float>(),
+                          bias.defined() ? bias.const_data_ptr<float>() : nullptr, s.out_channels,
+                          rows.mutable_data_ptr<float>());
+      rows_to_planes<float>(rows.const_data_ptr<float>(), format == at::MemoryFormat::ChannelsLast,
+                            t, s.out_channels, P, output.mutable_data_ptr<float>());
+    }
+    return output;
+  }
   at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
   for (const Tile& t : tiles) {
     fill_columns(pr, geo, p.groups, segs, t, columns);
