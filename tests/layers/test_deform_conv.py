@@ -657,6 +657,32 @@ def test_cpu_large_weight_gradient_by_blas_matches_reference():
         _ext.set_cpu_backward_gemm(None)
 
 
+@pytest.mark.parametrize("c, dg", [(64, 1), (72, 1), (144, 2)])
+def test_cpu_backward_columns_from_the_sweep_or_im2col(c, dg):
+    """The weight gradient's GEMM needs each tile's columns: where one chunk of 64 channels takes
+    a deformable group's channels, the backward sweep writes them as it reads the corners (no
+    im2col pass); above that, im2col does. Both match the float64 reference, in float32 and in
+    float64. 72 channels: chunks of 64 and 8; 144 in two deformable groups: 72 each. Another
+    call between the forward and the backward overwrites the kernel's scratch, so that the
+    backward cannot lean on columns a forward left there."""
+    args, kw = make_case(2, c, 16, 9, 11, 3, padding=1, dg=dg, seed=13)
+    other, _ = make_case(2, c, 16, 9, 11, 3, padding=1, dg=dg, seed=15)
+    grad_out = torch.randn(2, 16, 9, 11, generator=torch.Generator().manual_seed(14),
+                           dtype=torch.float64)  # fmt: skip
+    ref_leaves = [a.clone().requires_grad_() for a in args]
+    call_reference(ref_leaves, kw).backward(grad_out)
+    for dtype, rtol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
+        leaves = [a.to(dtype).requires_grad_() for a in args]
+        out = modulated_deform_conv2d(*leaves, **kw)
+        modulated_deform_conv2d(*[a.to(dtype) for a in other], **kw)
+        out.backward(grad_out.to(dtype))
+        grads = [a.grad for a in leaves]
+        for name, g, r in zip(["input", "offset", "mask", "weight", "bias"], grads, ref_leaves):
+            scale = r.grad.abs().max().item()
+            torch.testing.assert_close(g.double(), r.grad, rtol=rtol, atol=rtol * 0.1 * scale,
+                                       msg=f"{dtype}: {name}")  # fmt: skip
+
+
 FUSED_CASES = [  # each register blocking of im2col_gemm, with a tail block of rows
     dict(n=2, c=16, cout=16, h=9, w=11, k=3, padding=1),  # 1 vector of C_out, 24 rows a block
     dict(n=3, c=32, cout=32, h=7, w=10, k=3, stride=2, padding=1),  # 2 vectors, 12 rows

@@ -16,21 +16,22 @@
 //     kernel point, channel), whose inner loop runs over contiguous channels (SIMD, no gathers),
 //     against the weight permuted to the same order.
 // The batch's output positions form the rows of one column matrix [N * P, K*C], processed in
-// tiles (bands of positions across the images, see `tiling`). Per tile: im2col (parallel over
-// positions, SIMD over channels; the loops are compiled for the baseline ISA, AVX2 and AVX-512
-// and picked at run time, csrc/common/cpu_isa.h), then the GEMMs as a 1x1 convolution that ATen
-// runs with oneDNN (see Conv1x1). Forward: output = W x columns; where the AVX-512 loops run
-// and the layer qualifies (float32, one conv group, C_out a multiple of 16, the weight in the L2
-// cache: fused_forward), the forward instead samples a few rows at a time into a buffer in the L1
-// cache and multiplies them there in registers (im2col_gemm), with no column tile and no oneDNN
-// call. Backward: grad_columns and
-// grad_weight (summed over the tiles) by at::mm / at::addmm_ (BLAS) or by oneDNN's
+// tiles (bands of positions across the images, see `tiling`); the sampling loops are compiled for
+// the baseline ISA, AVX2 and AVX-512 and picked at run time (csrc/common/cpu_isa.h). Forward, per
+// tile: im2col (parallel over positions, SIMD over channels), then output = W x columns as a 1x1
+// convolution that ATen runs with oneDNN (see Conv1x1); where the AVX-512 loops run and the layer
+// qualifies (float32, one conv group, C_out a multiple of 16, the weight in the L2 cache:
+// fused_forward), the forward instead samples a few rows at a time into a buffer in the L1 cache
+// and multiplies them there in registers (im2col_gemm), with no column tile and no oneDNN call.
+// Backward, per tile: grad_columns = W^T x grad_output by at::mm (BLAS) or by oneDNN's
 // convolution_backward, whichever is faster on the CPU at the shape (see backward_gemms); then
-// one sweep over grad_columns does both the col2im (into a padded channels-last grad) and the
-// offset/mask gradients. Its tasks are (image, chunk of kChannelChunk channels) pairs: a task
-// owns its channels of its image's grad pixels (no atomics) and visits positions in a fixed
-// order, and writes its partial sums over channels of the coordinate gradients; the chunks are
-// then summed in a fixed order. Nothing depends on the thread count, so the sampling results
+// one sweep over grad_columns does the col2im (into a padded channels-last grad), the
+// offset/mask gradients and the tile's columns (the corners it reads are im2col's: no im2col pass
+// in the backward); then grad_weight += grad_output x columns^T (summed over the tiles), by
+// at::addmm_ or oneDNN likewise. The sweep's tasks are (image, chunk of kChannelChunk channels)
+// pairs: a task owns its channels of its image's grad pixels (no atomics) and visits positions in a
+// fixed order, and writes its partial sums over channels of the coordinate gradients; the chunks
+// are then summed in a fixed order. Nothing depends on the thread count, so the sampling results
 // are bit-identical across runs and thread counts (the deterministic mode needs nothing else on
 // CPU; grad_weight's GEMM may block by thread count).
 // Scratch (padded images, plan, column tile, gradient buffers) comes from the calling thread's
@@ -537,8 +538,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
   at::Tensor partial = workspace(
       kDcnPartial, {s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
+  // the tile's columns from the sweep (no im2col pass) where one chunk takes a deformable
+  // group's channels: at the shapes demo's 16-32 channels the backward took 0.86-0.96x the time;
+  // at ResNet-50's res4 and res5, where the sweep's tasks write slices of wide rows, 1.12-1.20x
+  // (RESULTS.md, twenty-fifth round)
+  const bool sweep_columns = s.channels / p.deform_groups <= kChannelChunk;
   for (const Tile& t : tiles) {
-    fill_columns(pr, geo, p.groups, segs, t, columns);
+    if (!sweep_columns) fill_columns(pr, geo, p.groups, segs, t, columns);
     const at::Tensor cols = columns.narrow(0, 0, t.rows());
     // the tile's grad_output as rows [rows, Cout], the GEMMs' layout
     const at::Tensor g = workspace(kDcnGradRows, {t.rows(), s.out_channels}, input.options());
@@ -546,32 +552,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), grad_channels_last, t,
                                s.out_channels, P, g.mutable_data_ptr<scalar_t>());
     });
-    at::Tensor grad_columns, gw_tile;  // [rows, K*C], and oneDNN's grad_weight of the tile
+    at::Tensor grad_columns;  // [rows, K*C]
     if (gemms.columns_by_mm) {
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
-    }
-    if (!gemms.columns_by_mm || !gemms.weight_by_mm) {
-      const auto grads = at::convolution_backward(
-          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
-          c.output_padding, p.groups, {!gemms.columns_by_mm, !gemms.weight_by_mm, false});
-      if (!gemms.columns_by_mm) grad_columns = as_rows(std::get<0>(grads)).contiguous();
-      gw_tile = std::get<1>(grads);  // undefined where BLAS takes the weight gradient
-    }
-    // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh
-    // pages, 30,000-40,000 more page faults per call there (RESULTS.md, twenty-first round)
-    if (!gw.defined()) {
-      gw = gemms.weight_by_mm ? at::mm(g.t(), cols) : gw_tile;
-    } else if (gemms.weight_by_mm) {
-      gw.addmm_(g.t(), cols);
-    } else {
-      gw.add_(gw_tile);
+    } else {  // oneDNN's backward by data reads the columns' shape only, not their values
+      grad_columns =
+          as_rows(std::get<0>(at::convolution_backward(
+                      as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation,
+                      false, c.output_padding, p.groups, {true, false, false})))
+              .contiguous();
     }
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
-      DETECTION_CPU_ISA_CALL(col2im_coordinate<scalar_t>, grad_columns.data_ptr<scalar_t>(),
-                             pr.batch<scalar_t>(geo), geo, p.groups, chunks, t,
-                             grad_padded.data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+      const scalar_t* gc = grad_columns.const_data_ptr<scalar_t>();
+      scalar_t* gp = grad_padded.mutable_data_ptr<scalar_t>();
+      scalar_t* part = partial.mutable_data_ptr<scalar_t>();
+      scalar_t* cp = cols.mutable_data_ptr<scalar_t>();
+      if (sweep_columns) {
+        DETECTION_CPU_ISA_CALL(col2im_coordinate<true>, gc, pr.batch<scalar_t>(geo), geo, p.groups,
+                               chunks, t, gp, part, cp);
+      } else {
+        DETECTION_CPU_ISA_CALL(col2im_coordinate<false>, gc, pr.batch<scalar_t>(geo), geo, p.groups,
+                               chunks, t, gp, part, cp);
+      }
     });
+    // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh
+    // pages, 30,000-40,000 more page faults per call there (RESULTS.md, twenty-first round)
+    if (gemms.weight_by_mm) {
+      if (!gw.defined()) {
+        gw = at::mm(g.t(), cols);
+      } else {
+        gw.addmm_(g.t(), cols);
+      }
+    } else {
+      const at::Tensor gw_tile = std::get<1>(at::convolution_backward(
+          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
+          c.output_padding, p.groups, {false, true, false}));
+      if (!gw.defined()) {
+        gw = gw_tile;
+      } else {
+        gw.add_(gw_tile);
+      }
+    }
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_reduce", [&] {
     const scalar_t* m = mask.has_value() ? mask->const_data_ptr<scalar_t>() : nullptr;
