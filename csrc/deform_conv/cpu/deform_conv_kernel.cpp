@@ -552,16 +552,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       planes_to_rows<scalar_t>(grad_planes.const_data_ptr<scalar_t>(), grad_channels_last, t,
                                s.out_channels, P, g.mutable_data_ptr<scalar_t>());
     });
-    at::Tensor grad_columns;  // [rows, K*C]
+    // [rows, K*C], and oneDNN's grad_weight of the tile where it comes in the same call (the
+    // columns already there); its backward by data reads the columns' shape only
+    at::Tensor grad_columns, gw_tile;
     if (gemms.columns_by_mm) {
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
-    } else {  // oneDNN's backward by data reads the columns' shape only, not their values
-      grad_columns =
-          as_rows(std::get<0>(at::convolution_backward(
-                      as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation,
-                      false, c.output_padding, p.groups, {true, false, false})))
-              .contiguous();
+    }
+    const bool weight_now = !gemms.weight_by_mm && !sweep_columns;
+    if (!gemms.columns_by_mm || weight_now) {
+      const auto grads = at::convolution_backward(
+          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
+          c.output_padding, p.groups, {!gemms.columns_by_mm, weight_now, false});
+      if (!gemms.columns_by_mm) grad_columns = as_rows(std::get<0>(grads)).contiguous();
+      gw_tile = std::get<1>(grads);
     }
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "modulated_deform_conv2d_cpu_col2im", [&] {
       const scalar_t* gc = grad_columns.const_data_ptr<scalar_t>();
@@ -585,9 +589,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
         gw.addmm_(g.t(), cols);
       }
     } else {
-      const at::Tensor gw_tile = std::get<1>(at::convolution_backward(
-          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
-          c.output_padding, p.groups, {false, true, false}));
+      if (!gw_tile.defined()) {  // after the sweep, which wrote the columns
+        gw_tile = std::get<1>(at::convolution_backward(
+            as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
+            c.output_padding, p.groups, {false, true, false}));
+      }
       if (!gw.defined()) {
         gw = gw_tile;
       } else {
