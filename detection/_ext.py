@@ -82,12 +82,13 @@ def set_cpu_backward_gemm(name: str | None) -> None:
 
 def cpu_fused_forward() -> bool:
     """Whether the CPU deformable conv's forward runs fused in this process: sampling and GEMM in
-    one pass over blocks of output positions, in our own AVX-512 kernel, with no column tile and
-    no oneDNN call. Where the AVX-512 loops run (``cpu_isa() == "avx512"``) and
-    ``set_cpu_fused_forward(False)`` did not turn it off; then for float32 layers of one conv
-    group whose output channels and channels per deformable group are multiples of 16 and whose
-    weight takes at most 1 MiB (the shapes demo's layers, ResNet-50's res3). Other layers take the
-    column tiles and oneDNN's GEMM."""
+    one pass over blocks of output positions, in our own AVX2 / AVX-512 kernel, with no column
+    tile and no oneDNN call. Where the AVX2 or AVX-512 loops run (``cpu_isa()`` is ``"avx2"`` or
+    ``"avx512"``) and ``set_cpu_fused_forward(False)`` did not turn it off; then for float32
+    layers of one conv group whose output channels and channels per deformable group are
+    multiples of 16 and whose weight takes at most 1 MiB (the shapes demo's layers, ResNet-50's
+    res3), with AVX2 only up to 64 output channels. Other layers take the column tiles and
+    oneDNN's GEMM."""
     require_ops()
     return torch.ops.detection._cpu_fused_forward()
 

@@ -118,17 +118,17 @@ inline CpuGemm cpu_weight_grad_gemm(int64_t weight_grad_bytes) {
 
 // Whether the deformable conv's forward may run fused (sampling and GEMM in one pass over blocks
 // of output positions, our own kernel; csrc/deform_conv/cpu/deform_conv_loops.inc, im2col_gemm)
-// rather than through a column tile and oneDNN: where the AVX-512 loops run (its accumulators
-// take 24 of the 32 vector registers) and it is not turned off (`_cpu_set_fused_forward(false)`,
-// for benchmarks and tests: the two differ by float rounding only). Which layers qualify is the
-// kernel's choice (deform_conv_kernel.cpp, fused_forward).
+// rather than through a column tile and oneDNN: where the AVX2 or AVX-512 loops run (its
+// accumulators take 12 of the 16 or 24 of the 32 vector registers) and it is not turned off
+// (`_cpu_set_fused_forward(false)`, for benchmarks and tests: the two differ by float rounding
+// only). Which layers qualify is the kernel's choice (deform_conv_kernel.cpp, fused_forward).
 inline std::atomic<bool>& cpu_fused_forward_enabled() {
   static std::atomic<bool> enabled{true};
   return enabled;
 }
 
 inline bool cpu_fused_forward() {
-  return cpu_isa() == CpuIsa::kAvx512 &&
+  return cpu_isa() != CpuIsa::kDefault &&
          cpu_fused_forward_enabled().load(std::memory_order_relaxed);
 }
 

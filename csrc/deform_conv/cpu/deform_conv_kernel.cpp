@@ -19,11 +19,11 @@
 // tiles (bands of positions across the images, see `tiling`); the sampling loops are compiled for
 // the baseline ISA, AVX2 and AVX-512 and picked at run time (csrc/common/cpu_isa.h). Forward, per
 // tile: im2col (parallel over positions, SIMD over channels), then output = W x columns as a 1x1
-// convolution that ATen runs with oneDNN (see Conv1x1); where the AVX-512 loops run and the layer
-// qualifies (float32, one conv group, C_out a multiple of 16, the weight in the L2 cache:
-// fused_forward), the forward instead samples a few rows at a time into a buffer in the L1 cache
-// and multiplies them there in registers (im2col_gemm), with no column tile and no oneDNN call.
-// Backward, per tile: grad_columns = W^T x grad_output by at::mm (BLAS) or by oneDNN's
+// convolution that ATen runs with oneDNN (see Conv1x1); where the AVX2 or AVX-512 loops run and
+// the layer qualifies (float32, one conv group, C_out a multiple of 16, the weight in the L2
+// cache: fused_forward), the forward instead samples a few rows at a time into a buffer in the L1
+// cache and multiplies them there in registers (im2col_gemm), with no column tile and no oneDNN
+// call. Backward, per tile: grad_columns = W^T x grad_output by at::mm (BLAS) or by oneDNN's
 // convolution_backward, whichever is faster on the CPU at the shape (see backward_gemms); then
 // one sweep over grad_columns does the col2im (into a padded channels-last grad), the
 // offset/mask gradients and the tile's columns (the corners it reads are im2col's: no im2col pass
@@ -299,16 +299,20 @@ void fill_columns(const Prepared& pr, const Geometry& geo, int64_t groups,
 }
 
 // Where the forward runs fused (im2col_gemm in the loops, no column matrix and no oneDNN call):
-// the AVX-512 loops, float32, one conv group, C_out a multiple of kLanes, every deformable group's
+// the AVX2 or AVX-512 loops (cpu_fused_forward), float32, one conv group, C_out a multiple of
+// kLanes (and with AVX2 at most kFusedMaxCoutAvx2: its 12 accumulators pass over the weight once
+// per 16 outputs, and from 128 outputs on the column path was faster), every deformable group's
 // channels in whole chunks of kLanes, and the weight [K*C, C_out] at most kFusedMaxWeightBytes
 // (each block of rows reads all of it, so it must stay in the L2 cache).
 constexpr int64_t kFusedMaxWeightBytes = int64_t(1) << 20;
+constexpr int64_t kFusedMaxCoutAvx2 = 64;
 
 bool fused_forward(const at::Tensor& input, const ConvShape& s, const ConvParams& p) {
 #if DETECTION_CPU_MULTIVERSION
   constexpr int64_t lanes = isa_avx512::kLanes;
   return cpu_fused_forward() && input.scalar_type() == at::kFloat && p.groups == 1 &&
          s.out_channels % lanes == 0 && (s.channels / p.deform_groups) % lanes == 0 &&
+         (cpu_isa() == CpuIsa::kAvx512 || s.out_channels <= kFusedMaxCoutAvx2) &&
          s.kernel_h * s.kernel_w * s.channels * s.out_channels * int64_t(sizeof(float)) <=
              kFusedMaxWeightBytes;
 #else
@@ -316,21 +320,28 @@ bool fused_forward(const at::Tensor& input, const ConvShape& s, const ConvParams
 #endif
 }
 
-// rows [t.rows(), C_out] = bias + the tile's columns x wt [K*C, C_out], by im2col_gemm<R, V>:
-// V vectors of C_out per pass, R rows per block, R x V = 24 of the 32 vector registers.
+// rows [t.rows(), C_out] = bias + the tile's columns x wt [K*C, C_out], by im2col_gemm<R, V, L>:
+// V vectors of L floats of C_out per pass, R rows per block; with AVX-512 R x V = 24 of the 32
+// vector registers, with AVX2 6 x 2 = 12 of the 16 (3 x 4 lost from 64 outputs on: RESULTS.md).
 void im2col_gemm_forward(const Batch<float>& in, const Geometry& geo,
                          const std::vector<Segment>& segs, const Tile& t, const float* wt,
                          const float* bias, int64_t cout, float* rows) {
 #if DETECTION_CPU_MULTIVERSION
-  const int64_t vectors = cout / isa_avx512::kLanes;
-  if (vectors % 4 == 0)
-    return isa_avx512::im2col_gemm<6, 4>(in, geo, segs, t, wt, bias, cout, rows);
-  if (vectors % 3 == 0)
-    return isa_avx512::im2col_gemm<8, 3>(in, geo, segs, t, wt, bias, cout, rows);
-  if (vectors % 2 == 0) {
-    return isa_avx512::im2col_gemm<12, 2>(in, geo, segs, t, wt, bias, cout, rows);
+  if (cpu_isa() == CpuIsa::kAvx2) {
+    isa_avx2::im2col_gemm<6, 2, 8>(in, geo, segs, t, wt, bias, cout, rows);
+    return;
   }
-  isa_avx512::im2col_gemm<24, 1>(in, geo, segs, t, wt, bias, cout, rows);
+  constexpr int L = isa_avx512::kLanes;
+  const int64_t vectors = cout / L;
+  if (vectors % 4 == 0) {
+    isa_avx512::im2col_gemm<6, 4, L>(in, geo, segs, t, wt, bias, cout, rows);
+  } else if (vectors % 3 == 0) {
+    isa_avx512::im2col_gemm<8, 3, L>(in, geo, segs, t, wt, bias, cout, rows);
+  } else if (vectors % 2 == 0) {
+    isa_avx512::im2col_gemm<12, 2, L>(in, geo, segs, t, wt, bias, cout, rows);
+  } else {
+    isa_avx512::im2col_gemm<24, 1, L>(in, geo, segs, t, wt, bias, cout, rows);
+  }
 #endif
 }
 
