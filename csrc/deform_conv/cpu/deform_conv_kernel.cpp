@@ -464,14 +464,16 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
 
   const Geometry geo = geometry(s, p);
   const int64_t P = geo.positions(), KC = geo.kk() * s.channels;
-  const Conv1x1 c(input.scalar_type());
-  // detached: the GEMMs below must not record an autograd graph
-  const at::Tensor w = weight_in_column_order(weight_.detach(), geo.kk());
   const std::vector<Segment> segs = segments(geo, p.groups);
   const Prepared pr = prepare_batch(input, offset, mask, geo, p);
   const std::vector<Tile> tiles = tiling(s.batch, geo, input.element_size());
   if (fused_forward(input, s, p)) {
-    const at::Tensor wt = w.reshape({s.out_channels, KC}).t().contiguous();  // [K*C, C_out]
+    // the weight [C_out, C, kh, kw] as wt [K*C, C_out] in the column order, one copy
+    const at::Tensor wt = weight_.detach()
+                              .reshape({s.out_channels, s.channels, geo.kk()})
+                              .permute({2, 1, 0})
+                              .reshape({KC, s.out_channels})
+                              .contiguous();  // a view where K = 1
     const at::Tensor rows =
         workspace(kDcnRows, {tiles.front().rows(), s.out_channels}, input.options());
     const at::Tensor bias = bias_.has_value() ? bias_->contiguous() : at::Tensor();
@@ -484,6 +486,9 @@ at::Tensor forward_cpu(const at::Tensor& input_, const at::Tensor& offset_,
     }
     return output;
   }
+  const Conv1x1 c(input.scalar_type());
+  // detached: the GEMMs below must not record an autograd graph
+  const at::Tensor w = weight_in_column_order(weight_.detach(), geo.kk());
   at::Tensor columns = workspace(kDcnColumns, {tiles.front().rows(), KC}, input.options());
   for (const Tile& t : tiles) {
     fill_columns(pr, geo, p.groups, segs, t, columns);
@@ -570,11 +575,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       grad_columns = workspace(kDcnGradColumns, {t.rows(), KC}, input.options());
       at::mm_out(grad_columns, g, w.reshape({s.out_channels, KC}));
     }
+    // oneDNN's grad_columns and / or grad_weight of the tile (a grouped 1x1 convolution's)
+    const auto onednn_backward = [&](bool columns_grad, bool weight_grad) {
+      return at::convolution_backward(as_image(g), as_image(cols), w, std::nullopt, c.stride,
+                                      c.padding, c.dilation, false, c.output_padding, p.groups,
+                                      {columns_grad, weight_grad, false});
+    };
     const bool weight_now = !gemms.weight_by_mm && !sweep_columns;
     if (!gemms.columns_by_mm || weight_now) {
-      const auto grads = at::convolution_backward(
-          as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
-          c.output_padding, p.groups, {!gemms.columns_by_mm, weight_now, false});
+      const auto grads = onednn_backward(!gemms.columns_by_mm, weight_now);
       if (!gemms.columns_by_mm) grad_columns = as_rows(std::get<0>(grads)).contiguous();
       gw_tile = std::get<1>(grads);
     }
@@ -601,9 +610,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       }
     } else {
       if (!gw_tile.defined()) {  // after the sweep, which wrote the columns
-        gw_tile = std::get<1>(at::convolution_backward(
-            as_image(g), as_image(cols), w, std::nullopt, c.stride, c.padding, c.dilation, false,
-            c.output_padding, p.groups, {false, true, false}));
+        gw_tile = std::get<1>(onednn_backward(false, true));
       }
       if (!gw.defined()) {
         gw = gw_tile;
