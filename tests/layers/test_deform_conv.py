@@ -657,30 +657,47 @@ def test_cpu_large_weight_gradient_by_blas_matches_reference():
         _ext.set_cpu_backward_gemm(None)
 
 
-@pytest.mark.parametrize("c, dg", [(64, 1), (72, 1), (144, 2)])
+@pytest.mark.parametrize("c, dg", [(64, 1), (72, 1), (144, 2), (200, 1)])
 def test_cpu_backward_columns_from_the_sweep_or_im2col(c, dg):
-    """The weight gradient's GEMM needs each tile's columns: where one chunk of 64 channels takes
-    a deformable group's channels, the backward sweep writes them as it reads the corners (no
-    im2col pass); above that, im2col does. Both match the float64 reference, in float32 and in
-    float64. 72 channels: chunks of 64 and 8; 144 in two deformable groups: 72 each. Another
-    call between the forward and the backward overwrites the kernel's scratch, so that the
-    backward cannot lean on columns a forward left there."""
+    """The weight gradient's GEMM needs each tile's columns. The backward sweep's tasks take a
+    deformable group's chunks of 64 channels together (one task per image and group) where that
+    leaves no thread idle, and then write the columns as they read the corners (no im2col pass);
+    with more threads than that, one chunk each, and im2col writes the columns where a group has
+    more than one chunk. At one thread (2 images: whole groups) and at five (a chunk per task),
+    each form matches the float64 reference, in float32 and in float64, and the two forms give
+    the same gradients bit for bit. 72 channels: chunks of 64 and 8; 144 in two deformable
+    groups: 72 each; 200: four chunks. Another call between the forward and the backward
+    overwrites the kernel's scratch, so that the backward cannot lean on columns a forward left
+    there."""
     args, kw = make_case(2, c, 16, 9, 11, 3, padding=1, dg=dg, seed=13)
     other, _ = make_case(2, c, 16, 9, 11, 3, padding=1, dg=dg, seed=15)
     grad_out = torch.randn(2, 16, 9, 11, generator=torch.Generator().manual_seed(14),
                            dtype=torch.float64)  # fmt: skip
     ref_leaves = [a.clone().requires_grad_() for a in args]
     call_reference(ref_leaves, kw).backward(grad_out)
-    for dtype, rtol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
-        leaves = [a.to(dtype).requires_grad_() for a in args]
-        out = modulated_deform_conv2d(*leaves, **kw)
-        modulated_deform_conv2d(*[a.to(dtype) for a in other], **kw)
-        out.backward(grad_out.to(dtype))
-        grads = [a.grad for a in leaves]
-        for name, g, r in zip(["input", "offset", "mask", "weight", "bias"], grads, ref_leaves):
-            scale = r.grad.abs().max().item()
-            torch.testing.assert_close(g.double(), r.grad, rtol=rtol, atol=rtol * 0.1 * scale,
-                                       msg=f"{dtype}: {name}")  # fmt: skip
+    names = ["input", "offset", "mask", "weight", "bias"]
+    threads = torch.get_num_threads()
+    try:
+        for dtype, rtol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
+            by_threads = []
+            for t in (1, 5):
+                torch.set_num_threads(t)
+                leaves = [a.to(dtype, copy=True).requires_grad_() for a in args]
+                out = modulated_deform_conv2d(*leaves, **kw)
+                modulated_deform_conv2d(*[a.to(dtype) for a in other], **kw)
+                out.backward(grad_out.to(dtype))
+                grads = [a.grad for a in leaves]
+                by_threads.append(grads)
+                for name, g, r in zip(names, grads, ref_leaves):
+                    scale = r.grad.abs().max().item()
+                    torch.testing.assert_close(g.double(), r.grad, rtol=rtol,
+                                               atol=rtol * 0.1 * scale,
+                                               msg=f"{dtype}, {t} threads: {name}")  # fmt: skip
+            # the weight gradient's GEMM may block by thread count: the sampling results may not
+            for name, one, five in list(zip(names, *by_threads))[:3]:
+                assert torch.equal(one, five), f"{dtype}: {name} differs between 1 and 5 threads"
+    finally:
+        torch.set_num_threads(threads)
 
 
 FUSED_CASES = [  # each register blocking of im2col_gemm, with a tail block of rows

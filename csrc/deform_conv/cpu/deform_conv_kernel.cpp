@@ -28,12 +28,13 @@
 // one sweep over grad_columns does the col2im (into a padded channels-last grad), the
 // offset/mask gradients and the tile's columns (the corners it reads are im2col's: no im2col pass
 // in the backward); then grad_weight += grad_output x columns^T (summed over the tiles), by
-// at::addmm_ or oneDNN likewise. The sweep's tasks are (image, chunk of kChannelChunk channels)
-// pairs: a task owns its channels of its image's grad pixels (no atomics) and visits positions in a
-// fixed order, and writes its partial sums over channels of the coordinate gradients; the chunks
-// are then summed in a fixed order. Nothing depends on the thread count, so the sampling results
-// are bit-identical across runs and thread counts (the deterministic mode needs nothing else on
-// CPU; grad_weight's GEMM may block by thread count).
+// at::addmm_ or oneDNN likewise. The sweep's tasks are (image, run of chunks of kChannelChunk
+// channels) pairs: a task owns its channels of its image's grad pixels (no atomics) and visits
+// positions in a fixed order, and writes each chunk's partial sums over channels of the
+// coordinate gradients; the chunks are then summed in a fixed order. How many chunks a task takes
+// depends on the thread count, the sums do not, so the sampling results are bit-identical across
+// runs and thread counts (the deterministic mode needs nothing else on CPU; grad_weight's GEMM
+// may block by thread count).
 // Scratch (padded images, plan, column tile, gradient buffers) comes from the calling thread's
 // workspace (common/cpu_workspace.h), reused from one call to the next rather than allocated
 // as fresh pages each time. Every change of layout (the input into its padded channels-last
@@ -86,15 +87,16 @@ Geometry geometry(const ConvShape& s, const ConvParams& p) {
                   s.kernel_h, s.kernel_w, s.out_h, s.out_w};
 }
 
-// Channels per task of the backward sweep. Fixed (never derived from the thread count), so the
-// chunked sums of the coordinate gradients are the same whatever the number of threads. Each
+// Channels per partial sum of the backward sweep, and per task where there are more threads than
+// images (chunk_runs). Fixed (never derived from the thread count), so the chunked sums of the
+// coordinate gradients are the same whatever the number of threads. Each
 // (position, kernel point) of a task ends in three horizontal sums, so small chunks pay for
 // them: at the res3 shape (128 channels) the sweep took 60 / 38 / 19 ms per image with 32 / 64
 // / 128 (one thread, AVX-512; measured before the sums went through lanes, sixteenth round of
 // benchmarks/RESULTS.md, which made them cheaper). With the lanes (seventeenth round), 128 and
 // 256 still made the backward 0.91-0.95x at res3 / res4 on the 2-core VM, but the chunk also sets
-// the sweep's task count (images x chunks), so a larger one idles threads on bigger CPUs, which
-// that VM cannot measure; 64 keeps two tasks per image at res3 and eight at res5.
+// the sweep's most tasks (images x chunks), so a larger one idles threads on bigger CPUs, which
+// that VM cannot measure; 64 allows two tasks per image at res3 and eight at res5.
 constexpr int64_t kChannelChunk = 64;
 
 // A run of channels [c_lo, c_hi) inside one conv group and one deformable group. Column layout
@@ -127,6 +129,30 @@ std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
     }
   }
   return chunks;
+}
+
+// A task of the backward sweep in each image: chunks [first, last) of channel_chunks, all of one
+// segment (contiguous channels and columns), looped over inside each (position, kernel point).
+struct ChunkRun {
+  int64_t first, last;
+};
+
+// Each segment's chunks as one run (`whole`) or one run per chunk. Either way the sweep sums
+// every grad pixel's terms and each chunk's partial sums in the same order, so the choice (made
+// by the thread count) changes no result.
+std::vector<ChunkRun> chunk_runs(const std::vector<Segment>& segs, bool whole) {
+  std::vector<ChunkRun> runs;
+  int64_t j = 0;
+  for (const Segment& s : segs) {
+    const int64_t m = at::ceil_div<int64_t>(s.c_hi - s.c_lo, kChannelChunk);
+    if (whole) {
+      runs.push_back(ChunkRun{j, j + m});
+    } else {
+      for (int64_t i = 0; i < m; ++i) runs.push_back(ChunkRun{j + i, j + i + 1});
+    }
+    j += m;
+  }
+  return runs;
 }
 
 // One entry of the sampling plan: the top-left corner's pixel index in the padded plane, the
@@ -554,11 +580,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
   at::Tensor partial = workspace(
       kDcnPartial, {s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
-  // the tile's columns from the sweep (no im2col pass) where one chunk takes a deformable
-  // group's channels: at the shapes demo's 16-32 channels the backward took 0.86-0.96x the time;
-  // at ResNet-50's res4 and res5, where the sweep's tasks write slices of wide rows, 1.12-1.20x
-  // (RESULTS.md, twenty-fifth round)
-  const bool sweep_columns = s.channels / p.deform_groups <= kChannelChunk;
+  // The sweep's tasks: each segment's chunks as one task per image where that still gives every
+  // thread a task (a task then writes whole rows of the tile's columns and takes each sample's
+  // weights once), else one task per (image, chunk). Which one changes no result (chunk_runs).
+  // The tile's columns come from the sweep (no im2col pass) where a task takes a deformable
+  // group's channels whole: at the shapes demo's 16-32 channels the backward took 0.86-0.96x the
+  // time (RESULTS.md, twenty-fifth round), at ResNet-50's res3 0.94-0.97x (twenty-sixth round);
+  // where tasks write 64-channel slices of wide rows (res4 and res5 on more threads than images),
+  // im2col does it faster (1.12-1.20x, twenty-fifth round).
+  const int64_t images = tiles.front().b1 - tiles.front().b0;
+  const bool whole_runs = images * static_cast<int64_t>(segs.size()) >= at::get_num_threads();
+  const std::vector<ChunkRun> runs = chunk_runs(segs, whole_runs);
+  const bool sweep_columns = whole_runs || s.channels / p.deform_groups <= kChannelChunk;
   for (const Tile& t : tiles) {
     if (!sweep_columns) fill_columns(pr, geo, p.groups, segs, t, columns);
     const at::Tensor cols = columns.narrow(0, 0, t.rows());
@@ -594,10 +627,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
       scalar_t* cp = cols.mutable_data_ptr<scalar_t>();
       if (sweep_columns) {
         DETECTION_CPU_ISA_CALL(col2im_coordinate<true>, gc, pr.batch<scalar_t>(geo), geo, p.groups,
-                               chunks, t, gp, part, cp);
+                               chunks, runs, t, gp, part, cp);
       } else {
         DETECTION_CPU_ISA_CALL(col2im_coordinate<false>, gc, pr.batch<scalar_t>(geo), geo, p.groups,
-                               chunks, t, gp, part, cp);
+                               chunks, runs, t, gp, part, cp);
       }
     });
     // summed in place: a new sum per tile (9.4 MB at ResNet-50's res5) came from glibc as fresh
