@@ -661,9 +661,9 @@ def test_cpu_large_weight_gradient_by_blas_matches_reference():
 def test_cpu_backward_columns_from_the_sweep_or_im2col(c, dg):
     """The weight gradient's GEMM needs each tile's columns. The backward sweep's tasks take a
     deformable group's chunks of 64 channels together (one task per image and group) where that
-    leaves no thread idle, and then write the columns as they read the corners (no im2col pass);
-    with more threads than that, one chunk each, and im2col writes the columns where a group has
-    more than one chunk. At one thread (2 images: whole groups) and at five (a chunk per task),
+    loads the threads as evenly as one chunk per task would, and then write the columns as they
+    read the corners (no im2col pass); else one chunk each, and im2col writes the columns where a
+    group has more than one chunk. At one thread (2 images: whole groups) and at five (a chunk per task),
     each form matches the float64 reference, in float32 and in float64, and the two forms give
     the same gradients bit for bit. 72 channels: chunks of 64 and 8; 144 in two deformable
     groups: 72 each; 200: four chunks. Another call between the forward and the backward

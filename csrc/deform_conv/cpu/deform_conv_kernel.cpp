@@ -87,12 +87,12 @@ Geometry geometry(const ConvShape& s, const ConvParams& p) {
                   s.kernel_h, s.kernel_w, s.out_h, s.out_w};
 }
 
-// Channels per partial sum of the backward sweep, and per task where there are more threads than
-// images (chunk_runs). Fixed (never derived from the thread count), so the chunked sums of the
-// coordinate gradients are the same whatever the number of threads. Each
-// (position, kernel point) of a task ends in three horizontal sums, so small chunks pay for
-// them: at the res3 shape (128 channels) the sweep took 60 / 38 / 19 ms per image with 32 / 64
-// / 128 (one thread, AVX-512; measured before the sums went through lanes, sixteenth round of
+// Channels per partial sum of the backward sweep, and per task where whole deformable groups
+// would load the threads unevenly (whole_segment_runs). Fixed (never derived from the thread
+// count), so the chunked sums of the coordinate gradients are the same whatever the number of
+// threads. Each (position, kernel point) of a task ends in three horizontal sums, so small chunks
+// pay for them: at the res3 shape (128 channels) the sweep took 60 / 38 / 19 ms per image with 32 /
+// 64 / 128 (one thread, AVX-512; measured before the sums went through lanes, sixteenth round of
 // benchmarks/RESULTS.md, which made them cheaper). With the lanes (seventeenth round), 128 and
 // 256 still made the backward 0.91-0.95x at res3 / res4 on the 2-core VM, but the chunk also sets
 // the sweep's most tasks (images x chunks), so a larger one idles threads on bigger CPUs, which
@@ -153,6 +153,21 @@ std::vector<ChunkRun> chunk_runs(const std::vector<Segment>& segs, bool whole) {
     j += m;
   }
   return runs;
+}
+
+// Whether the sweep's tasks take whole segments: where that does not lengthen the longest
+// thread's share of chunks (at::parallel_for hands each thread a contiguous range of about
+// tasks / threads of them). Two images of one 128-channel group on one or two threads: yes; on
+// three, or three images on two threads, the chunks one by one spread better.
+bool whole_segment_runs(const std::vector<Segment>& segs, int64_t images, int64_t threads) {
+  int64_t chunks = 0, longest = 0;
+  for (const Segment& s : segs) {
+    const int64_t m = at::ceil_div<int64_t>(s.c_hi - s.c_lo, kChannelChunk);
+    chunks += m;
+    longest = std::max(longest, m);
+  }
+  const int64_t whole = images * static_cast<int64_t>(segs.size());
+  return at::ceil_div(whole, threads) * longest <= at::ceil_div(images * chunks, threads);
 }
 
 // One entry of the sampling plan: the top-left corner's pixel index in the padded plane, the
@@ -580,16 +595,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   at::Tensor grad_padded = workspace(kDcnGradPadded, pr.padded.sizes(), input.options()).zero_();
   at::Tensor partial = workspace(
       kDcnPartial, {s.batch, static_cast<int64_t>(chunks.size()), K, 3, P}, input.options());
-  // The sweep's tasks: each segment's chunks as one task per image where that still gives every
-  // thread a task (a task then writes whole rows of the tile's columns and takes each sample's
-  // weights once), else one task per (image, chunk). Which one changes no result (chunk_runs).
+  // The sweep's tasks: each segment's chunks as one task per image where that leaves the threads
+  // as evenly loaded (whole_segment_runs; a task then writes whole rows of the tile's columns and
+  // takes each sample's weights once), else one task per (image, chunk). Which one changes no
+  // result (chunk_runs).
   // The tile's columns come from the sweep (no im2col pass) where a task takes a deformable
   // group's channels whole: at the shapes demo's 16-32 channels the backward took 0.86-0.96x the
   // time (RESULTS.md, twenty-fifth round), at ResNet-50's res3 0.94-0.97x (twenty-sixth round);
   // where tasks write 64-channel slices of wide rows (res4 and res5 on more threads than images),
   // im2col does it faster (1.12-1.20x, twenty-fifth round).
-  const int64_t images = tiles.front().b1 - tiles.front().b0;
-  const bool whole_runs = images * static_cast<int64_t>(segs.size()) >= at::get_num_threads();
+  const bool whole_runs =
+      whole_segment_runs(segs, tiles.front().b1 - tiles.front().b0, at::get_num_threads());
   const std::vector<ChunkRun> runs = chunk_runs(segs, whole_runs);
   const bool sweep_columns = whole_runs || s.channels / p.deform_groups <= kChannelChunk;
   for (const Tile& t : tiles) {
