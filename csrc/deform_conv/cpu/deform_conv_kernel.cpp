@@ -601,9 +601,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_
   // result (chunk_runs).
   // The tile's columns come from the sweep (no im2col pass) where a task takes a deformable
   // group's channels whole: at the shapes demo's 16-32 channels the backward took 0.86-0.96x the
-  // time (RESULTS.md, twenty-fifth round), at ResNet-50's res3 0.94-0.97x (twenty-sixth round);
-  // where tasks write 64-channel slices of wide rows (res4 and res5 on more threads than images),
-  // im2col does it faster (1.12-1.20x, twenty-fifth round).
+  // time (RESULTS.md, twenty-fifth round), at ResNet-50's res3-res5 0.94-0.98x (twenty-sixth
+  // round); where tasks write 64-channel slices of wide rows (res4 and res5 on more threads than
+  // images), im2col does it faster (1.12-1.20x, twenty-fifth round).
   const bool whole_runs =
       whole_segment_runs(segs, tiles.front().b1 - tiles.front().b0, at::get_num_threads());
   const std::vector<ChunkRun> runs = chunk_runs(segs, whole_runs);
