@@ -15,6 +15,12 @@ code in A and B: its B/A shows the run's noise) and its deformable RoI pooling (
 res3-res5 (`bench_ops.SHAPES`, `F.conv2d` beside it as the noise row; at res3 also with a
 channels-last input and output gradient) and the RoI ops on the
 paper config's res4 features (2 images, 1024 channels, 50x68, 512 RoIs, 14x14 bins).
+
+A and B may also be one library run two ways: `--switch-b fused_forward=off` (or
+`backward_gemm=blas|onednn|auto`) sets one of the library's run-time switches in B's processes,
+`--env-b ATEN_CPU_CAPABILITY=avx2` an environment variable (`--switch-a`, `--env-a` for A):
+
+    python benchmarks/ab_libs.py LIB LIB --switch-b fused_forward=off
 """
 
 from __future__ import annotations
@@ -32,13 +38,43 @@ import time
 DEMO_DCN_SHAPES = ((16, 64, 88), (32, 32, 44), (64, 16, 22), (128, 16, 22))
 
 
-def _worker(lib: str, resnet50: bool = False) -> dict:
+# The library's run-time switches a side may set: NAME -> (its setter op, VALUE -> argument).
+SWITCHES = {
+    "fused_forward": ("_cpu_set_fused_forward", {"on": True, "off": False}),
+    "backward_gemm": ("_cpu_set_backward_gemm", {v: v for v in ("auto", "blas", "onednn")}),
+}
+
+
+def parse_assignments(flag: str, items, allowed: dict | None = None) -> dict[str, str]:
+    """NAME=VALUE items of `flag` as a dict; with `allowed` (SWITCHES) the names and values are
+    checked. Raises ValueError with the message for the error line."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+        if allowed is not None:
+            if name not in allowed:
+                raise ValueError(
+                    f"{flag} {item!r}: no switch {name!r} (one of {', '.join(allowed)})"
+                )
+            if value not in allowed[name][1]:
+                values = ", ".join(allowed[name][1])
+                raise ValueError(f"{flag} {item!r}: {name} takes one of {values}")
+        out[name] = value
+    return out
+
+
+def _worker(lib: str, resnet50: bool = False, switches: dict[str, str] | None = None) -> dict:
     import torch
 
     torch.ops.load_library(lib)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(0)
     ops = torch.ops.detection
+    for name, value in (switches or {}).items():
+        setter, values = SWITCHES[name]
+        getattr(ops, setter)(values[value])
 
     def best(fn, n=5):
         fn()
@@ -159,19 +195,24 @@ def _resnet50(ops, best) -> dict:
     return out
 
 
-def alternate(script, lib_a, lib_b, rounds, threads, extra=()) -> dict[str, list[dict]] | None:
+def alternate(
+    script, lib_a, lib_b, rounds, threads, extra=(), sides=None
+) -> dict[str, list[dict]] | None:
     """`script LIB LIB --worker *extra` in fresh processes at `threads` threads, A then B, `rounds`
-    times; the JSON object each prints last, by "A" / "B". None (after one error line) when a
-    library file is missing."""
+    times; the JSON object each prints last, by "A" / "B". `sides` may give "A" and "B" each
+    (arguments added to its command line, environment variables added to its processes'). None
+    (after one error line) when a library file is missing."""
     for lib in (lib_a, lib_b):
         if not os.path.isfile(lib):
             print(f"error: {lib}: no such library file", file=sys.stderr)
             return None
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    sides = sides or {}
     runs: dict[str, list[dict]] = {"A": [], "B": []}
     for _ in range(rounds):
         for key, lib in (("A", lib_a), ("B", lib_b)):
-            cmd = [sys.executable, os.path.abspath(script), lib, lib, "--worker", *extra]
+            args, env_vars = sides.get(key, ((), {}))
+            env = dict(os.environ, **env_vars, OMP_NUM_THREADS=str(threads))
+            cmd = [sys.executable, os.path.abspath(script), lib, lib, "--worker", *extra, *args]
             out = subprocess.check_output(cmd, env=env)
             runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
     return runs
@@ -184,13 +225,35 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resnet50", action="store_true", help="add the ResNet-50 shapes")
+    for side in "ab":
+        parser.add_argument(
+            f"--switch-{side}", action="append", default=[], metavar="NAME=VALUE",
+            help=f"a run-time switch of the library in {side.upper()}'s processes: "
+            "fused_forward=on|off, backward_gemm=auto|blas|onednn",
+        )  # fmt: skip
+        parser.add_argument(
+            f"--env-{side}", action="append", default=[], metavar="KEY=VALUE",
+            help=f"an environment variable of {side.upper()}'s processes",
+        )  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--switch", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.lib_a, args.resnet50)))
+        switches = parse_assignments("--switch", args.switch, SWITCHES)
+        print(json.dumps(_worker(args.lib_a, args.resnet50, switches)))
         return 0
+    sides = {}
+    try:
+        for side in "ab":
+            flag = f"--switch-{side}"
+            switches = parse_assignments(flag, getattr(args, f"switch_{side}"), SWITCHES)
+            env_vars = parse_assignments(f"--env-{side}", getattr(args, f"env_{side}"))
+            sides[side.upper()] = ([f"--switch={n}={v}" for n, v in switches.items()], env_vars)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     extra = ["--resnet50"] if args.resnet50 else []
-    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads, extra)
+    runs = alternate(__file__, args.lib_a, args.lib_b, args.rounds, args.threads, extra, sides)
     if runs is None:
         return 2
     print("| op | A best ms | B best ms | B/A best | A median ms | B median ms | B/A median |")
