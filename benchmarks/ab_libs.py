@@ -38,6 +38,10 @@ import time
 DEMO_DCN_SHAPES = ((16, 64, 88), (32, 32, 44), (64, 16, 22), (128, 16, 22))
 
 
+class SwitchMissing(Exception):
+    """The library a worker loaded lacks the setter of a switch it was given."""
+
+
 # The library's run-time switches a side may set: NAME -> (its setter op, VALUE -> argument).
 SWITCHES = {
     "fused_forward": ("_cpu_set_fused_forward", {"on": True, "off": False}),
@@ -74,7 +78,11 @@ def _worker(lib: str, resnet50: bool = False, switches: dict[str, str] | None = 
     ops = torch.ops.detection
     for name, value in (switches or {}).items():
         setter, values = SWITCHES[name]
-        getattr(ops, setter)(values[value])
+        try:
+            set_switch = getattr(ops, setter)
+        except (AttributeError, RuntimeError):
+            raise SwitchMissing(f"{lib}: has no switch {name} (a build from before it)") from None
+        set_switch(values[value])
 
     def best(fn, n=5):
         fn()
@@ -201,7 +209,7 @@ def alternate(
     """`script LIB LIB --worker *extra` in fresh processes at `threads` threads, A then B, `rounds`
     times; the JSON object each prints last, by "A" / "B". `sides` may give "A" and "B" each
     (arguments added to its command line, environment variables added to its processes'). None
-    (after one error line) when a library file is missing."""
+    (after one error line) when a library file is missing or a process fails."""
     for lib in (lib_a, lib_b):
         if not os.path.isfile(lib):
             print(f"error: {lib}: no such library file", file=sys.stderr)
@@ -213,7 +221,13 @@ def alternate(
             args, env_vars = sides.get(key, ((), {}))
             env = dict(os.environ, **env_vars, OMP_NUM_THREADS=str(threads))
             cmd = [sys.executable, os.path.abspath(script), lib, lib, "--worker", *extra, *args]
-            out = subprocess.check_output(cmd, env=env)
+            try:
+                out = subprocess.check_output(cmd, env=env)
+            except subprocess.CalledProcessError as e:
+                if e.returncode != 2:  # 2: the worker printed its own error line
+                    print(f"error: {lib}: the timing process exited with {e.returncode}",
+                          file=sys.stderr)  # fmt: skip
+                return None
             runs[key].append(json.loads(out.decode().strip().splitlines()[-1]))
     return runs
 
@@ -240,7 +254,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         switches = parse_assignments("--switch", args.switch, SWITCHES)
-        print(json.dumps(_worker(args.lib_a, args.resnet50, switches)))
+        try:
+            print(json.dumps(_worker(args.lib_a, args.resnet50, switches)))
+        except SwitchMissing as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     sides = {}
     try:

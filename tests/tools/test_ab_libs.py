@@ -1,6 +1,9 @@
 """benchmarks/ab_libs.py times one side against the other: a switch or an environment variable
-given for one side must reach that side's processes and not the other's, and a bad one must stop
-the run with one error line before any process starts."""
+given for one side must reach that side's processes and not the other's; a bad one, a library
+without the switch or a failed process stops the run with one error line."""
+
+import glob
+import os
 
 import pytest
 import torch
@@ -73,3 +76,30 @@ def test_the_switches_name_the_library_setters():
     finally:
         _ext.set_cpu_fused_forward(True)
         _ext.set_cpu_backward_gemm(None)
+
+
+def test_a_library_without_the_switch_is_one_error_line(monkeypatch):
+    """A build from before a switch existed: the worker names the library and stops, exit 2."""
+    ab = load_benchmark("ab_libs")
+    monkeypatch.setitem(ab.SWITCHES, "fused_forward", ("_no_such_setter", {"off": False}))
+    # the library this process already loaded (loading it again changes nothing)
+    (lib,) = glob.glob(os.path.join(os.path.dirname(_ext.__file__), "_C.*.so"))
+    threads = torch.get_num_threads()
+    try:  # the worker sets the process's thread count and seed before it reads the switches
+        with torch.random.fork_rng(), pytest.raises(ab.SwitchMissing, match="no switch fused"):
+            ab._worker(lib, False, {"fused_forward": "off"})
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("code, lines", [(3, 1), (2, 0)])
+def test_a_failed_process_stops_the_run(tmp_path, capsys, code, lines):
+    """Exit 2 is a worker that printed its own error line; any other failure gets one here."""
+    ab = load_benchmark("ab_libs")
+    script, lib = tmp_path / "fail.py", tmp_path / "lib.so"
+    script.write_text(f"import sys; sys.exit({code})\n")
+    lib.write_bytes(b"")
+    assert ab.alternate(str(script), str(lib), str(lib), 1, 1) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == lines
+    assert lines == 0 or err.startswith(f"error: {lib}: the timing process exited with {code}")
