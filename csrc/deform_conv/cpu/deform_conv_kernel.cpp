@@ -119,7 +119,13 @@ std::vector<Segment> segments(const Geometry& geo, int64_t groups) {
   return segs;
 }
 
-// The backward sweep's tasks per image: each segment cut into runs of at most kChannelChunk.
+// How many chunks of at most kChannelChunk channels a segment is cut into.
+int64_t chunk_count(const Segment& s) {
+  return at::ceil_div<int64_t>(s.c_hi - s.c_lo, kChannelChunk);
+}
+
+// The backward sweep's partial sums per image: each segment cut into chunk_count chunks (a task
+// takes one of them or a segment's all: chunk_runs).
 std::vector<Segment> channel_chunks(const std::vector<Segment>& segs) {
   std::vector<Segment> chunks;
   for (const Segment& s : segs) {
@@ -144,7 +150,7 @@ std::vector<ChunkRun> chunk_runs(const std::vector<Segment>& segs, bool whole) {
   std::vector<ChunkRun> runs;
   int64_t j = 0;
   for (const Segment& s : segs) {
-    const int64_t m = at::ceil_div<int64_t>(s.c_hi - s.c_lo, kChannelChunk);
+    const int64_t m = chunk_count(s);
     if (whole) {
       runs.push_back(ChunkRun{j, j + m});
     } else {
@@ -162,7 +168,7 @@ std::vector<ChunkRun> chunk_runs(const std::vector<Segment>& segs, bool whole) {
 bool whole_segment_runs(const std::vector<Segment>& segs, int64_t images, int64_t threads) {
   int64_t chunks = 0, longest = 0;
   for (const Segment& s : segs) {
-    const int64_t m = at::ceil_div<int64_t>(s.c_hi - s.c_lo, kChannelChunk);
+    const int64_t m = chunk_count(s);
     chunks += m;
     longest = std::max(longest, m);
   }
