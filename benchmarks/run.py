@@ -69,6 +69,9 @@ OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # twenty-first round)
 ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
 
+# how the environment line names fma_peak.c's vector widths
+WIDTH_NAMES = {"avx512": "AVX-512", "avx2": "AVX2"}
+
 
 # ---------------------------------------------------------------------------------------------
 # memory
@@ -371,25 +374,30 @@ def _cpu_name() -> str:
 
 
 @functools.cache
-def core_latency_exe() -> str | None:
-    """`core_latency.c` compiled with the system's C compiler, once per version of the source,
-    into the temporary directory, and looked up once per process; None where there is no
-    compiler or it fails (not Linux)."""
+def c_tool_exe(source: str, *flags: str) -> str | None:
+    """The C program `source` of this directory compiled with the system's C compiler (-O2 and
+    `flags`), once per version of the source, into the temporary directory, and looked up once
+    per process; None where there is no compiler or it fails (not Linux)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_latency.c")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), source)
     with open(src, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:12]
-    exe = os.path.join(tempfile.gettempdir(), f"detection-core-latency-{tag}")
+    exe = os.path.join(tempfile.gettempdir(), f"detection-{os.path.splitext(source)[0]}-{tag}")
     if not os.path.exists(exe):
         tmp = f"{exe}.{os.getpid()}"
         try:
-            subprocess.run([cc, "-O2", "-pthread", "-o", tmp, src], check=True, capture_output=True)
+            subprocess.run([cc, "-O2", *flags, "-o", tmp, src], check=True, capture_output=True)
             os.replace(tmp, exe)
         except (OSError, subprocess.SubprocessError):
             return None
     return exe
+
+
+def core_latency_exe() -> str | None:
+    """`core_latency.c` compiled (`c_tool_exe`)."""
+    return c_tool_exe("core_latency.c", "-pthread")
 
 
 def core_round_trip_ns() -> tuple[int, int, float] | None:
@@ -415,6 +423,21 @@ def core_round_trip_ns() -> tuple[int, int, float] | None:
         return None
 
 
+def fma_peak_gflops() -> dict[str, float] | None:
+    """{width: GFLOP/s}: one core's float32 FMA throughput for each vector width the CPU has
+    ("avx512", "avx2"; `fma_peak.c`), or None where that cannot run (not x86-64, no AVX2, no
+    compiler). What a GEMM or a sampling loop at one thread can approach: the share of it an op
+    reaches is what its kernel leaves (RESULTS.md, twenty-eighth round)."""
+    exe = c_tool_exe("fma_peak.c")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe], check=True, capture_output=True, text=True, timeout=30)
+        return {w: float(v) for w, v in (line.split() for line in out.stdout.splitlines())}
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 def _env_values(names: tuple[str, ...]) -> str:
     """'NAME value, ...' for the environment variables `names` ('unset' where absent)."""
     return ", ".join(f"{k} {os.environ.get(k, 'unset')}" for k in names)
@@ -429,6 +452,10 @@ def environment() -> str:
     if trip is not None:
         a, b, ns = trip
         lines.append(f"- core-to-core round trip, CPUs {a} and {b}: {ns:.0f} ns (one cache line)")
+    peak = fma_peak_gflops()
+    if peak:
+        widths = ", ".join(f"{WIDTH_NAMES.get(w, w)} {g:.0f}" for w, g in peak.items())
+        lines.append(f"- one core's float32 FMA peak, GFLOP/s: {widths}")
     lines.append(
         f"- OpenMP's waiting threads: {_env_values(OPENMP_WAITS)} (libgomp spins when both are unset)"
     )
