@@ -9,7 +9,8 @@ columns x W^T. Backward: grad_columns = grad_rows x W and grad_weight += grad_ro
 backward on this CPU (`detection._ext.cpu_backward_gemm()`, static: oneDNN only on AVX-512 CPUs
 that are not Intel's, where MKL runs its AVX2 kernels; there a weight gradient over 1 MiB still
 goes to BLAS, `detection._ext.cpu_weight_grad_gemm`) is printed with the environment; the table
-says whether it is the faster one here. The forward always runs through oneDNN (BLAS's result
+says whether it is the faster one here, and how close the faster one comes to the CPU's FMA
+peak (`fma_peak.c`, one core's times the threads; in parentheses). The forward always runs through oneDNN (BLAS's result
 can depend on the thread count there, the op's output must not).
 
 Each shape: the two libraries alternated for `--rounds` rounds, the best of each; the ratio is
@@ -98,9 +99,12 @@ def _gemms(rows: int, kc: int, cout: int):
     }
 
 
-def measure(rounds: int) -> list[dict]:
+def measure(rounds: int, peak_gflops: float | None = None) -> list[dict]:
+    """Per shape and direction: each library's best time, their ratio and the faster one's rate
+    in GFLOP/s, with its share of `peak_gflops` (the threads' FMA peak) where given."""
     rows_out = []
     for name, rows, kc, cout in GEMM_SHAPES:
+        gflop = 2 * rows * kc * cout / 1e9  # every direction multiplies the same three sizes
         row = {"layer": name, "rows x K*C x Cout": f"{rows} x {kc} x {cout}"}
         for direction, fns in _gemms(rows, kc, cout).items():
             best = {lib: float("inf") for lib in fns}
@@ -114,6 +118,10 @@ def measure(rounds: int) -> list[dict]:
             row[f"{direction} BLAS ms"] = best["blas"]
             row[f"{direction} oneDNN ms"] = best["onednn"]
             row[f"{direction} BLAS/oneDNN"] = best["blas"] / best["onednn"]
+            rate = gflop / (min(best.values()) / 1e3)
+            row[f"{direction} GFLOP/s"] = (
+                f"{rate:.0f} ({rate / peak_gflops:.0%})" if peak_gflops else f"{rate:.0f}"
+            )
         rows_out.append(row)
     return rows_out
 
@@ -155,7 +163,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     print(run.environment())
     print(f"\nthreads {torch.get_num_threads()}\n")
-    print(bench_ops._format_table(measure(args.rounds), markdown=True), flush=True)
+    peak = run.fma_peak_gflops()  # one core's, per vector width
+    peak_all = max(peak.values()) * args.threads if peak else None
+    if peak_all:
+        print(f"FMA peak of {args.threads} core(s): {peak_all:.0f} GFLOP/s (fma_peak.c)\n")
+    print(bench_ops._format_table(measure(args.rounds, peak_all), markdown=True), flush=True)
     if args.batches:
         print()
         print(bench_ops._format_table([measure_step(args.batches)], markdown=True))
