@@ -64,15 +64,18 @@ inline CpuIsa cpu_isa() {
 }
 
 // Which library multiplies the deformable conv's backward GEMMs on this CPU (one conv group):
-// ATen's BLAS (`at::mm`, MKL's sgemm on x86-64) or oneDNN (a 1x1 convolution_backward). The
-// faster one depends on whose AVX-512 kernels run: MKL runs its AVX-512 kernels on Intel CPUs
-// only (on AMD ones its AVX2 kernels, about half the speed), while oneDNN's convolution_backward
-// runs its AVX-512 kernels on both, but at these shapes slower than MKL. Measured (RESULTS.md):
-// BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel Xeon (with AMX), oneDNN faster on
-// an AVX-512 AMD one (recorded as Zen 5); on a Zen 4 EPYC (family 25, model 17) the two tie in
-// the training step (BLAS faster at 16-32 channels, oneDNN at 64-512 but for the weight gradient
-// at 256-512: cpu_weight_grad_gemm below). So oneDNN only where the CPU has AVX-512 and is not
-// Intel's.
+// ATen's BLAS (`at::mm`, MKL's sgemm on x86-64) or oneDNN (a 1x1 convolution_backward). MKL runs
+// its AVX-512 kernels on Intel CPUs only (on AMD ones its AVX2 kernels: half the FMA rate where
+// 512-bit units are full width, the same rate on Zen 4, whose AVX-512 runs on 256-bit units:
+// benchmarks/fma_peak.c gives 116-118 GFLOP/s per core either way, and MKL's sgemm reaches 89-100
+// of them at one thread, twenty-eighth round), while oneDNN's convolution_backward runs its AVX-512
+// kernels on both. Measured (RESULTS.md): BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel
+// Xeon (with AMX), oneDNN faster on an AVX-512 AMD one (recorded as Zen 5); on a Zen 4 EPYC (family
+// 25, model 17) the two tie at one thread (BLAS 0.89-0.97x the op's backward at 16-32 channels,
+// 1.02-1.07x at 64-128) and oneDNN wins at two (BLAS 1.18-1.30x: its GEMMs take as long as oneDNN's
+// there, but the op's own loops between them 1.6x longer, in a profile at 32 channels;
+// twenty-seventh and twenty-eighth rounds), but for the weight gradient at 256-512 channels
+// (cpu_weight_grad_gemm below). So oneDNN only where the CPU has AVX-512 and is not Intel's.
 enum class CpuGemm { kBlas, kOneDnn };
 
 inline CpuGemm cpu_backward_gemm_pick() {

@@ -397,8 +397,9 @@ void im2col_gemm_forward(const Batch<float>& in, const Geometry& geo,
 // seen as a channels-last image [1, K*C, 1, rows] -- exactly their memory layout [rows, K*C] --
 // with the weight in column order [Cout, K*Cg, 1, 1]. ATen runs them with oneDNN, whose kernels
 // reach dense-conv speed (AVX-512 where the CPU has it) where at::mm's BLAS may not: MKL's sgemm
-// runs its AVX2 kernels on AMD CPUs, half the speed. The dilation of a 1x1 kernel changes
-// nothing in the result; 2 steers ATen's backend choice to oneDNN also for a single thread
+// runs its AVX2 kernels on AMD CPUs (half the speed where 512-bit units are full width; see
+// common/cpu_isa.h, cpu_backward_gemm, for where each library wins). The dilation of a 1x1 kernel
+// changes nothing in the result; 2 steers ATen's backend choice to oneDNN also for a single thread
 // (ATen sends undilated 1x1 convs of one thread to its own im2col + BLAS). float64, which
 // oneDNN lacks, keeps dilation 1 and ATen's BLAS path.
 struct Conv1x1 {
