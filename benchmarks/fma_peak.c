@@ -15,8 +15,6 @@
 #include <time.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
 enum { kChains = 12, kRuns = 5 };
 static const long kIters = 10000000;
 
@@ -26,45 +24,30 @@ static double seconds(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* kChains accumulators a0..a11, each a = a * b + c per iteration; their sum is returned so that
- * the compiler keeps every chain. */
+/* One function per vector width (GCC vector extensions under the width's target): kChains
+ * accumulators a0..a11, each a = a * b + c per iteration (one fused multiply-add: the compilers
+ * contract it where the target has FMA), summed at the end so that every chain is kept. */
 #define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-
-__attribute__((target("avx512f"))) static float chains512(long iters) {
-  const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
-#define INIT(i) __m512 a##i = _mm512_set1_ps((float)(i));
-#define STEP(i) a##i = _mm512_fmadd_ps(a##i, b, c);
-#define ADD(i) s = _mm512_add_ps(s, a##i);
-  CHAINS(INIT)
-  for (long k = 0; k < iters; k++) {
-    CHAINS(STEP)
+#define INIT(i) vec a##i = zero + (float)(i + 2); /* none at 1, a fixed point of a * b + c */
+#define STEP(i) a##i = a##i * b + c;
+#define ADD(i) s += a##i;
+#define DEFINE_CHAINS(name, isa, bytes)                                 \
+  __attribute__((target(isa))) static float name(long iters) {          \
+    typedef float vec __attribute__((vector_size(bytes)));              \
+    const vec zero = {0}, b = zero + 0.999999f, c = zero + 1e-6f;       \
+    CHAINS(INIT)                                                        \
+    for (long k = 0; k < iters; k++) {                                  \
+      CHAINS(STEP)                                                      \
+    }                                                                   \
+    vec s = zero;                                                       \
+    CHAINS(ADD)                                                         \
+    float sum = 0;                                                      \
+    for (unsigned l = 0; l < (bytes) / sizeof(float); l++) sum += s[l]; \
+    return sum;                                                         \
   }
-  __m512 s = _mm512_setzero_ps();
-  CHAINS(ADD)
-  return _mm512_reduce_add_ps(s);
-#undef INIT
-#undef STEP
-#undef ADD
-}
 
-__attribute__((target("avx2,fma"))) static float chains256(long iters) {
-  const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
-#define INIT(i) __m256 a##i = _mm256_set1_ps((float)(i));
-#define STEP(i) a##i = _mm256_fmadd_ps(a##i, b, c);
-#define ADD(i) s = _mm256_add_ps(s, a##i);
-  CHAINS(INIT)
-  for (long k = 0; k < iters; k++) {
-    CHAINS(STEP)
-  }
-  __m256 s = _mm256_setzero_ps();
-  CHAINS(ADD)
-  float lanes[8];
-  _mm256_storeu_ps(lanes, s);
-  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
-#undef INIT
-#undef STEP
-#undef ADD
-}
+DEFINE_CHAINS(chains512, "avx512f", 64)
+DEFINE_CHAINS(chains256, "avx2,fma", 32)
 
 static volatile float sink;
 
