@@ -5,8 +5,8 @@ step is too small for whole-step times to show through the machine's drift betwe
 
 Per process, after two warm-up steps: the median step and inference time over `--batches`
 real batches of the config's loader, and, from `torch.profiler` over the same batches, the
-CPU time per batch of each op family of ours (forward, backward and the autograd node that runs
-the backward: `detection::*` and `GeneratedBackwardFor_detection_*`), counted at its outermost
+CPU time per batch of each op family of ours (forward and backward: `detection::*`, and until
+2026-12-06 the Python autograd nodes `GeneratedBackwardFor_detection_*`), counted at its outermost
 calls with what they call (the GEMMs and copies an op launches are its work: the fused forward
 of 2026-12-05 moved its GEMM from a oneDNN call into our own kernel, which self time alone
 counted as our op's growth), and the self time of all ops. The op families' times are what the
@@ -17,7 +17,10 @@ change acts on; the totals show the drift.
         [--rounds 2] [--threads 1] [--batches 8]
 
 Each process imports a copy of the `detection` package made of links to this checkout's files,
-with its `_C` library linked to A or B.
+with its `_C` library linked to A or B. A library built before the ops' autograd moved into it
+(C++, 2026-12-06) cannot be one of them: `detection` refuses to load it, since its ops would
+train without gradients under today's Python (`ab_libs.py`, which calls the ops directly, still
+compares it).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 // Kernels register themselves per backend in their own files
 // (csrc/<op>/cpu/*.cpp: TORCH_LIBRARY_IMPL(detection, CPU, m),
 //  csrc/<op>/cuda/*.cu:  DETECTION_CUDA_LIBRARY_IMPL(m), i.e. TORCH_LIBRARY_IMPL(detection, CUDA,
-//  m) in this library, see common/cuda_compat.cuh); autograd, fake kernels and
-// autocast rules are registered from Python (detection/layers/) once this library has loaded.
+//  m) in this library, see common/cuda_compat.cuh), and so does each op's autograd
+// (csrc/<op>/<op>_autograd.cpp, on the Autograd key); fake kernels and autocast rules are
+// registered from Python (detection/layers/) once this library has loaded.
 // Semantics of every op: docs/CONVENTIONS.md, summarised in the Python wrappers.
 
 #include <torch/library.h>

@@ -16,6 +16,12 @@ BUILD_HINT = (
 )
 
 
+# The ops whose autograd the library registers itself (csrc/<op>/<op>_autograd.cpp, since
+# 2026-12-06; Python registered it before): a library built from older sources has none for them,
+# and training through its ops would silently give their inputs no gradient.
+_AUTOGRAD_OPS = ("modulated_deform_conv2d", "modulated_deform_roi_pool", "roi_align")
+
+
 def _load():
     here = os.path.dirname(os.path.abspath(__file__))
     # `_C.<tag>.so`, never the test-only CUDA emulation library `_C_cuda_emu.<tag>.so`
@@ -27,7 +33,24 @@ def _load():
         torch.ops.load_library(candidates[0])
     except OSError as exc:  # e.g. built against another torch
         return False, f": {exc}"
-    return True, ""
+    stale = _stale_detail(candidates[0])
+    return not stale, stale
+
+
+def _stale_detail(library: str) -> str:
+    """'' where the loaded library registers the autograd of every op of `_AUTOGRAD_OPS`, else
+    the part of the load error that names `library` and the ops without it."""
+    stale = [
+        op
+        for op in _AUTOGRAD_OPS
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{op}", "Autograd")
+    ]
+    if not stale:
+        return ""
+    return (
+        f": {os.path.basename(library)} was built from older sources (no autograd kernel for "
+        f"{', '.join(stale)}); rebuild it"
+    )
 
 
 HAS_OPS, _LOAD_ERROR = _load()

@@ -19,8 +19,9 @@ ConvNets operators as carried into mmcv):
   x >= W``; grad_mask is the sum over channels of grad_column * sampled value;
 * ``im2col_step`` bounds how many images share one column buffer; results do not depend on it.
 
-One file of about 400 lines, on purpose: the op's wrapper, its fake / autograd / autocast
-registrations and its module are one unit (torchvision's `ops/deform_conv.py` layout).
+One file of about 400 lines, on purpose: the op's wrapper, its fake and autocast registrations
+and its module are one unit (torchvision's `ops/deform_conv.py` layout); its autograd is the
+library's own, in C++ (csrc/deform_conv/deform_conv_autograd.cpp), as torchvision's is.
 
 Autocast: on CUDA the op runs its native kernel in the autocast dtype (float16 or bfloat16, all
 floating inputs cast to it, accumulation in float32); on CPU, whose kernel supports float32 and
@@ -90,7 +91,8 @@ def modulated_deform_conv2d(
 
 
 # ----------------------------------------------------------------------------------------------
-# Registration: autograd, fake kernels and autocast, only when the compiled library loaded.
+# Registration: fake kernels and autocast (autograd is the library's own, in C++), only when the
+# compiled library loaded.
 
 
 def _output_size(size: int, pad: int, dilation: int, kernel: int, stride: int) -> int:
@@ -159,37 +161,6 @@ def _fake_backward(grad, input, offset, mask, weight, bias, *params):
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    input, offset, mask, weight, bias, *params = inputs
-    ctx.save_for_backward(input, offset, mask, weight, bias)
-    ctx.params = params
-
-
-def _backward(ctx, grad_output):
-    input, offset, mask, weight, bias = ctx.saved_tensors
-    grads = torch.ops.detection._modulated_deform_conv2d_backward(
-        grad_output, input, offset, mask, weight, bias, *ctx.params
-    )
-    grad_input, grad_offset, grad_mask, grad_weight, grad_bias = grads
-    return (
-        grad_input,
-        grad_offset,
-        grad_mask if mask is not None else None,
-        grad_weight,
-        grad_bias if bias is not None else None,
-    ) + (None,) * len(ctx.params)
-
-
-def _no_double_backward_setup(ctx, inputs, output) -> None:
-    pass
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "modulated_deform_conv2d: double backward (gradients of gradients) is not supported"
-    )
-
-
 def _cuda_autocast(_keyset, *args):
     """AutocastCUDA: run the native kernel with every floating CUDA input in the autocast dtype."""
     dtype = torch.get_autocast_dtype("cuda")
@@ -211,10 +182,7 @@ def _register() -> None:
     backward_name = "detection::_modulated_deform_conv2d_backward"
     torch.library.register_fake(name)(_fake_forward)
     torch.library.register_fake(backward_name)(_fake_backward)
-    torch.library.register_autograd(name, _backward, setup_context=_setup_context)
-    torch.library.register_autograd(
-        backward_name, _no_double_backward, setup_context=_no_double_backward_setup
-    )
+    # autograd: in C++ (csrc/deform_conv/deform_conv_autograd.cpp)
     # CPU kernel: float32/float64 only, so CPU autocast runs it in float32.
     torch.library.register_autocast(name, "cpu", torch.float32)
     # CUDA: the native kernel in the autocast dtype (read at call time, so float16 or bfloat16).

@@ -183,7 +183,8 @@ class ModulatedDeformRoIPoolPack(DeformRoIPoolPack):
         return ModulatedDeformRoIPool.forward(self, input, rois, offset, mask)
 
 
-# Registration: fake kernels, autograd and autocast, only when the compiled library loaded.
+# Registration: fake kernels and autocast (autograd is the library's own, in C++), only when the
+# compiled library loaded.
 
 _NAME = "detection::modulated_deform_roi_pool"
 _BACKWARD_NAME = "detection::_modulated_deform_roi_pool_backward"
@@ -202,45 +203,10 @@ def _fake_backward(grad, input, rois, offset, mask, pooled_height, pooled_width,
     return input.new_empty(input.shape), grad_offset, grad_mask
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    input, rois, offset, mask, *params = inputs
-    ctx.save_for_backward(input, rois, offset, mask)
-    ctx.params = params
-
-
-def _backward(ctx, grad):
-    input, rois, offset, mask = ctx.saved_tensors
-    grad_input, grad_offset, grad_mask = torch.ops.detection._modulated_deform_roi_pool_backward(
-        grad, input, rois, offset, mask, *ctx.params
-    )
-    return (
-        grad_input,
-        None,
-        grad_offset if offset is not None else None,
-        grad_mask if mask is not None else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-def _no_double_backward_setup(ctx, inputs, output) -> None:
-    pass
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("detection::modulated_deform_roi_pool: double backward is not supported")
-
-
 def _register() -> None:
     torch.library.register_fake(_NAME)(_fake_forward)
     torch.library.register_fake(_BACKWARD_NAME)(_fake_backward)
-    torch.library.register_autograd(_NAME, _backward, setup_context=_setup_context)
-    torch.library.register_autograd(
-        _BACKWARD_NAME, _no_double_backward, setup_context=_no_double_backward_setup
-    )
+    # autograd: in C++ (csrc/deform_roi_pool/deform_roi_pool_autograd.cpp)
     for device_type in ("cpu", "cuda"):
         torch.library.register_autocast(_NAME, device_type, torch.float32)
 

@@ -73,7 +73,8 @@ class RoIAlign(nn.Module):
         )
 
 
-# Registration: fake kernels, autograd and autocast, only when the compiled library loaded.
+# Registration: fake kernels and autocast (autograd is the library's own, in C++), only when the
+# compiled library loaded.
 
 
 def _fake_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
@@ -86,40 +87,10 @@ def _fake_backward(grad, rois, spatial_scale, ph, pw, batch_size, channels, heig
     return grad.new_empty((batch_size, channels, height, width))
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
-    ctx.save_for_backward(rois)
-    ctx.params = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
-    ctx.input_shape = tuple(input.shape)
-
-
-def _backward(ctx, grad):
-    (rois,) = ctx.saved_tensors
-    spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
-    n, c, h, w = ctx.input_shape
-    grad_input = torch.ops.detection._roi_align_backward(
-        grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned
-    )
-    return grad_input, None, None, None, None, None, None
-
-
-def _no_double_backward_setup(ctx, inputs, output) -> None:
-    pass
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("detection::roi_align: double backward is not supported")
-
-
 def _register() -> None:
     torch.library.register_fake("detection::roi_align")(_fake_forward)
     torch.library.register_fake("detection::_roi_align_backward")(_fake_backward)
-    torch.library.register_autograd("detection::roi_align", _backward, setup_context=_setup_context)
-    torch.library.register_autograd(
-        "detection::_roi_align_backward",
-        _no_double_backward,
-        setup_context=_no_double_backward_setup,
-    )
+    # autograd: in C++ (csrc/roi_align/roi_align_autograd.cpp)
     for device_type in ("cpu", "cuda"):
         torch.library.register_autocast("detection::roi_align", device_type, torch.float32)
 
