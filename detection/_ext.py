@@ -56,10 +56,16 @@ def _stale_detail(library: str) -> str:
 HAS_OPS, _LOAD_ERROR = _load()
 
 
+class OpsNotBuiltError(RuntimeError):
+    """The compiled ops library is missing, failed to load, or was built from older sources; the
+    message says how to build it (the tools print it as one `error:` line, exit 2)."""
+
+
 def require_ops() -> None:
-    """Raise a RuntimeError with build instructions when the compiled ops are missing."""
+    """Raise OpsNotBuiltError (a RuntimeError) with build instructions when the compiled ops are
+    missing or stale."""
     if not HAS_OPS:
-        raise RuntimeError(BUILD_HINT.format(detail=_LOAD_ERROR))
+        raise OpsNotBuiltError(BUILD_HINT.format(detail=_LOAD_ERROR))
 
 
 def cuda_compiled() -> bool:

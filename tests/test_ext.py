@@ -28,3 +28,21 @@ def test_a_library_without_an_autograd_kernel_is_refused_with_a_rebuild_hint(mon
     )
     message = _ext.BUILD_HINT.format(detail=detail)
     assert "roi_align" in message and "pip install --no-build-isolation -e ." in message
+
+
+def test_a_tool_reports_a_missing_or_stale_build_as_one_error_line(monkeypatch, capsys):
+    from detection.utils.cli import EXIT_USAGE, cli_main
+
+    monkeypatch.setattr(_ext, "HAS_OPS", False)
+    monkeypatch.setattr(_ext, "_LOAD_ERROR", ": _C.so was built from older sources (...)")
+
+    @cli_main
+    def main(argv=None):
+        _ext.require_ops()
+        return 0
+
+    assert main([]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("error: detection's compiled ops (detection._C) are not built or failed")
+    assert "_C.so was built from older sources" in err

@@ -15,6 +15,8 @@ import json
 import sys
 from typing import NoReturn
 
+from detection._ext import OpsNotBuiltError
+
 EXIT_USAGE = 2
 
 
@@ -34,9 +36,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-# Bad input rather than a bug: ConfigError and CheckpointMismatchError are UsageErrors too.
+# Bad input rather than a bug: ConfigError and CheckpointMismatchError are UsageErrors too; a
+# missing or stale build of the ops is the user's to fix too (its message says how).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UsageError,
+    OpsNotBuiltError,
     FileNotFoundError,
     IsADirectoryError,
     NotADirectoryError,
