@@ -32,6 +32,7 @@ import detection  # noqa: E402, F401  (first: its OpenMP defaults must precede t
 
 import torch
 
+from detection import _ext
 from detection.engine.checkpointer import (
     Checkpointer,
     CheckpointMismatchError,
@@ -197,6 +198,7 @@ def check_replicas_identical(model: torch.nn.Module, logger) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts, exit_on_error=True)
+    _ext.require_ops()  # a missing or stale build: one error line now, not at the first step
     if not args.resume:
         guard_fresh_run(
             cfg.WORKSPACE, args.overwrite, is_main=int(os.environ.get("RANK", "0")) == 0

@@ -118,6 +118,19 @@ def test_train_refuses_resume_with_overwrite(ckpt_tree, capsys):
     assert {p: os.path.getmtime(p) for p in earlier_run_files(str(ckpt_tree))} == before
 
 
+def test_train_with_a_missing_or_stale_build_stops_before_touching_the_workspace(
+    tmp_path, monkeypatch, capsys
+):
+    from detection import _ext
+
+    monkeypatch.setattr(_ext, "HAS_OPS", False)
+    monkeypatch.setattr(_ext, "_LOAD_ERROR", ": _C.so was built from older sources (...)")
+    workspace = tmp_path / "ws"
+    assert _load_tool("train").main(["--config", CONFIG, "WORKSPACE", str(workspace)]) == 2
+    _one_error_line(capsys.readouterr().err, "compiled ops", "older sources", "pip install")
+    assert not workspace.exists()
+
+
 # ------------------------------------------------------------------------ arguments, config
 @pytest.mark.parametrize("tool", ["train", "test"])
 def test_missing_config_file(tool, tmp_path, capsys):
