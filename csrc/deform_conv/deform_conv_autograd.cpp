@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace detection {
 namespace deform_conv {
@@ -25,20 +26,15 @@ struct Params {
       im2col_step;
 };
 
-constexpr const char* kParamNames[] = {"stride_h", "stride_w",      "pad_h",
-                                       "pad_w",    "dilation_h",    "dilation_w",
-                                       "groups",   "deform_groups", "im2col_step"};
-
+// Params as one saved list (AutogradContext::saved_data), and back.
 void save_params(AutogradContext* ctx, const Params& p) {
-  const int64_t values[] = {p.stride_h,   p.stride_w, p.pad_h,         p.pad_w,      p.dilation_h,
-                            p.dilation_w, p.groups,   p.deform_groups, p.im2col_step};
-  for (size_t i = 0; i < std::size(values); ++i) ctx->saved_data[kParamNames[i]] = values[i];
+  ctx->saved_data["params"] =
+      std::vector<int64_t>{p.stride_h,   p.stride_w, p.pad_h,         p.pad_w,      p.dilation_h,
+                           p.dilation_w, p.groups,   p.deform_groups, p.im2col_step};
 }
 
 Params saved_params(AutogradContext* ctx) {
-  int64_t v[std::size(kParamNames)];
-  for (size_t i = 0; i < std::size(kParamNames); ++i)
-    v[i] = ctx->saved_data[kParamNames[i]].toInt();
+  const std::vector<int64_t> v = ctx->saved_data["params"].toIntVector();
   return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
