@@ -67,7 +67,7 @@ inline CpuIsa cpu_isa() {
 // ATen's BLAS (`at::mm`, MKL's sgemm on x86-64) or oneDNN (a 1x1 convolution_backward). MKL runs
 // its AVX-512 kernels on Intel CPUs only (on AMD ones its AVX2 kernels: half the FMA rate where
 // 512-bit units are full width, the same rate on Zen 4, whose AVX-512 runs on 256-bit units:
-// benchmarks/fma_peak.c gives 116-118 GFLOP/s per core either way, and MKL's sgemm reaches 89-100
+// benchmarks/fma_peak.c gives 116-118 GFLOP/s per core either way, and MKL's sgemm reaches 87-100
 // of them at one thread, twenty-eighth round), while oneDNN's convolution_backward runs its AVX-512
 // kernels on both. Measured (RESULTS.md): BLAS faster on an AVX2 AMD EPYC and on an AVX-512 Intel
 // Xeon (with AMX), oneDNN faster on an AVX-512 AMD one (recorded as Zen 5); on a Zen 4 EPYC (family
