@@ -423,10 +423,11 @@ def core_round_trip_ns() -> tuple[int, int, float] | None:
         return None
 
 
+@functools.cache
 def fma_peak_gflops() -> dict[str, float] | None:
     """{width: GFLOP/s}: one core's float32 FMA throughput for each vector width the CPU has
-    ("avx512", "avx2"; `fma_peak.c`), or None where that cannot run (not x86-64, no AVX2, no
-    compiler). What a GEMM or a sampling loop at one thread can approach: the share of it an op
+    ("avx512", "avx2"; `fma_peak.c`, measured once per process: about 0.4 s), or None where that
+    cannot run (not x86-64, no AVX2, no compiler). What a GEMM or a sampling loop at one thread can approach: the share of it an op
     reaches is what its kernel leaves (RESULTS.md, twenty-eighth round)."""
     exe = c_tool_exe("fma_peak.c")
     if exe is None:
